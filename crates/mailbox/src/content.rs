@@ -324,6 +324,37 @@ mod tests {
         assert_eq!(dst, b"X: y\nhello\n");
     }
 
+    struct FullDisk(i32);
+
+    impl Write for FullDisk {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(self.0))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn full_disk_and_quota_are_temporary_write_errors() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let r = copy_message(
+                &mut FullDisk(errno),
+                b"",
+                &[],
+                &mut &b"x\n"[..],
+                Style::default(),
+                u64::MAX,
+            );
+            let err = match r {
+                Err(e) => e.into_error(std::path::Path::new("/m"), u64::MAX),
+                Ok(_) => panic!("write to a full disk succeeded"),
+            };
+            assert!(matches!(err, Error::Io { op: "write", .. }));
+            assert!(err.is_temporary() && err.is_full(), "{err}");
+        }
+    }
+
     #[test]
     fn header_lines_with_breaks_are_refused() {
         assert!(check_header_lines(&["A: b\r\nC: d"]).is_err());

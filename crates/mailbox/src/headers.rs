@@ -56,6 +56,28 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
+/// The `Return-Path:` line Postfix prepends: `Return-Path: <sender>`, `<>` for the null
+/// sender. Postfix writes, in this order, `Return-Path:`, `X-Original-To:`, `Delivered-To:`.
+pub fn return_path_header(sender: &str) -> String {
+    if sender.is_empty() {
+        "Return-Path: <>".to_string()
+    } else {
+        format!("Return-Path: <{}>", quote_822_local(sender))
+    }
+}
+
+/// The `X-Original-To:` line (the original envelope recipient), or `None` when it is empty
+/// (original recipient recording disabled), as Postfix.
+pub fn original_to_header(orig_rcpt: &str) -> Option<String> {
+    (!orig_rcpt.is_empty()).then(|| format!("X-Original-To: {}", quote_822_local(orig_rcpt)))
+}
+
+/// The `Delivered-To:` line for the final recipient, which [`count_delivered_to`] finds again
+/// if the message comes back.
+pub fn delivered_to_header(recipient: &str) -> String {
+    format!("Delivered-To: {}", quote_822_local(recipient))
+}
+
 /// Quotes the local part of `addr` (before the last `@`) with double quotes when it contains
 /// characters that RFC 822 does not allow in an unquoted local part (specials, space,
 /// controls, or misplaced dots), as Postfix's `quote_822_local()`. `a b@c` becomes `"a b"@c`.
@@ -110,6 +132,22 @@ mod tests {
 Delivered-To: other@example.com\r\nDelivered-To:\r\n joe@example.com\r\n\r\nDelivered-To: joe@example.com\r\n";
         assert_eq!(count_delivered_to(h, "joe@example.com"), 3);
         assert_eq!(count_delivered_to(h, "nobody@example.com"), 0);
+    }
+
+    #[test]
+    fn postfix_header_lines() {
+        assert_eq!(return_path_header(""), "Return-Path: <>");
+        assert_eq!(return_path_header("a b@c"), "Return-Path: <\"a b\"@c>");
+        assert_eq!(original_to_header(""), None);
+        assert_eq!(
+            original_to_header("x@y").as_deref(),
+            Some("X-Original-To: x@y")
+        );
+        let d = delivered_to_header("joe@example.com");
+        assert_eq!(
+            count_delivered_to(format!("{d}\n\n").as_bytes(), "joe@example.com"),
+            1
+        );
     }
 
     #[test]

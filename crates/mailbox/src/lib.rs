@@ -30,7 +30,10 @@ mod read;
 
 pub use content::ChunkReader;
 pub use error::{Disposition, Error, Result};
-pub use headers::{count_delivered_to, quote_822_local};
+pub use headers::{
+    count_delivered_to, delivered_to_header, original_to_header, quote_822_local,
+    return_path_header,
+};
 pub use lock::{DotLock, LockConfig, LockMethod, MailboxLock};
 pub use maildir::{DeliverOptions, Delivered, Maildir, MaildirBatch, encode_hostname, hostname};
 pub use mbox::{MboxDelivery, MboxOptions, asctime_local, deliver_mbox, from_line};

@@ -180,6 +180,12 @@ fn append<R: Read>(
     let n = content::copy_message(&mut file, &prefix, headers, content, style, max)
         .map_err(|e| e.into_error(path, limit_hit))?;
     file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+    if orig_len == 0
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        // The mailbox may have just been created: make its directory entry durable too.
+        crate::maildir::fsync_dir(dir)?;
+    }
     Ok(n)
 }
 

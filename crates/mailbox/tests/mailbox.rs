@@ -666,3 +666,92 @@ fn mbox_refuses_symlink() -> TestResult {
     assert_eq!(fs::read(&target)?, b"");
     Ok(())
 }
+
+// ---------- real write failures (RLIMIT_FSIZE in a child process) ----------
+
+const CHILD_ENV: &str = "OXIPOST_MAILBOX_FSIZE_CHILD";
+
+/// Runs the named test again in a child process with `CHILD_ENV` set to `dir`.
+fn run_in_child(test_name: &str, dir: &Path) -> TestResult {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !stdout.contains("CHILD-OK") {
+        return Err(format!(
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// In the child: writes past `bytes` now fail with EFBIG instead of killing the process.
+fn limit_file_size(bytes: u64) -> TestResult {
+    let lim = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain libc calls with valid arguments; the child runs this one test only.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn maildir_write_failure_is_temporary_and_leaves_nothing() -> TestResult {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        let tmp = tempfile::tempdir()?;
+        return run_in_child(
+            "maildir_write_failure_is_temporary_and_leaves_nothing",
+            tmp.path(),
+        );
+    };
+    let md = Maildir::new(PathBuf::from(dir).join("Maildir"));
+    md.create()?;
+    limit_file_size(100_000)?;
+    let big = message("big", &"x".repeat(300_000));
+    let err = md
+        .deliver(&[], &big[..], &DeliverOptions::default())
+        .err()
+        .ok_or("write past RLIMIT_FSIZE succeeded")?;
+    assert!(err.is_temporary() && err.is_full(), "{err}");
+    assert!(matches!(err, Error::Io { op: "write", .. }), "{err}");
+    assert!(dir_entries(&md.subdir("tmp")).is_empty());
+    assert!(dir_entries(&md.subdir("new")).is_empty());
+    println!("CHILD-OK");
+    Ok(())
+}
+
+#[test]
+fn mbox_write_failure_truncates_back() -> TestResult {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        let tmp = tempfile::tempdir()?;
+        return run_in_child("mbox_write_failure_truncates_back", tmp.path());
+    };
+    let path = PathBuf::from(dir).join("mbox");
+    deliver_mbox(
+        &path,
+        "a@b",
+        &[],
+        &message("ok", "fine\r\n")[..],
+        &mbox_opts(),
+    )?;
+    let before = fs::read(&path)?;
+    limit_file_size(100_000)?;
+    let big = message("big", &"x".repeat(300_000));
+    let err = deliver_mbox(&path, "a@b", &[], &big[..], &mbox_opts())
+        .err()
+        .ok_or("write past RLIMIT_FSIZE succeeded")?;
+    assert!(err.is_temporary() && err.is_full(), "{err}");
+    assert_eq!(fs::read(&path)?, before);
+    assert!(!DotLockPath::of(&path).exists());
+    println!("CHILD-OK");
+    Ok(())
+}
