@@ -118,9 +118,15 @@ fn dump_inner(
                     writeln!(out, "*** MESSAGE CONTENTS {} ***", path.display())?;
                     in_content = true;
                 }
-                let mut buf = vec![0u8; r.len as usize];
-                file.read_exact_at(&mut buf, base)?;
-                out.write_all(&buf)?;
+                let mut buf = [0u8; 8192];
+                let mut done = 0u64;
+                let len = u64::from(r.len);
+                while done < len {
+                    let n = (len - done).min(buf.len() as u64) as usize;
+                    file.read_exact_at(&mut buf[..n], base + done)?;
+                    out.write_all(&buf[..n])?;
+                    done += n as u64;
+                }
             }
             continue;
         }

@@ -13,7 +13,7 @@
 //! | 6 | 2 | flags, u16 (see below); unknown bits are ignored |
 //!
 //! A reader refuses a file whose version is greater than the one it knows
-//! ([`QueueError::UnsupportedVersion`](crate::QueueError::UnsupportedVersion)); version 0 is
+//! ([`QueueError::UnsupportedVersion`]); version 0 is
 //! corrupt. Compatible changes never bump the version: they add record types instead.
 //!
 //! Header flags: `0x0001` [`FLAG_TRACE`] (the sender asked for a delivery report of every
@@ -56,7 +56,7 @@
 //! The writer fsyncs the file only after writing END and gives the file its final name only
 //! after that fsync, so a file under a queue-id name without END is a crashed or foreign write.
 //! A reader that reaches end of file before END reports
-//! [`QueueError::Incomplete`](crate::QueueError::Incomplete) and the file is never delivered.
+//! [`QueueError::Incomplete`] and the file is never delivered.
 //! As in Postfix, a finished file also gets mode 0700 (executable bit = "ready"), but readers
 //! rely on END, not on the mode.
 //!

@@ -2,7 +2,7 @@
 //! `queue_directory` (queues `maildrop`, `incoming`, `active`, `deferred`, `hold`, `corrupt`
 //! and the per-message logs `defer`, `bounce`, `trace`, with Postfix-style hash
 //! subdirectories), Postfix-compatible long queue ids, the queue file format (see
-//! [`format`]), writing a message durably ([`QueueWriter`], with group commit through
+//! [`format`](mod@format)), writing a message durably ([`QueueWriter`], with group commit through
 //! [`GroupCommitter`]), reading it back ([`QueueFile`]), marking recipients done in place,
 //! moving messages between queues, and printing a file for `postcat` ([`dump()`]).
 //!

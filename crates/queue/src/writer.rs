@@ -20,7 +20,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -367,6 +366,7 @@ pub struct PreparedFile {
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
+        use std::os::unix::ffi::OsStrExt;
         let cfrom = std::ffi::CString::new(from.as_os_str().as_bytes())?;
         let cto = std::ffi::CString::new(to.as_os_str().as_bytes())?;
         // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
