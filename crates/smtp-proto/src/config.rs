@@ -27,6 +27,9 @@ pub struct Limits {
     pub message_size_limit: u64,
     /// Accepted recipients per transaction (`smtpd_recipient_limit`).
     pub recipient_limit: usize,
+    /// Over-limit RCPTs answered 452 before they start counting as errors
+    /// (`smtpd_recipient_overshoot_limit`).
+    pub recipient_overshoot_limit: usize,
     /// Errors after which the driver should delay replies
     /// (`smtpd_soft_error_limit`); see [`Session::error_sleep_due`](crate::Session::error_sleep_due).
     pub soft_error_limit: u32,
@@ -49,6 +52,7 @@ impl Default for Limits {
             line_length_limit: 2048,
             message_size_limit: 10_240_000,
             recipient_limit: 1000,
+            recipient_overshoot_limit: 1000,
             soft_error_limit: 10,
             hard_error_limit: 20,
             data_chunk_size: 64 * 1024,

@@ -105,6 +105,8 @@ pub struct Session {
     authenticated: bool,
     txn: Option<Txn>,
     errors: u32,
+    /// Over-limit RCPTs answered in this transaction.
+    overshoot: usize,
     /// Message content not yet handed out, at most `data_chunk_size` (+2).
     chunk: Vec<u8>,
 }
@@ -130,6 +132,7 @@ impl Session {
             authenticated: false,
             txn: None,
             errors: 0,
+            overshoot: 0,
             chunk: Vec::new(),
         }
     }
@@ -218,7 +221,7 @@ impl Session {
     /// forced into 4xx/5xx and the enhanced code's class made to match. A
     /// 421 closes the session after the reply, as in Postfix.
     pub fn reject(&mut self, code: u16, enhanced: &str, text: &str) -> Result<(), NoPendingDecision> {
-        let pending = self.pending.take().ok_or(NoPendingDecision)?;
+        let pending = self.take_pending()?;
         if let Pending::MessageEnd = pending {
             self.txn = None;
             self.chunk.clear();
@@ -235,15 +238,15 @@ impl Session {
     /// `334 <challenge>` (base64 text, may be empty) and reads the client's
     /// next response line.
     pub fn auth_challenge(&mut self, challenge: &str) -> Result<(), NoPendingDecision> {
-        match self.pending.take() {
-            Some(Pending::Auth) => {
+        match self.take_pending()? {
+            Pending::Auth => {
                 let text = sanitize_text(challenge);
                 render(&mut self.out, 334, "", &text, false);
                 self.phase = Phase::AuthLine;
                 Ok(())
             }
             other => {
-                self.pending = other;
+                self.pending = Some(other);
                 Err(NoPendingDecision)
             }
         }
@@ -305,9 +308,10 @@ impl Session {
         matches!(self.phase, Phase::Closing | Phase::Closed)
     }
 
-    /// True while an event awaits the driver's decision.
+    /// True when the decision event has been returned by `next()` and
+    /// awaits the driver's answer.
     pub fn decision_pending(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() && self.events.is_empty()
     }
 
     /// Errors so far (reset by a delivered message, as in Postfix).
@@ -388,6 +392,15 @@ impl Session {
         let (code, _) = fix_reject(self.cfg.bare_newline_reject_code, "");
         self.send(code, "5.5.2", &text);
         self.close_now();
+    }
+
+    /// The pending decision, if its event (always the last queued one)
+    /// has been delivered: answering before seeing the event is a bug.
+    fn take_pending(&mut self) -> Result<Pending, NoPendingDecision> {
+        if !self.events.is_empty() {
+            return Err(NoPendingDecision);
+        }
+        self.pending.take().ok_or(NoPendingDecision)
     }
 
     fn decide(&mut self, pending: Pending, event: Event) {
@@ -589,6 +602,13 @@ impl Session {
             return self.err(503, "5.5.1", "Error: RCPT after BDAT");
         }
         if txn.rcpts >= self.cfg.limits.recipient_limit {
+            // Postfix lets a client overshoot a while before it counts as
+            // an error, so that a big legitimate list is not cut off.
+            if self.overshoot < self.cfg.limits.recipient_overshoot_limit {
+                self.overshoot += 1;
+                self.send(452, "4.5.3", "Error: too many recipients");
+                return;
+            }
             return self.err(452, "4.5.3", "Error: too many recipients");
         }
         match command::parse_rcpt(args, &self.cfg, txn.smtputf8) {
@@ -848,7 +868,7 @@ impl Session {
     }
 
     fn accept_inner(&mut self, text: Option<String>) -> Result<(), NoPendingDecision> {
-        let pending = self.pending.take().ok_or(NoPendingDecision)?;
+        let pending = self.take_pending()?;
         let text = |default: &str| text.clone().unwrap_or_else(|| default.to_owned());
         match pending {
             Pending::Helo { name, extended } => {
@@ -864,6 +884,7 @@ impl Session {
                 }
             }
             Pending::Mail { smtputf8, body } => {
+                self.overshoot = 0;
                 self.txn = Some(Txn {
                     smtputf8,
                     body,
