@@ -658,3 +658,61 @@ fn writer_into_maildrop_and_flags() {
     assert_eq!(qf.content_len(), 0);
     assert!(read_content(&qf).is_empty());
 }
+
+/// `cargo test -p oxipost-queue --release -- --ignored --nocapture bench_` prints messages per
+/// second for solo commits versus group commit with several concurrent writers.
+#[test]
+#[ignore]
+fn bench_group_commit_vs_solo() {
+    let (_t, layout) = setup();
+    let threads = 8;
+    let per = 50;
+    let body = vec![b'x'; 10_000];
+    let run = |committer: Option<Arc<GroupCommitter>>| -> Duration {
+        let start = std::time::Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let layout = layout.clone();
+                let committer = committer.clone();
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..per {
+                        let mut w =
+                            QueueWriter::create(&layout, Queue::Incoming, WriterOptions::default())
+                                .expect("create");
+                        w.write_envelope(&envelope()).expect("env");
+                        w.write_content(&body).expect("content");
+                        match &committer {
+                            Some(c) => w.finish_with(c).expect("group"),
+                            None => w.finish().expect("solo"),
+                        };
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("join");
+        }
+        start.elapsed()
+    };
+    let n = (threads * per) as f64;
+    for round in 0..2 {
+        let solo = run(None);
+        println!("[{round}] solo: {:.0} msg/s", n / solo.as_secs_f64());
+        for sync_threads in [1, 4] {
+            let committer = Arc::new(
+                GroupCommitter::start(CommitterOptions {
+                    sync_threads,
+                    ..CommitterOptions::default()
+                })
+                .expect("start"),
+            );
+            let group = run(Some(Arc::clone(&committer)));
+            println!(
+                "[{round}] group (sync_threads {sync_threads}): {:.0} msg/s {:?}",
+                n / group.as_secs_f64(),
+                committer.stats()
+            );
+        }
+    }
+}
