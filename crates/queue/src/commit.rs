@@ -5,8 +5,8 @@
 //!
 //! 1. starts write-back of all of them at once (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on
 //!    Linux), so the disk sees one batch of writes;
-//! 2. `fdatasync`s each file (after the first, the journal commit usually already covers the
-//!    others, so these return quickly);
+//! 2. `fdatasync`s each file, on up to `sync_threads` threads side by side so that the file
+//!    system can merge the flushes into one journal commit;
 //! 3. renames each to its queue-id name;
 //! 4. fsyncs each distinct target directory once, covering all the renames;
 //! 5. reports each file's result.

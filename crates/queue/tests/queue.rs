@@ -716,3 +716,64 @@ fn bench_group_commit_vs_solo() {
         }
     }
 }
+
+/// Not a test by itself: the body of a child process for `ids_unique_across_processes`.
+#[test]
+#[ignore]
+fn child_writer_process() {
+    let Ok(dir) = std::env::var("OXQ_CHILD_QUEUE_DIR") else {
+        return;
+    };
+    let layout = Layout::new(QueueConfig::new(dir)).expect("layout");
+    for i in 0..30 {
+        let mut w = QueueWriter::create(&layout, Queue::Incoming, WriterOptions::default())
+            .expect("create");
+        w.set_sender("child@x").expect("sender");
+        w.add_recipient(&Recipient::new("r@y")).expect("rcpt");
+        w.write_content(format!("m{i}\r\n").as_bytes())
+            .expect("content");
+        println!("QUEUEID {}", w.finish().expect("finish"));
+    }
+}
+
+#[test]
+fn ids_unique_across_processes() {
+    let (_t, layout) = setup();
+    let exe = std::env::current_exe().expect("exe");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "child_writer_process",
+                    "--nocapture",
+                ])
+                .env("OXQ_CHILD_QUEUE_DIR", layout.root())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for c in children {
+        let out = c.wait_with_output().expect("child");
+        assert!(out.status.success());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(id) = line.strip_prefix("QUEUEID ") {
+                assert!(
+                    ids.insert(QueueId::parse(id).expect("id")),
+                    "duplicate {id}"
+                );
+            }
+        }
+    }
+    assert_eq!(ids.len(), 4 * 30);
+    let listed: HashSet<_> = layout
+        .list(Queue::Incoming)
+        .expect("list")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(listed, ids);
+}
