@@ -151,7 +151,10 @@ fn parse_mailbox(b: &[u8], start: usize) -> Result<(Address, usize), BadPath> {
 fn scan_domain(b: &[u8], mut i: usize) -> Result<usize, BadPath> {
     loop {
         let label = i;
-        while b.get(i).is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80) {
+        while b
+            .get(i)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80)
+        {
             i += 1;
         }
         if i == label || b[label] == b'-' || b[i - 1] == b'-' {
@@ -169,7 +172,10 @@ fn scan_domain(b: &[u8], mut i: usize) -> Result<usize, BadPath> {
 fn scan_literal(b: &[u8], mut i: usize) -> Result<usize, BadPath> {
     i += 1;
     let start = i;
-    while b.get(i).is_some_and(|&c| (33..=90).contains(&c) || (94..=126).contains(&c)) {
+    while b
+        .get(i)
+        .is_some_and(|&c| (33..=90).contains(&c) || (94..=126).contains(&c))
+    {
         i += 1;
     }
     if i == start || b.get(i) != Some(&b']') {
@@ -210,7 +216,10 @@ mod tests {
 
     #[test]
     fn source_route_is_dropped() {
-        assert_eq!(ok("<@a.example,@b.example:u@d.example>").0, Some("u@d.example".into()));
+        assert_eq!(
+            ok("<@a.example,@b.example:u@d.example>").0,
+            Some("u@d.example".into())
+        );
         assert!(parse_path("<@a.example:>", false).is_err());
         assert!(parse_path("<@a.example,b:u@d>", false).is_err());
     }
@@ -225,7 +234,10 @@ mod tests {
     #[test]
     fn literals_and_utf8() {
         assert_eq!(ok("<u@[192.0.2.1]>").0, Some("u@[192.0.2.1]".into()));
-        assert_eq!(ok("<u@[IPv6:2001:db8::1]>").0, Some("u@[IPv6:2001:db8::1]".into()));
+        assert_eq!(
+            ok("<u@[IPv6:2001:db8::1]>").0,
+            Some("u@[IPv6:2001:db8::1]".into())
+        );
         let (p, _) = parse_path("<jöran@bücher.example>", false).expect("utf8");
         assert!(!p.expect("some").is_ascii());
     }
@@ -233,8 +245,20 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for s in [
-            "<a@b", "<a@>", "<@>", "<a..b@c>", "<.a@c>", "<a@-b.c>", "<a@b..c>", "<a b@c>",
-            "<a@b.c", "", "<", "<a@[]>", "<\"\"@c>", "<a@b.c-> ",
+            "<a@b",
+            "<a@>",
+            "<@>",
+            "<a..b@c>",
+            "<.a@c>",
+            "<a@-b.c>",
+            "<a@b..c>",
+            "<a b@c>",
+            "<a@b.c",
+            "",
+            "<",
+            "<a@[]>",
+            "<\"\"@c>",
+            "<a@b.c-> ",
         ] {
             assert!(parse_path(s, false).is_err(), "{s:?}");
         }

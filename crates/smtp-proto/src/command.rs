@@ -71,12 +71,14 @@ fn params(rest: &str) -> Option<impl Iterator<Item = (String, Option<&str>, &str
     if !rest.is_empty() && !rest.starts_with(' ') {
         return None;
     }
-    Some(rest.split(' ').filter(|t| !t.is_empty()).map(|tok| {
-        match tok.split_once('=') {
-            Some((k, v)) => (k.to_ascii_uppercase(), Some(v), tok),
-            None => (tok.to_ascii_uppercase(), None, tok),
-        }
-    }))
+    Some(
+        rest.split(' ')
+            .filter(|t| !t.is_empty())
+            .map(|tok| match tok.split_once('=') {
+                Some((k, v)) => (k.to_ascii_uppercase(), Some(v), tok),
+                None => (tok.to_ascii_uppercase(), None, tok),
+            }),
+    )
 }
 
 fn unsupported(tok: &str) -> Reply {
@@ -84,7 +86,11 @@ fn unsupported(tok: &str) -> Reply {
 }
 
 fn utf8_undeclared() -> Reply {
-    Reply::new(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+    Reply::new(
+        553,
+        "5.6.7",
+        "Must declare SMTPUTF8 to send unicode address",
+    )
 }
 
 /// Parses the arguments of MAIL (`FROM:<path> params`).
@@ -147,7 +153,11 @@ pub(crate) fn parse_mail(args: &str, cfg: &ServerConfig) -> Result<MailFrom, Rep
         }
     }
     if !mail.smtputf8 && mail.sender.as_ref().is_some_and(|a| !a.is_ascii()) {
-        return Err(if ext.smtputf8 { utf8_undeclared() } else { bad() });
+        return Err(if ext.smtputf8 {
+            utf8_undeclared()
+        } else {
+            bad()
+        });
     }
     if let Some(size) = mail.size {
         let limit = cfg.limits.message_size_limit;
@@ -182,16 +192,15 @@ pub(crate) fn parse_rcpt(args: &str, cfg: &ServerConfig, smtputf8: bool) -> Resu
     for (key, value, tok) in params(rest).ok_or_else(bad)? {
         match (key.as_str(), value) {
             ("NOTIFY", Some(v)) if dsn => {
-                rcpt.notify = Some(
-                    parse_notify(v)
-                        .ok_or_else(|| Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax"))?,
-                );
+                rcpt.notify = Some(parse_notify(v).ok_or_else(|| {
+                    Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")
+                })?);
             }
             ("ORCPT", Some(v)) if dsn => {
                 let bad_orcpt = || Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax");
                 let (ty, addr) = v.split_once(';').ok_or_else(bad_orcpt)?;
-                let ty_ok = !ty.is_empty()
-                    && ty.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                let ty_ok =
+                    !ty.is_empty() && ty.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 let address = xtext_decode(addr).filter(|a| !a.is_empty());
                 match (ty_ok, address) {
                     (true, Some(address)) => {
@@ -207,7 +216,11 @@ pub(crate) fn parse_rcpt(args: &str, cfg: &ServerConfig, smtputf8: bool) -> Resu
         }
     }
     if !rcpt.recipient.is_ascii() && !smtputf8 {
-        return Err(if cfg.extensions.smtputf8 { utf8_undeclared() } else { bad() });
+        return Err(if cfg.extensions.smtputf8 {
+            utf8_undeclared()
+        } else {
+            bad()
+        });
     }
     Ok(rcpt)
 }
@@ -239,7 +252,10 @@ fn xtext_decode(s: &str) -> Option<String> {
             b'+' => {
                 let hex = b.get(i + 1..i + 3)?;
                 let hex = std::str::from_utf8(hex).ok()?;
-                if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                if !hex
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+                {
                     return None;
                 }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -278,7 +294,7 @@ pub(crate) fn parse_bdat(args: &str) -> Option<(u64, bool)> {
 /// True if `s` is plausible base64 (RFC 4648 alphabet with padding).
 pub(crate) fn is_base64(s: &str) -> bool {
     let body = s.trim_end_matches('=');
-    s.len() % 4 == 0
+    s.len().is_multiple_of(4)
         && s.len() - body.len() <= 2
         && body
             .bytes()
@@ -313,29 +329,55 @@ mod tests {
         assert!(m.smtputf8);
         assert_eq!(m.ret, Some(Ret::Hdrs));
         assert_eq!(m.envid.as_deref(), Some("x+y"));
-        assert!(parse_mail("from: <>", &cfg()).expect("null").sender.is_none());
+        assert!(
+            parse_mail("from: <>", &cfg())
+                .expect("null")
+                .sender
+                .is_none()
+        );
     }
 
     #[test]
     fn mail_errors() {
-        let code = |a: &str| parse_mail(a, &cfg()).map(|_| ()).map_err(|r| (r.code, r.text));
+        let code = |a: &str| {
+            parse_mail(a, &cfg())
+                .map(|_| ())
+                .map_err(|r| (r.code, r.text))
+        };
         assert_eq!(code("TO:<a@b>").err().map(|e| e.0), Some(501));
-        assert_eq!(code("FROM:<a@b> SIZE=x").err().map(|e| e.1), Some("Bad message size syntax".into()));
-        assert_eq!(code("FROM:<a@b> SIZE=99999999999").err().map(|e| e.0), Some(552));
+        assert_eq!(
+            code("FROM:<a@b> SIZE=x").err().map(|e| e.1),
+            Some("Bad message size syntax".into())
+        );
+        assert_eq!(
+            code("FROM:<a@b> SIZE=99999999999").err().map(|e| e.0),
+            Some(552)
+        );
         assert_eq!(code("FROM:<a@b> FOO=1").err().map(|e| e.0), Some(555));
         assert_eq!(code("FROM:<a@b> BODY=9BIT").err().map(|e| e.0), Some(501));
         assert_eq!(code("FROM:<ü@b>").err().map(|e| e.0), Some(553));
         assert!(code("FROM:<ü@b> SMTPUTF8").is_ok());
-        assert_eq!(code("FROM:<a@b>junk").err().map(|e| e.1), Some("Bad sender address syntax".into()));
+        assert_eq!(
+            code("FROM:<a@b>junk").err().map(|e| e.1),
+            Some("Bad sender address syntax".into())
+        );
     }
 
     #[test]
     fn rcpt_params() {
-        let r = parse_rcpt("TO:<a@b> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a+40b", &cfg(), false)
-            .expect("valid");
+        let r = parse_rcpt(
+            "TO:<a@b> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a+40b",
+            &cfg(),
+            false,
+        )
+        .expect("valid");
         assert_eq!(
             r.notify,
-            Some(Notify { success: true, failure: false, delay: true })
+            Some(Notify {
+                success: true,
+                failure: false,
+                delay: true
+            })
         );
         assert_eq!(r.orcpt.expect("orcpt").address, "a@b");
         assert!(parse_rcpt("TO:<postmaster>", &cfg(), false).is_ok());
@@ -343,7 +385,10 @@ mod tests {
         assert!(parse_rcpt("TO:<bob>", &cfg(), false).is_err());
         assert!(parse_rcpt("TO:<a@b> NOTIFY=NEVER,SUCCESS", &cfg(), false).is_err());
         assert!(parse_rcpt("TO:<a@b> ORCPT=rfc822", &cfg(), false).is_err());
-        assert_eq!(parse_rcpt("TO:<ü@b>", &cfg(), false).err().map(|r| r.code), Some(553));
+        assert_eq!(
+            parse_rcpt("TO:<ü@b>", &cfg(), false).err().map(|r| r.code),
+            Some(553)
+        );
     }
 
     #[test]

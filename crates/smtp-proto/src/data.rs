@@ -131,7 +131,13 @@ mod tests {
     #[test]
     fn smuggling_patterns_are_content() {
         for mode in [BareNewline::No, BareNewline::Normalize] {
-            for p in [&b"a\n.\nb"[..], b"a\n.\r\nb", b"a\r.\rb", b"a\r\n.\nb", b"a\r.\r\nb"] {
+            for p in [
+                &b"a\n.\nb"[..],
+                b"a\n.\r\nb",
+                b"a\r.\rb",
+                b"a\r\n.\nb",
+                b"a\r.\r\nb",
+            ] {
                 let (_, r, _) = run(mode, p);
                 assert_eq!(r, Decoded::More, "{p:?} {mode:?}");
             }

@@ -58,7 +58,9 @@ enum Phase {
         abort: bool,
     },
     /// `220 Ready to start TLS` sent; waiting for the driver's handshake.
-    Tls { announced: bool },
+    Tls {
+        announced: bool,
+    },
     /// Flush output, then close.
     Closing,
     Closed,
@@ -156,7 +158,10 @@ impl Session {
     /// Enqueues bytes read from the client. Bytes fed while a STARTTLS
     /// handshake is due, or after close, are dropped.
     pub fn feed(&mut self, data: &[u8]) {
-        if matches!(self.phase, Phase::Tls { .. } | Phase::Closing | Phase::Closed) {
+        if matches!(
+            self.phase,
+            Phase::Tls { .. } | Phase::Closing | Phase::Closed
+        ) {
             return;
         }
         if self.pos == self.inbuf.len() {
@@ -170,6 +175,10 @@ impl Session {
     }
 
     /// Advances the session and returns the next thing for the driver.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "sans-IO convention (rustls, imap-next): NeedInput is not the end of a sequence"
+    )]
     pub fn next(&mut self) -> Step {
         loop {
             if let Some(ev) = self.events.pop_front() {
@@ -220,7 +229,12 @@ impl Session {
     /// Rejects the pending decision with `code enhanced text`. The code is
     /// forced into 4xx/5xx and the enhanced code's class made to match. A
     /// 421 closes the session after the reply, as in Postfix.
-    pub fn reject(&mut self, code: u16, enhanced: &str, text: &str) -> Result<(), NoPendingDecision> {
+    pub fn reject(
+        &mut self,
+        code: u16,
+        enhanced: &str,
+        text: &str,
+    ) -> Result<(), NoPendingDecision> {
         let pending = self.take_pending()?;
         if let Pending::MessageEnd = pending {
             self.txn = None;
@@ -299,8 +313,10 @@ impl Session {
     /// while closing, during the STARTTLS handoff, or when
     /// `input_buffer_limit` unprocessed bytes are queued (back-pressure).
     pub fn wants_read(&self) -> bool {
-        !matches!(self.phase, Phase::Tls { .. } | Phase::Closing | Phase::Closed)
-            && self.inbuf.len() - self.pos < self.cfg.limits.input_buffer_limit
+        !matches!(
+            self.phase,
+            Phase::Tls { .. } | Phase::Closing | Phase::Closed
+        ) && self.inbuf.len() - self.pos < self.cfg.limits.input_buffer_limit
     }
 
     /// True once a closing reply is queued or the session has closed.
@@ -646,8 +662,14 @@ impl Session {
         };
         let limit = self.cfg.limits.message_size_limit;
         let (error, abort) = match self.txn.as_mut() {
-            None => (Some(Reply::new(503, "5.5.1", "Error: need MAIL command")), false),
-            Some(t) if t.rcpts == 0 => (Some(Reply::new(503, "5.5.1", "Error: need RCPT command")), false),
+            None => (
+                Some(Reply::new(503, "5.5.1", "Error: need MAIL command")),
+                false,
+            ),
+            Some(t) if t.rcpts == 0 => (
+                Some(Reply::new(503, "5.5.1", "Error: need RCPT command")),
+                false,
+            ),
             Some(t) if limit > 0 && t.size.saturating_add(size) > limit => {
                 t.too_big = true;
                 let r = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
@@ -692,10 +714,14 @@ impl Session {
             let cap = self.cfg.limits.data_chunk_size.max(1);
             cap.saturating_sub(self.chunk.len()).max(1)
         };
-        let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(avail).min(room);
+        let n = usize::try_from(*remaining)
+            .unwrap_or(usize::MAX)
+            .min(avail)
+            .min(room);
         *remaining -= n as u64;
         if !discard {
-            self.chunk.extend_from_slice(&self.inbuf[self.pos..self.pos + n]);
+            self.chunk
+                .extend_from_slice(&self.inbuf[self.pos..self.pos + n]);
             if let Some(t) = self.txn.as_mut() {
                 t.size += n as u64;
             }
@@ -903,7 +929,13 @@ impl Session {
             }
             Pending::Data => {
                 self.phase = Phase::Data(DotDecoder::new(self.cfg.bare_newline));
-                render(&mut self.out, 354, "", &text("End data with <CR><LF>.<CR><LF>"), false);
+                render(
+                    &mut self.out,
+                    354,
+                    "",
+                    &text("End data with <CR><LF>.<CR><LF>"),
+                    false,
+                );
             }
             Pending::MessageEnd => {
                 self.txn = None;

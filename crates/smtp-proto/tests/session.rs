@@ -35,7 +35,13 @@ fn greeting_and_ehlo_keywords() {
             "250 CHUNKING",
         ]
     );
-    assert_eq!(d.events, [Event::Helo { name: "client.example".into(), extended: true }]);
+    assert_eq!(
+        d.events,
+        [Event::Helo {
+            name: "client.example".into(),
+            extended: true
+        }]
+    );
     assert_eq!(d.s.helo_name(), Some("client.example"));
 }
 
@@ -53,10 +59,19 @@ fn ehlo_keywords_are_switchable() {
     let out = d.send("EHLO c\r\n");
     assert_eq!(
         lines(&out),
-        ["250-mx.example", "250-SIZE", "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 SMTPUTF8"]
+        [
+            "250-mx.example",
+            "250-SIZE",
+            "250-ENHANCEDSTATUSCODES",
+            "250-8BITMIME",
+            "250 SMTPUTF8"
+        ]
     );
     // Disabled extensions are refused, not just hidden.
-    assert_eq!(lines(&d.send("BDAT 0 LAST\r\n")), ["502 5.5.2 Error: command not recognized"]);
+    assert_eq!(
+        lines(&d.send("BDAT 0 LAST\r\n")),
+        ["502 5.5.2 Error: command not recognized"]
+    );
     assert_eq!(
         lines(&d.send("MAIL FROM:<a@b> RET=FULL\r\n")),
         ["555 5.5.4 Unsupported option: RET=FULL"]
@@ -71,8 +86,14 @@ fn helo_and_basic_commands() {
     assert_eq!(lines(&d.send("RSET\r\n")), ["250 2.0.0 Ok"]);
     assert_eq!(lines(&d.send("RSET x\r\n")), ["501 5.5.4 Syntax: RSET"]);
     assert!(d.send("HELP\r\n").starts_with("214 2.0.0 "));
-    assert_eq!(lines(&d.send("EHLO\r\n")), ["501 5.5.4 Syntax: EHLO hostname"]);
-    assert_eq!(lines(&d.send("HELO\r\n")), ["501 5.5.4 Syntax: HELO hostname"]);
+    assert_eq!(
+        lines(&d.send("EHLO\r\n")),
+        ["501 5.5.4 Syntax: EHLO hostname"]
+    );
+    assert_eq!(
+        lines(&d.send("HELO\r\n")),
+        ["501 5.5.4 Syntax: HELO hostname"]
+    );
     assert_eq!(lines(&d.send("QUIT\r\n")), ["221 2.0.0 Bye"]);
     assert!(d.closed);
     // Nothing more happens after close.
@@ -84,7 +105,10 @@ fn helo_and_basic_commands() {
 fn full_data_transaction() {
     let mut d = Driver::ehlo(config());
     txn(&mut d);
-    assert_eq!(lines(&d.send("DATA\r\n")), ["354 End data with <CR><LF>.<CR><LF>"]);
+    assert_eq!(
+        lines(&d.send("DATA\r\n")),
+        ["354 End data with <CR><LF>.<CR><LF>"]
+    );
     let out = d.send("Subject: hi\r\n\r\n..dot\r\n.\r\n");
     assert_eq!(lines(&out), ["250 2.0.0 Ok: queued as TESTID"]);
     assert_eq!(d.data, b"Subject: hi\r\n\r\n.dot\r\n");
@@ -104,30 +128,60 @@ fn mail_and_rcpt_events_carry_parameters() {
          RCPT TO:<c@d.example> NOTIFY=FAILURE ORCPT=rfc822;c+40d.example\r\n\
          RCPT TO:<Postmaster>\r\n",
     );
-    let Event::Mail(m) = &d.events[0] else { panic!("{:?}", d.events) };
-    assert_eq!(m.sender.as_ref().map(ToString::to_string).as_deref(), Some("a@b.example"));
-    assert_eq!((m.size, m.body, m.envid.as_deref()), (Some(100), Some(Body::EightBitMime), Some("abc")));
-    let Event::Rcpt(r) = &d.events[1] else { panic!() };
-    assert_eq!(r.orcpt.as_ref().map(|o| o.address.as_str()), Some("c@d.example"));
+    let Event::Mail(m) = &d.events[0] else {
+        panic!("{:?}", d.events)
+    };
+    assert_eq!(
+        m.sender.as_ref().map(ToString::to_string).as_deref(),
+        Some("a@b.example")
+    );
+    assert_eq!(
+        (m.size, m.body, m.envid.as_deref()),
+        (Some(100), Some(Body::EightBitMime), Some("abc"))
+    );
+    let Event::Rcpt(r) = &d.events[1] else {
+        panic!()
+    };
+    assert_eq!(
+        r.orcpt.as_ref().map(|o| o.address.as_str()),
+        Some("c@d.example")
+    );
     assert!(r.notify.is_some_and(|n| n.failure && !n.success));
-    let Event::Rcpt(r) = &d.events[2] else { panic!() };
+    let Event::Rcpt(r) = &d.events[2] else {
+        panic!()
+    };
     assert_eq!(r.recipient.local, "Postmaster");
 }
 
 #[test]
 fn sequence_errors() {
     let mut d = Driver::ehlo(config());
-    assert_eq!(lines(&d.send("RCPT TO:<a@b>\r\n")), ["503 5.5.1 Error: need MAIL command"]);
-    assert_eq!(lines(&d.send("DATA\r\n")), ["503 5.5.1 Error: need RCPT command"]);
+    assert_eq!(
+        lines(&d.send("RCPT TO:<a@b>\r\n")),
+        ["503 5.5.1 Error: need MAIL command"]
+    );
+    assert_eq!(
+        lines(&d.send("DATA\r\n")),
+        ["503 5.5.1 Error: need RCPT command"]
+    );
     assert_eq!(lines(&d.send("MAIL FROM:<>\r\n")), ["250 2.1.0 Ok"]);
-    assert_eq!(lines(&d.send("MAIL FROM:<>\r\n")), ["503 5.5.1 Error: nested MAIL command"]);
-    assert_eq!(lines(&d.send("DATA\r\n")), ["503 5.5.1 Error: need RCPT command"]);
+    assert_eq!(
+        lines(&d.send("MAIL FROM:<>\r\n")),
+        ["503 5.5.1 Error: nested MAIL command"]
+    );
+    assert_eq!(
+        lines(&d.send("DATA\r\n")),
+        ["503 5.5.1 Error: need RCPT command"]
+    );
     assert_eq!(lines(&d.send("DATA x\r\n")), ["501 5.5.4 Syntax: DATA"]);
     // RSET ends the transaction and tells the driver.
     d.events.clear();
     d.send("RSET\r\n");
     assert_eq!(d.events, [Event::Reset]);
-    assert_eq!(lines(&d.send("RCPT TO:<a@b>\r\n")), ["503 5.5.1 Error: need MAIL command"]);
+    assert_eq!(
+        lines(&d.send("RCPT TO:<a@b>\r\n")),
+        ["503 5.5.1 Error: need MAIL command"]
+    );
 }
 
 #[test]
@@ -135,7 +189,10 @@ fn helo_required() {
     let mut cfg = config();
     cfg.helo_required = true;
     let mut d = Driver::new(cfg);
-    assert_eq!(lines(&d.send("MAIL FROM:<a@b>\r\n")), ["503 5.5.1 Error: send HELO/EHLO first"]);
+    assert_eq!(
+        lines(&d.send("MAIL FROM:<a@b>\r\n")),
+        ["503 5.5.1 Error: send HELO/EHLO first"]
+    );
 }
 
 #[test]
@@ -146,10 +203,22 @@ fn syntax_errors() {
         ("MAIL FROM:", "501 5.5.4 Syntax: MAIL FROM:<address>"),
         ("MAIL FROM:<a@b", "501 5.1.7 Bad sender address syntax"),
         ("MAIL FROM:<local>", "501 5.1.7 Bad sender address syntax"),
-        ("MAIL FROM:<a@b> SIZE=abc", "501 5.5.4 Bad message size syntax"),
-        ("MAIL FROM:<a@b> SIZE=20000000", "552 5.3.4 Message size exceeds fixed limit"),
-        ("MAIL FROM:<a@b> BOGUS", "555 5.5.4 Unsupported option: BOGUS"),
-        ("MAIL FROM:<jörg@b.example>", "553 5.6.7 Must declare SMTPUTF8 to send unicode address"),
+        (
+            "MAIL FROM:<a@b> SIZE=abc",
+            "501 5.5.4 Bad message size syntax",
+        ),
+        (
+            "MAIL FROM:<a@b> SIZE=20000000",
+            "552 5.3.4 Message size exceeds fixed limit",
+        ),
+        (
+            "MAIL FROM:<a@b> BOGUS",
+            "555 5.5.4 Unsupported option: BOGUS",
+        ),
+        (
+            "MAIL FROM:<jörg@b.example>",
+            "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
+        ),
         ("FOO", "502 5.5.2 Error: command not recognized"),
         ("", "500 5.5.2 Error: bad syntax"),
         ("NO\0OP", "500 5.5.2 Error: bad syntax"),
@@ -158,14 +227,23 @@ fn syntax_errors() {
     for (cmd, want) in cases {
         assert_eq!(lines(&d.send(format!("{cmd}\r\n"))), [want], "{cmd:?}");
     }
-    assert_eq!(lines(&d.send(b"NOOP \xff\r\n")), ["500 5.5.2 Error: bad UTF-8 syntax"]);
+    assert_eq!(
+        lines(&d.send(b"NOOP \xff\r\n")),
+        ["500 5.5.2 Error: bad UTF-8 syntax"]
+    );
     d.send("MAIL FROM:<a@b>\r\n");
     for (cmd, want) in [
         ("RCPT FROM:<a@b>", "501 5.5.4 Syntax: RCPT TO:<address>"),
         ("RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"),
         ("RCPT TO:<bob>", "501 5.1.3 Bad recipient address syntax"),
-        ("RCPT TO:<a@b> NOTIFY=SOMETIMES", "501 5.5.4 Error: Bad NOTIFY parameter syntax"),
-        ("RCPT TO:<ü@b>", "553 5.6.7 Must declare SMTPUTF8 to send unicode address"),
+        (
+            "RCPT TO:<a@b> NOTIFY=SOMETIMES",
+            "501 5.5.4 Error: Bad NOTIFY parameter syntax",
+        ),
+        (
+            "RCPT TO:<ü@b>",
+            "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
+        ),
     ] {
         assert_eq!(lines(&d.send(format!("{cmd}\r\n"))), [want], "{cmd:?}");
     }
@@ -191,7 +269,10 @@ fn line_too_long() {
     for _ in 0..100 {
         assert_eq!(d.send("y".repeat(1000)), "");
     }
-    assert_eq!(lines(&d.send("\r\nNOOP\r\n")), ["500 5.5.2 Error: line too long", "250 2.0.0 Ok"]);
+    assert_eq!(
+        lines(&d.send("\r\nNOOP\r\n")),
+        ["500 5.5.2 Error: line too long", "250 2.0.0 Ok"]
+    );
 }
 
 #[test]
@@ -204,12 +285,21 @@ fn recipient_limit_with_ten_thousand_rcpts() {
     }
     d.send(&batch);
     let l = d.lines();
-    let ok = l.iter().filter(|x| *x == "250 2.1.0 Ok" || *x == "250 2.1.5 Ok").count();
-    let full = l.iter().filter(|x| *x == "452 4.5.3 Error: too many recipients").count();
+    let ok = l
+        .iter()
+        .filter(|x| *x == "250 2.1.0 Ok" || *x == "250 2.1.5 Ok")
+        .count();
+    let full = l
+        .iter()
+        .filter(|x| *x == "452 4.5.3 Error: too many recipients")
+        .count();
     assert_eq!(ok, 1001);
     // 1000 free overshoots, then 20 counted errors hit the hard limit.
     assert_eq!(full, 1020);
-    assert_eq!(l.last().map(String::as_str), Some("421 4.7.0 mx.example Error: too many errors"));
+    assert_eq!(
+        l.last().map(String::as_str),
+        Some("421 4.7.0 mx.example Error: too many errors")
+    );
     assert!(d.closed);
 }
 
@@ -217,12 +307,18 @@ fn recipient_limit_with_ten_thousand_rcpts() {
 fn soft_and_hard_error_limits() {
     let mut d = Driver::ehlo(config());
     for i in 1..20 {
-        assert_eq!(lines(&d.send("BOGUS\r\n")), ["502 5.5.2 Error: command not recognized"]);
+        assert_eq!(
+            lines(&d.send("BOGUS\r\n")),
+            ["502 5.5.2 Error: command not recognized"]
+        );
         assert_eq!(d.s.error_sleep_due(), i >= 10);
     }
     assert_eq!(
         lines(&d.send("BOGUS\r\nNOOP\r\n")),
-        ["502 5.5.2 Error: command not recognized", "421 4.7.0 mx.example Error: too many errors"]
+        [
+            "502 5.5.2 Error: command not recognized",
+            "421 4.7.0 mx.example Error: too many errors"
+        ]
     );
     assert!(d.closed);
 }
@@ -248,10 +344,17 @@ fn data_too_big_is_swallowed() {
     d.clear();
     let body = "0123456789\r\n".repeat(50);
     let out = d.send(format!("{body}.\r\nNOOP\r\n"));
-    assert_eq!(lines(&out), ["552 5.3.4 Message size exceeds fixed limit", "250 2.0.0 Ok"]);
+    assert_eq!(
+        lines(&out),
+        ["552 5.3.4 Message size exceeds fixed limit", "250 2.0.0 Ok"]
+    );
     assert!(d.data.len() <= 100, "{}", d.data.len());
     assert!(d.events.contains(&Event::Reset));
-    assert!(!d.events.iter().any(|e| matches!(e, Event::MessageEnd { .. })));
+    assert!(
+        !d.events
+            .iter()
+            .any(|e| matches!(e, Event::MessageEnd { .. }))
+    );
     assert!(!d.s.in_transaction());
 }
 
@@ -268,8 +371,16 @@ fn smuggling_patterns_do_not_end_data() {
             let out = d.send(format!(
                 "Subject: a\r\n\r\nbody{sep}MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\nDATA\r\n\r\nspoof\r\n.\r\n"
             ));
-            assert_eq!(lines(&out), ["250 2.0.0 Ok: queued as TESTID"], "{sep:?} {mode:?}");
-            let ends = d.events.iter().filter(|e| matches!(e, Event::MessageEnd { .. })).count();
+            assert_eq!(
+                lines(&out),
+                ["250 2.0.0 Ok: queued as TESTID"],
+                "{sep:?} {mode:?}"
+            );
+            let ends = d
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::MessageEnd { .. }))
+                .count();
             assert_eq!(ends, 1);
             assert!(!d.events.iter().any(|e| matches!(e, Event::Mail(_))));
             assert!(String::from_utf8_lossy(&d.data).contains("MAIL FROM:<evil@x.example>"));
@@ -282,7 +393,10 @@ fn bare_lf_reject_in_command_and_data() {
     let mut cfg = config();
     cfg.bare_newline = BareNewline::Reject;
     let mut d = Driver::new(cfg.clone());
-    assert_eq!(lines(&d.send("EHLO c\n")), ["521 5.5.2 mx.example Error: bare <LF> received"]);
+    assert_eq!(
+        lines(&d.send("EHLO c\n")),
+        ["521 5.5.2 mx.example Error: bare <LF> received"]
+    );
     assert!(d.closed);
 
     let mut d = Driver::ehlo(cfg);
@@ -290,7 +404,10 @@ fn bare_lf_reject_in_command_and_data() {
     d.send("DATA\r\n");
     d.clear();
     let out = d.send("a\r\nb\n.\nRCPT TO:<x@evil.example>\r\n");
-    assert_eq!(lines(&out), ["521 5.5.2 mx.example Error: bare <LF> received"]);
+    assert_eq!(
+        lines(&out),
+        ["521 5.5.2 mx.example Error: bare <LF> received"]
+    );
     assert!(d.closed);
     assert!(d.events.contains(&Event::Reset));
 }
@@ -298,7 +415,10 @@ fn bare_lf_reject_in_command_and_data() {
 #[test]
 fn bare_lf_accepted_in_commands_when_not_rejecting() {
     let mut d = Driver::new(config());
-    assert_eq!(lines(&d.send("HELO c\nNOOP\n")), ["250 mx.example", "250 2.0.0 Ok"]);
+    assert_eq!(
+        lines(&d.send("HELO c\nNOOP\n")),
+        ["250 mx.example", "250 2.0.0 Ok"]
+    );
 }
 
 #[test]
@@ -320,7 +440,12 @@ fn pipelined_replies_are_batched_in_order() {
     let out = d.send("x\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n");
     assert_eq!(
         lines(&out),
-        ["250 2.0.0 Ok: queued as TESTID", "250 2.0.0 Ok", "250 2.0.0 Ok", "221 2.0.0 Bye"]
+        [
+            "250 2.0.0 Ok: queued as TESTID",
+            "250 2.0.0 Ok",
+            "250 2.0.0 Ok",
+            "221 2.0.0 Bye"
+        ]
     );
 }
 
@@ -334,8 +459,12 @@ fn deferred_decision_holds_later_replies() {
     assert!(d.s.decision_pending());
     assert!(d.s.wants_read());
     // A driver text cannot inject a reply line.
-    d.s.reject(550, "5.7.1", "<a@b>: Sender address rejected\r\n250 injected")
-        .expect("pending");
+    d.s.reject(
+        550,
+        "5.7.1",
+        "<a@b>: Sender address rejected\r\n250 injected",
+    )
+    .expect("pending");
     assert_eq!(
         d.s.next(),
         Step::Output(
@@ -367,9 +496,11 @@ fn backpressure_while_decision_pending() {
 fn driver_rejections_and_421() {
     let mut d = Driver::ehlo(config());
     d.policy = Box::new(|ev| match ev {
-        Event::Rcpt(r) if r.recipient.local == "nobody" => {
-            Answer::Reject(550, "5.1.1", format!("<{}>: Recipient address rejected", r.recipient))
-        }
+        Event::Rcpt(r) if r.recipient.local == "nobody" => Answer::Reject(
+            550,
+            "5.1.1",
+            format!("<{}>: Recipient address rejected", r.recipient),
+        ),
         Event::Rcpt(_) => Answer::Reject(421, "4.3.0", "mx.example Service unavailable".into()),
         _ => Answer::Accept,
     });
@@ -430,7 +561,10 @@ fn vrfy() {
     let mut cfg = config();
     cfg.vrfy_enabled = false;
     let mut d = Driver::ehlo(cfg);
-    assert_eq!(lines(&d.send("VRFY bob\r\n")), ["502 5.5.1 VRFY command is disabled"]);
+    assert_eq!(
+        lines(&d.send("VRFY bob\r\n")),
+        ["502 5.5.1 VRFY command is disabled"]
+    );
 }
 
 #[test]
@@ -440,7 +574,10 @@ fn timeout_and_shutdown() {
     d.events.clear();
     d.s.timeout();
     d.run();
-    assert_eq!(d.lines().last().map(String::as_str), Some("421 4.4.2 mx.example Error: timeout exceeded"));
+    assert_eq!(
+        d.lines().last().map(String::as_str),
+        Some("421 4.4.2 mx.example Error: timeout exceeded")
+    );
     assert_eq!(d.events, [Event::Reset]);
     assert!(d.closed);
 }
@@ -448,7 +585,10 @@ fn timeout_and_shutdown() {
 #[test]
 fn forbidden_http_commands() {
     let mut d = Driver::new(config());
-    assert_eq!(lines(&d.send("GET / HTTP/1.0\r\n")), ["221 2.7.0 Error: I can break rules, too. Goodbye."]);
+    assert_eq!(
+        lines(&d.send("GET / HTTP/1.0\r\n")),
+        ["221 2.7.0 Error: I can break rules, too. Goodbye."]
+    );
     assert!(d.closed);
 }
 
@@ -460,7 +600,10 @@ fn pregreet_input_is_refused() {
     s.feed(b"EHLO early\r\n");
     assert_eq!(s.next(), Step::NeedInput);
     s.greet();
-    assert_eq!(s.next(), Step::Output(b"554 5.5.0 Error: SMTP protocol synchronization\r\n".to_vec()));
+    assert_eq!(
+        s.next(),
+        Step::Output(b"554 5.5.0 Error: SMTP protocol synchronization\r\n".to_vec())
+    );
     assert_eq!(s.next(), Step::Close);
 
     // Without the restriction the early command is simply processed.
@@ -468,7 +611,10 @@ fn pregreet_input_is_refused() {
     let mut s = Session::new(cfg);
     s.feed(b"NOOP\r\n");
     s.greet();
-    assert_eq!(s.next(), Step::Output(b"220 mx.example ESMTP\r\n250 2.0.0 Ok\r\n".to_vec()));
+    assert_eq!(
+        s.next(),
+        Step::Output(b"220 mx.example ESMTP\r\n250 2.0.0 Ok\r\n".to_vec())
+    );
 }
 
 #[test]
@@ -476,9 +622,15 @@ fn unauthorised_pipelining_is_refused() {
     let mut cfg = ServerConfig::new(HOST);
     cfg.forbid_unauth_pipelining = true;
     // Nothing may follow HELO (no PIPELINING), nor EHLO (must end a group).
-    for input in ["HELO c\r\nMAIL FROM:<a@b>\r\n", "EHLO c\r\nMAIL FROM:<a@b>\r\n"] {
+    for input in [
+        "HELO c\r\nMAIL FROM:<a@b>\r\n",
+        "EHLO c\r\nMAIL FROM:<a@b>\r\n",
+    ] {
         let mut d = Driver::new(cfg.clone());
-        assert_eq!(lines(&d.send(input)), ["554 5.5.0 Error: SMTP protocol synchronization"]);
+        assert_eq!(
+            lines(&d.send(input)),
+            ["554 5.5.0 Error: SMTP protocol synchronization"]
+        );
         assert!(d.closed);
     }
     // After EHLO, a proper group is fine; data right behind DATA is not.
@@ -501,7 +653,13 @@ fn unauthorised_pipelining_is_refused() {
 fn binarymime_needs_bdat() {
     let mut d = Driver::ehlo(config());
     d.send("MAIL FROM:<a@b> BODY=BINARYMIME\r\nRCPT TO:<c@d>\r\n");
-    assert_eq!(lines(&d.send("DATA\r\n")), ["503 5.5.1 Error: BINARYMIME requires BDAT"]);
-    assert_eq!(lines(&d.send(b"BDAT 3 LAST\r\n\0\xff\n")), ["250 2.0.0 Ok: queued as TESTID"]);
+    assert_eq!(
+        lines(&d.send("DATA\r\n")),
+        ["503 5.5.1 Error: BINARYMIME requires BDAT"]
+    );
+    assert_eq!(
+        lines(&d.send(b"BDAT 3 LAST\r\n\0\xff\n")),
+        ["250 2.0.0 Ok: queued as TESTID"]
+    );
     assert_eq!(d.data, b"\0\xff\n");
 }
