@@ -156,7 +156,9 @@ impl Session {
     }
 
     /// Enqueues bytes read from the client. Bytes fed while a STARTTLS
-    /// handshake is due, or after close, are dropped.
+    /// handshake is due, or after close, are dropped. Queuing more than
+    /// four times `input_buffer_limit` unprocessed bytes (ignoring
+    /// [`wants_read`](Self::wants_read)) ends the session with a 421.
     pub fn feed(&mut self, data: &[u8]) {
         if matches!(
             self.phase,
@@ -170,6 +172,15 @@ impl Session {
         } else if self.pos >= 4096 && self.pos * 2 >= self.inbuf.len() {
             self.inbuf.drain(..self.pos);
             self.pos = 0;
+        }
+        // A driver that ignores wants_read() must not make us buffer without
+        // bound: past four times the soft limit the session gives up.
+        let queued = self.inbuf.len() - self.pos;
+        let hard_cap = self.cfg.limits.input_buffer_limit.saturating_mul(4);
+        if queued.saturating_add(data.len()) > hard_cap {
+            let text = format!("{} Error: too much pipelined input", self.cfg.hostname);
+            self.shutdown(421, "4.7.0", &text);
+            return;
         }
         self.inbuf.extend_from_slice(data);
     }
@@ -847,7 +858,12 @@ impl Session {
             .find(|m| m.eq_ignore_ascii_case(mech))
             .cloned()
         else {
-            return self.err(504, "5.5.4", "Unsupported authentication mechanism");
+            // Postfix's wording: its SASL back end reports the failure.
+            return self.err(
+                535,
+                "5.7.8",
+                "Error: authentication failed: Invalid authentication mechanism",
+            );
         };
         if ir.is_some_and(|r| r != "=" && !command::is_base64(r)) {
             return self.err(501, "5.5.2", "Cannot decode response");

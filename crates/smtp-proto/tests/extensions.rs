@@ -260,7 +260,7 @@ fn auth_cancel_and_garbage() {
     );
     assert_eq!(
         lines(&d.send("AUTH CRAM-MD5\r\n")),
-        ["504 5.5.4 Unsupported authentication mechanism"]
+        ["535 5.7.8 Error: authentication failed: Invalid authentication mechanism"]
     );
     assert_eq!(
         lines(&d.send("AUTH\r\n")),

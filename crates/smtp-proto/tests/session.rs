@@ -663,3 +663,24 @@ fn binarymime_needs_bdat() {
     );
     assert_eq!(d.data, b"\0\xff\n");
 }
+
+#[test]
+fn unbounded_feeding_is_capped() {
+    let mut cfg = config();
+    cfg.limits.input_buffer_limit = 1024;
+    let mut d = Driver::ehlo(cfg);
+    d.policy = Box::new(|_| Answer::Accept);
+    d.s.feed(b"VRFY x\r\n");
+    assert!(matches!(d.s.next(), Step::Event(Event::Vrfy(_))));
+    // Ignoring wants_read(): the fifth KiB of queued input is refused.
+    for _ in 0..5 {
+        d.s.feed(&[b'N'; 1000]);
+    }
+    assert!(d.s.is_closing());
+    d.run();
+    assert_eq!(
+        d.lines(),
+        ["421 4.7.0 mx.example Error: too much pipelined input"]
+    );
+    assert!(d.closed);
+}
