@@ -138,10 +138,8 @@ impl Service {
 
 /// Splits `host:port`, `[v6]:port` or `port`.
 pub fn split_inet_name(name: &str) -> (Option<String>, String) {
-    if let Some(rest) = name.strip_prefix('[') {
-        if let Some((host, port)) = rest.split_once("]:") {
-            return (Some(host.to_string()), port.to_string());
-        }
+    if let Some((host, port)) = name.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+        return (Some(host.to_string()), port.to_string());
     }
     match name.rsplit_once(':') {
         Some((host, port)) => (Some(host.to_string()), port.to_string()),
