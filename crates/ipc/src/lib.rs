@@ -1,0 +1,191 @@
+//! Every message that crosses a Unix socket between the suite's processes (other than
+//! master's status records and one-byte triggers): length-prefixed frames (u32 big-endian
+//! length, then a JSON payload), capped before allocating, and the typed requests and
+//! replies carried in them. The server speaks first with a [`Hello`] naming the protocol
+//! and version, so a stale peer fails loudly instead of misreading. Unknown fields are
+//! ignored, so a protocol can grow fields without a version bump. This crate does no
+//! socket work beyond reading and writing frames on any `Read`/`Write`.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::io::{self, Read, Write};
+
+/// No frame between the suite's processes is anywhere near this; a larger length is a
+/// corrupt or hostile peer and is refused before any allocation.
+pub const MAX_FRAME: u32 = 1 << 20;
+
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream before a frame starts.
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The first frame a server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: String,
+    pub version: u32,
+}
+
+impl Hello {
+    pub fn new(protocol: &str, version: u32) -> Hello {
+        Hello {
+            protocol: protocol.to_string(),
+            version,
+        }
+    }
+
+    /// Reads the peer's hello and checks it is the expected protocol and version.
+    pub fn expect<R: Read>(r: &mut R, protocol: &str, version: u32) -> io::Result<()> {
+        let h: Hello = read_frame(r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
+        if h.protocol != protocol || h.version != version {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "protocol mismatch: want {protocol} v{version}, peer speaks {} v{}",
+                    h.protocol, h.version
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// qmgr -> delivery agent (local, virtual, smtp, lmtp, error, discard).
+pub const DELIVERY_PROTOCOL: &str = "delivery_request";
+pub const DELIVERY_VERSION: u32 = 1;
+
+/// One recipient of a delivery request, by its index in the queue file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptRef {
+    pub index: u32,
+    pub address: String,
+    #[serde(default)]
+    pub orcpt: Option<String>,
+    /// DSN NOTIFY as written in RCPT TO (e.g. `SUCCESS,FAILURE`), if any.
+    #[serde(default)]
+    pub notify: Option<String>,
+}
+
+/// Deliver one queued message to some of its recipients. The agent reads the content from
+/// the queue file itself (as Postfix's agents do), so only the envelope travels here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRequest {
+    pub queue_id: String,
+    /// Absolute path of the queue file.
+    pub path: String,
+    /// Byte offset and length of the message content in the queue file.
+    pub content_offset: u64,
+    pub content_length: u64,
+    pub sender: String,
+    /// master.cf transport name and next hop (`local`, `smtp:[host]:25`, ...).
+    pub transport: String,
+    pub nexthop: String,
+    pub recipients: Vec<RcptRef>,
+    /// Client attributes for headers and logs (client name/addr, helo, protocol).
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
+    /// Arrival time, seconds since the epoch (for `delay=` in logs).
+    #[serde(default)]
+    pub arrival: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Delivered,
+    Deferred,
+    Bounced,
+}
+
+/// The fate of one recipient: RFC 3463 status (`2.0.0`, `4.2.2`, `5.1.1`) and the text
+/// that goes into logs and DSNs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptResult {
+    pub index: u32,
+    pub outcome: Outcome,
+    pub status: String,
+    pub text: String,
+    /// Where it went (`local`, a mailbox path, `host[addr]:port`), for `relay=` in logs.
+    #[serde(default)]
+    pub relay: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReply {
+    pub results: Vec<RcptResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_eof() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Hello::new(DELIVERY_PROTOCOL, 1)).expect("write");
+        let mut r = &buf[..];
+        Hello::expect(&mut r, DELIVERY_PROTOCOL, 1).expect("hello");
+        let none: Option<Hello> = read_frame(&mut r).expect("eof");
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn refuses_huge_and_truncated_frames() {
+        let mut big = (MAX_FRAME + 1).to_be_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        let r: io::Result<Option<Hello>> = read_frame(&mut &big[..]);
+        assert!(r.is_err());
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Hello::new("x", 1)).expect("write");
+        for cut in 1..buf.len() {
+            let r: io::Result<Option<Hello>> = read_frame(&mut &buf[..cut]);
+            assert!(r.is_err(), "prefix of {cut} bytes must not parse");
+        }
+    }
+
+    #[test]
+    fn version_mismatch_is_loud_and_unknown_fields_skipped() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Hello::new(DELIVERY_PROTOCOL, 2)).expect("write");
+        assert!(Hello::expect(&mut &buf[..], DELIVERY_PROTOCOL, 1).is_err());
+        let json = br#"{"results":[{"index":0,"outcome":"delivered","status":"2.0.0","text":"ok","future":1}]}"#;
+        let mut f = (json.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(json);
+        let r: DeliveryReply = read_frame(&mut &f[..]).expect("read").expect("frame");
+        assert_eq!(r.results[0].outcome, Outcome::Delivered);
+    }
+}
