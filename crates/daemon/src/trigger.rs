@@ -22,10 +22,18 @@ pub trait TriggerService {
     fn solitary(&self) -> bool {
         false
     }
+    /// A descriptor that becomes readable when the service has asynchronous results
+    /// (e.g. replies from delivery agents collected by its threads).
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// Called when [`TriggerService::wake_fd`] is readable; drains it.
+    fn woken(&mut self) {}
 }
 
 const WATCH: Token = Token(usize::MAX - 1);
 const SIGNAL: Token = Token(usize::MAX - 2);
+const WAKE: Token = Token(usize::MAX - 3);
 /// Bytes read from one trigger client at most: triggers are tiny.
 const TRIGGER_MAX: usize = 1024;
 
@@ -42,6 +50,10 @@ fn run<S: TriggerService>(worker: &mut Worker, service: &mut S) -> std::io::Resu
     let mut poll = Poll::new()?;
     let mut signals = SignalPipe::termination()?;
     register_common(&poll, worker, &signals)?;
+    if let Some(fd) = service.wake_fd() {
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&fd), WAKE, mio::Interest::READABLE)?;
+    }
     let mut events = Events::with_capacity(16);
     let mut uses: u64 = 0;
     let mut last_activity = Instant::now();
@@ -61,6 +73,7 @@ fn run<S: TriggerService>(worker: &mut Worker, service: &mut S) -> std::io::Resu
         for ev in events.iter() {
             match ev.token() {
                 WATCH => return Ok(ExitReason::MasterGone),
+                WAKE => service.woken(),
                 SIGNAL => {
                     if signals.drain() {
                         return Ok(ExitReason::Signal);
