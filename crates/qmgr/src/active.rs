@@ -1,0 +1,452 @@
+//! The scheduler: messages move incoming -> active, their pending recipients are grouped
+//! into delivery requests per (transport, next hop), requests run within the concurrency
+//! limits, and when every request of a message has a reply the message is removed,
+//! deferred with back-off, or bounced. All state changes on disk are renames or one-byte
+//! done-marks, so a crash at any point leaves each message in a queue it is picked up from.
+
+use crate::bounce::{self, BounceInfo, Failed};
+use crate::dispatch::{Dispatcher, Done, Job};
+use crate::resolve::{Route, resolve};
+use crate::settings::Settings;
+use oxipost_ipc::{DeliveryRequest, Outcome, RcptRef};
+use oxipost_queue::{Queue, QueueFile, QueueId};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+struct Message {
+    id: QueueId,
+    file: QueueFile,
+    pending_jobs: usize,
+    deferred: Vec<(usize, String, String)>,
+    bounced: Vec<(usize, String, String)>,
+}
+
+struct Pending {
+    key: u64,
+    message: String,
+    route: Route,
+    /// Concurrency is counted per destination: the next hop, or for one-recipient
+    /// transports (local) the recipient itself, as Postfix does.
+    destination: String,
+    request: DeliveryRequest,
+}
+
+pub struct Scheduler {
+    s: Settings,
+    dispatcher: Dispatcher,
+    messages: HashMap<String, Message>,
+    waiting: VecDeque<Pending>,
+    in_flight: HashMap<u64, Pending>,
+    busy_transport: HashMap<String, usize>,
+    busy_destination: HashMap<(String, String), usize>,
+    next_key: u64,
+    next_deferred_scan: Instant,
+}
+
+impl Scheduler {
+    pub fn new(s: Settings) -> std::io::Result<Scheduler> {
+        let dispatcher = Dispatcher::new(s.private_dir.clone(), s.ipc_timeout)?;
+        Ok(Scheduler {
+            next_deferred_scan: Instant::now() + s.queue_run_delay,
+            s,
+            dispatcher,
+            messages: HashMap::new(),
+            waiting: VecDeque::new(),
+            in_flight: HashMap::new(),
+            busy_transport: HashMap::new(),
+            busy_destination: HashMap::new(),
+            next_key: 1,
+        })
+    }
+
+    pub fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.dispatcher.wake_fd()
+    }
+
+    pub fn next_deadline(&self) -> Instant {
+        self.next_deferred_scan
+    }
+
+    /// After a crash, messages in active/ are taken up again; their done-marks make sure
+    /// delivered recipients are not delivered twice (unless the crash came between a
+    /// delivery and its mark).
+    pub fn recover(&mut self) {
+        match self.s.layout.list(Queue::Active) {
+            Ok(entries) => {
+                for e in entries {
+                    self.load(e.id, Queue::Active);
+                }
+            }
+            Err(e) => oxipost_log::warning!("scan active queue: {e}"),
+        }
+        self.dispatch();
+    }
+
+    /// New mail: move what fits from incoming/ to active/.
+    pub fn scan_incoming(&mut self) {
+        let entries = match self.s.layout.list(Queue::Incoming) {
+            Ok(e) => e,
+            Err(e) => {
+                oxipost_log::warning!("scan incoming queue: {e}");
+                return;
+            }
+        };
+        for e in entries {
+            if self.messages.len() >= self.s.active_limit {
+                break;
+            }
+            if self.messages.contains_key(e.id.as_str()) {
+                continue;
+            }
+            match self.s.layout.move_to(&e.id, Queue::Incoming, Queue::Active) {
+                Ok(_) => self.load(e.id, Queue::Active),
+                Err(err) => oxipost_log::warning!("{}: move to active: {}", e.id.as_str(), err),
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Deferred mail whose time has come (all of it when `flush`).
+    pub fn scan_deferred(&mut self, flush: bool) {
+        self.next_deferred_scan = Instant::now() + self.s.queue_run_delay;
+        let entries = match self.s.layout.list(Queue::Deferred) {
+            Ok(e) => e,
+            Err(e) => {
+                oxipost_log::warning!("scan deferred queue: {e}");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        for e in entries {
+            if self.messages.len() >= self.s.active_limit {
+                break;
+            }
+            let due = flush
+                || self
+                    .s
+                    .layout
+                    .next_attempt(Queue::Deferred, &e.id)
+                    .map(|t| t <= now)
+                    .unwrap_or(true);
+            if !due {
+                continue;
+            }
+            match self.s.layout.move_to(&e.id, Queue::Deferred, Queue::Active) {
+                Ok(_) => self.load(e.id, Queue::Active),
+                Err(err) => oxipost_log::warning!("{}: move to active: {}", e.id.as_str(), err),
+            }
+        }
+        self.dispatch();
+    }
+
+    fn load(&mut self, id: QueueId, queue: Queue) {
+        let path = self.s.layout.path_for(queue, &id);
+        let file = match QueueFile::open_for_update(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                oxipost_log::warning!("{}: {}: moving to corrupt queue", id.as_str(), e);
+                if let Err(e2) = self.s.layout.move_to(&id, queue, Queue::Corrupt) {
+                    oxipost_log::warning!("{}: move to corrupt: {}", id.as_str(), e2);
+                }
+                return;
+            }
+        };
+        let qid = id.as_str().to_string();
+        oxipost_log::info!(
+            "{}: from=<{}>, size={}, nrcpt={} (queue active)",
+            qid,
+            file.sender(),
+            file.content_len(),
+            file.recipients().len()
+        );
+        // Group pending recipients by route, then split by the recipient limit.
+        let mut groups: Vec<(Route, Vec<RcptRef>)> = Vec::new();
+        for i in file.pending() {
+            let r = &file.recipients()[i];
+            let route = resolve(&self.s, &r.address);
+            let rref = RcptRef {
+                index: i as u32,
+                address: r.address.clone(),
+                orcpt: r.orcpt.clone(),
+                notify: (!r.notify.is_unspecified()).then(|| r.notify.to_string()),
+            };
+            match groups.iter_mut().find(|(g, _)| *g == route) {
+                Some((_, v)) => v.push(rref),
+                None => groups.push((route, vec![rref])),
+            }
+        }
+        let attributes: Vec<(String, String)> = file
+            .envelope()
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect();
+        let arrival = file
+            .arrival()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut jobs = 0;
+        for (route, rcpts) in groups {
+            let limit = self.s.limits(&route.transport).destination_recipients;
+            for chunk in rcpts.chunks(limit) {
+                let destination = if limit == 1 {
+                    chunk[0].address.to_ascii_lowercase()
+                } else {
+                    route.nexthop.to_ascii_lowercase()
+                };
+                let key = self.next_key;
+                self.next_key += 1;
+                self.waiting.push_back(Pending {
+                    key,
+                    message: qid.clone(),
+                    destination,
+                    request: DeliveryRequest {
+                        queue_id: qid.clone(),
+                        path: path.to_string_lossy().into_owned(),
+                        content_offset: 0,
+                        content_length: file.content_len(),
+                        sender: file.sender().to_string(),
+                        transport: route.transport.clone(),
+                        nexthop: route.nexthop.clone(),
+                        recipients: chunk.to_vec(),
+                        attributes: attributes.clone(),
+                        arrival,
+                    },
+                    route: route.clone(),
+                });
+                jobs += 1;
+            }
+        }
+        self.messages.insert(
+            qid.clone(),
+            Message {
+                id,
+                file,
+                pending_jobs: jobs,
+                deferred: Vec::new(),
+                bounced: Vec::new(),
+            },
+        );
+        if jobs == 0 {
+            self.finish(&qid);
+        }
+    }
+
+    /// Starts every waiting request that the limits allow, oldest first.
+    pub fn dispatch(&mut self) {
+        let mut still = VecDeque::with_capacity(self.waiting.len());
+        while let Some(p) = self.waiting.pop_front() {
+            let limits = self.s.limits(&p.route.transport);
+            let t_busy = *self.busy_transport.get(&p.route.transport).unwrap_or(&0);
+            let dkey = (p.route.transport.clone(), p.destination.clone());
+            let d_busy = *self.busy_destination.get(&dkey).unwrap_or(&0);
+            if t_busy >= limits.process_limit || d_busy >= limits.destination_concurrency {
+                still.push_back(p);
+                continue;
+            }
+            *self
+                .busy_transport
+                .entry(p.route.transport.clone())
+                .or_default() += 1;
+            *self.busy_destination.entry(dkey).or_default() += 1;
+            self.dispatcher.send(
+                &p.route.transport,
+                limits.process_limit,
+                t_busy,
+                Job {
+                    key: p.key,
+                    request: p.request.clone(),
+                },
+            );
+            self.in_flight.insert(p.key, p);
+        }
+        self.waiting = still;
+    }
+
+    /// Replies from agents.
+    pub fn collect(&mut self) {
+        for done in self.dispatcher.take_done() {
+            self.complete(done);
+        }
+        self.dispatch();
+        // Freed active slots may admit more new mail.
+        if self.messages.len() < self.s.active_limit {
+            self.scan_incoming();
+        }
+    }
+
+    fn complete(&mut self, done: Done) {
+        let Some(p) = self.in_flight.remove(&done.key) else {
+            return;
+        };
+        if let Some(n) = self.busy_transport.get_mut(&p.route.transport) {
+            *n = n.saturating_sub(1);
+        }
+        let dkey = (p.route.transport.clone(), p.destination.clone());
+        if let Some(n) = self.busy_destination.get_mut(&dkey) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.busy_destination.remove(&dkey);
+            }
+        }
+        let Some(msg) = self.messages.get_mut(&p.message) else {
+            return;
+        };
+        let qid = p.message.clone();
+        let mut answered = vec![false; p.request.recipients.len()];
+        match done.result {
+            Ok(reply) => {
+                for r in reply.results {
+                    let Some(pos) = p.request.recipients.iter().position(|x| x.index == r.index)
+                    else {
+                        continue;
+                    };
+                    answered[pos] = true;
+                    let idx = r.index as usize;
+                    match r.outcome {
+                        Outcome::Delivered => {
+                            if let Err(e) = msg.file.mark_done(idx) {
+                                oxipost_log::warning!("{qid}: mark recipient done: {e}");
+                            }
+                        }
+                        Outcome::Deferred => msg.deferred.push((idx, r.status, r.text)),
+                        Outcome::Bounced => msg.bounced.push((idx, r.status, r.text)),
+                    }
+                }
+            }
+            Err(e) => {
+                oxipost_log::warning!("{qid}: transport {}: {e}", done.transport);
+            }
+        }
+        for (pos, ok) in answered.iter().enumerate() {
+            if !ok {
+                let r = &p.request.recipients[pos];
+                oxipost_log::info!(
+                    "{qid}: to=<{}>, relay=none, dsn=4.3.0, status=deferred (mail transport unavailable)",
+                    r.address
+                );
+                msg.deferred.push((
+                    r.index as usize,
+                    "4.3.0".into(),
+                    "mail transport unavailable".into(),
+                ));
+            }
+        }
+        msg.pending_jobs = msg.pending_jobs.saturating_sub(1);
+        if msg.pending_jobs == 0 {
+            self.finish(&qid);
+        }
+    }
+
+    /// Every request of a message has an answer: bounce, defer or remove it.
+    fn finish(&mut self, qid: &str) {
+        let Some(mut msg) = self.messages.remove(qid) else {
+            return;
+        };
+        let age = SystemTime::now()
+            .duration_since(msg.file.arrival())
+            .unwrap_or(Duration::ZERO);
+        let lifetime = if msg.file.sender().is_empty() {
+            self.s.bounce_queue_lifetime
+        } else {
+            self.s.maximal_queue_lifetime
+        };
+        if !msg.deferred.is_empty() && age >= lifetime {
+            // Too old: what is still deferred now bounces, with its last reason.
+            for (i, status, text) in std::mem::take(&mut msg.deferred) {
+                let status = format!("5{}", status.get(1..).unwrap_or(".4.7"));
+                let addr = msg.file.recipients()[i].address.clone();
+                oxipost_log::info!(
+                    "{qid}: to=<{addr}>, relay=none, dsn={status}, status=expired, returned to sender ({text})"
+                );
+                msg.bounced.push((i, status, text));
+            }
+        }
+        if !msg.bounced.is_empty() {
+            self.send_bounce(qid, &mut msg);
+        }
+        if !msg.deferred.is_empty() {
+            let backoff = age.clamp(
+                self.s.minimal_backoff,
+                self.s.maximal_backoff.max(self.s.minimal_backoff),
+            );
+            let next = SystemTime::now() + backoff;
+            match self
+                .s
+                .layout
+                .move_to(&msg.id, Queue::Active, Queue::Deferred)
+            {
+                Ok(_) => {
+                    if let Err(e) = self
+                        .s
+                        .layout
+                        .set_next_attempt(Queue::Deferred, &msg.id, next)
+                    {
+                        oxipost_log::warning!("{qid}: set next attempt time: {e}");
+                    }
+                }
+                Err(e) => oxipost_log::warning!("{qid}: move to deferred: {e}"),
+            }
+            return;
+        }
+        match self.s.layout.remove(Queue::Active, &msg.id) {
+            Ok(_) => oxipost_log::info!("{qid}: removed"),
+            Err(e) => oxipost_log::warning!("{qid}: remove: {e}"),
+        }
+    }
+
+    fn send_bounce(&mut self, qid: &str, msg: &mut Message) {
+        let bounced = std::mem::take(&mut msg.bounced);
+        let sender = msg.file.sender().to_string();
+        // RFC 3461: NOTIFY=NEVER, or a NOTIFY list without FAILURE, asks for no report.
+        let wanted: Vec<&(usize, String, String)> = bounced
+            .iter()
+            .filter(|(i, _, _)| {
+                let n = msg.file.recipients()[*i].notify;
+                n.is_unspecified() || n.contains(oxipost_queue::Notify::FAILURE)
+            })
+            .collect();
+        if !sender.is_empty() && !wanted.is_empty() {
+            let failed: Vec<Failed> = wanted
+                .iter()
+                .map(|(i, status, text)| {
+                    let r = &msg.file.recipients()[*i];
+                    Failed {
+                        address: r.address.clone(),
+                        orcpt: r.orcpt.clone(),
+                        status: status.clone(),
+                        text: text.clone(),
+                    }
+                })
+                .collect();
+            let info = BounceInfo {
+                myhostname: &self.s.myhostname,
+                mail_name: &self.s.mail_name,
+                queue_id: qid,
+                bounce_size_limit: self.s.bounce_size_limit,
+            };
+            let text = bounce::build(&info, &msg.file, &failed);
+            match bounce::queue(&self.s.layout, &sender, &text) {
+                Ok(new_id) => {
+                    oxipost_log::info!("{qid}: sender non-delivery notification: {new_id}")
+                }
+                Err(e) => {
+                    // Keep the recipients pending: the bounce is retried with the message.
+                    oxipost_log::warning!("{qid}: cannot queue bounce: {e}");
+                    for (i, s, t) in bounced {
+                        msg.deferred.push((i, s, t));
+                    }
+                    return;
+                }
+            }
+        } else if sender.is_empty() {
+            oxipost_log::info!("{qid}: undeliverable notification discarded (null sender)");
+        }
+        for (i, _, _) in &bounced {
+            if let Err(e) = msg.file.mark_done(*i) {
+                oxipost_log::warning!("{qid}: mark recipient done: {e}");
+            }
+        }
+    }
+}

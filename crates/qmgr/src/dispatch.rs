@@ -1,0 +1,182 @@
+//! Talking to delivery agents: per transport, a small pool of threads, each holding one
+//! connection to `private/<transport>` (master starts an agent process per connection, up
+//! to the transport's process limit) and carrying one request at a time. The scheduler
+//! decides what runs; threads only move requests and replies, and wake the scheduler's
+//! event loop through a socket pair when a reply is in.
+
+use oxipost_ipc::{DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, DeliveryRequest, Hello};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request handed to a transport, with the scheduler's job key.
+pub struct Job {
+    pub key: u64,
+    pub request: DeliveryRequest,
+}
+
+pub struct Done {
+    pub key: u64,
+    pub transport: String,
+    pub result: Result<DeliveryReply, String>,
+}
+
+struct Pool {
+    jobs: Sender<Job>,
+    threads: usize,
+    limit: usize,
+    queue: Arc<Mutex<Receiver<Job>>>,
+}
+
+pub struct Dispatcher {
+    private_dir: PathBuf,
+    timeout: Duration,
+    pools: HashMap<String, Pool>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
+    wake_rx: UnixStream,
+    wake_tx: UnixStream,
+}
+
+impl Dispatcher {
+    pub fn new(private_dir: PathBuf, timeout: Duration) -> std::io::Result<Dispatcher> {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let (done_tx, done_rx) = channel();
+        Ok(Dispatcher {
+            private_dir,
+            timeout,
+            pools: HashMap::new(),
+            done_tx,
+            done_rx,
+            wake_rx,
+            wake_tx,
+        })
+    }
+
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake_rx.as_raw_fd()
+    }
+
+    /// Hands a job to its transport, starting a connection thread when all are busy and
+    /// the process limit allows. The caller has already checked its concurrency limits.
+    pub fn send(&mut self, transport: &str, limit: usize, busy: usize, job: Job) {
+        let pool = self.pools.entry(transport.to_string()).or_insert_with(|| {
+            let (tx, rx) = channel();
+            Pool {
+                jobs: tx,
+                threads: 0,
+                limit,
+                queue: Arc::new(Mutex::new(rx)),
+            }
+        });
+        let _ = pool.jobs.send(job);
+        if busy >= pool.threads && pool.threads < pool.limit {
+            pool.threads += 1;
+            let queue = Arc::clone(&pool.queue);
+            let done = self.done_tx.clone();
+            let wake = self.wake_tx.try_clone();
+            let socket = self.private_dir.join(transport);
+            let name = transport.to_string();
+            let timeout = self.timeout;
+            std::thread::spawn(move || {
+                if let Ok(wake) = wake {
+                    connection_thread(name, socket, timeout, queue, done, wake);
+                }
+            });
+        }
+    }
+
+    /// Replies that have come in (drains the wake socket too).
+    pub fn take_done(&mut self) -> Vec<Done> {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = std::io::Read::read(&mut self.wake_rx, &mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        self.done_rx.try_iter().collect()
+    }
+}
+
+struct Agent {
+    stream: UnixStream,
+}
+
+fn connect(socket: &PathBuf, timeout: Duration) -> Result<Agent, String> {
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|e| format!("connect to {}: {}", socket.display(), e))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    Hello::expect(&mut stream, DELIVERY_PROTOCOL, DELIVERY_VERSION)
+        .map_err(|e| format!("{}: {}", socket.display(), e))?;
+    Ok(Agent { stream })
+}
+
+/// One connection's life: take a job, send it, wait for the reply, report, repeat. A
+/// broken connection is dropped and re-established for the next job. The thread ends when
+/// the scheduler drops the pool's sender, or after a long idle period.
+fn connection_thread(
+    transport: String,
+    socket: PathBuf,
+    timeout: Duration,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    done: Sender<Done>,
+    mut wake: UnixStream,
+) {
+    let mut agent: Option<Agent> = None;
+    loop {
+        let job = {
+            let Ok(rx) = queue.lock() else { return };
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let mut result = Err(String::new());
+        // One retry on a fresh connection: an idle agent may have exited (max_idle).
+        for attempt in 0..2 {
+            if agent.is_none() {
+                match connect(&socket, timeout) {
+                    Ok(a) => agent = Some(a),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let Some(a) = agent.as_mut() else { break };
+            let r = oxipost_ipc::write_frame(&mut a.stream, &job.request)
+                .and_then(|_| oxipost_ipc::read_frame::<_, DeliveryReply>(&mut a.stream));
+            match r {
+                Ok(Some(reply)) => {
+                    result = Ok(reply);
+                    break;
+                }
+                Ok(None) => {
+                    agent = None;
+                    result = Err("delivery agent closed the connection".into());
+                }
+                Err(e) => {
+                    agent = None;
+                    result = Err(format!("delivery agent: {e}"));
+                }
+            }
+            if attempt == 1 {
+                break;
+            }
+        }
+        let _ = done.send(Done {
+            key: job.key,
+            transport: transport.clone(),
+            result,
+        });
+        let _ = wake.write(b"x");
+    }
+}

@@ -1,0 +1,71 @@
+//! qmgr(8): the queue manager. One process (master.cf maxproc 1) that learns of new mail
+//! through a trigger on `public/qmgr` (from smtpd/pickup, and master's wakeup timer),
+//! schedules deliveries through the transports of master.cf within Postfix's concurrency
+//! limits, and defers, bounces or removes each message. It owns the active queue; it never
+//! reads message content except to quote it in a bounce, and it never delivers mail itself.
+
+mod active;
+mod bounce;
+mod date;
+mod dispatch;
+mod resolve;
+mod settings;
+
+use oxipost_daemon::proto::{TRIGGER_FLUSH, TRIGGER_SCAN_DEFERRED};
+use oxipost_daemon::{TriggerService, trigger_server};
+use std::time::Instant;
+
+struct Qmgr {
+    sched: active::Scheduler,
+}
+
+impl TriggerService for Qmgr {
+    fn trigger(&mut self, bytes: &[u8]) {
+        if bytes.contains(&TRIGGER_FLUSH) || bytes.contains(&TRIGGER_SCAN_DEFERRED) {
+            self.sched.scan_deferred(true);
+        }
+        // Any trigger (new mail `I`, master's wakeup `W`) means: look at incoming/.
+        self.sched.scan_incoming();
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.sched.next_deadline())
+    }
+
+    fn timer(&mut self) {
+        self.sched.scan_deferred(false);
+        self.sched.scan_incoming();
+    }
+
+    fn solitary(&self) -> bool {
+        true
+    }
+
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.sched.wake_fd())
+    }
+
+    fn woken(&mut self) {
+        self.sched.collect();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--help") {
+        println!("usage: qmgr (started by master; see qmgr(8))");
+        return;
+    }
+    let worker = oxipost_daemon::start("qmgr");
+    let settings = match settings::Settings::from_config(&worker.config) {
+        Ok(s) => s,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    let mut sched = match active::Scheduler::new(settings) {
+        Ok(s) => s,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    sched.recover();
+    sched.scan_incoming();
+    sched.scan_deferred(false);
+    trigger_server(worker, Qmgr { sched });
+}

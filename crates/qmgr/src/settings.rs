@@ -1,0 +1,134 @@
+//! qmgr's typed settings, read once at start from main.cf and master.cf.
+
+use oxipost_config::{Config, MasterCf, ServiceType};
+use oxipost_queue::{Layout, QueueConfig};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// How many deliveries through this transport at once (master.cf maxproc).
+    pub process_limit: usize,
+    /// Parallel deliveries to one destination.
+    pub destination_concurrency: usize,
+    /// Recipients per delivery request.
+    pub destination_recipients: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub layout: Layout,
+    pub private_dir: PathBuf,
+    pub myhostname: String,
+    pub mydestination: Vec<String>,
+    pub virtual_mailbox_domains: Vec<String>,
+    pub relay_domains: Vec<String>,
+    pub local_transport: String,
+    pub virtual_transport: String,
+    pub relay_transport: String,
+    pub default_transport: String,
+    pub relayhost: String,
+    pub queue_run_delay: Duration,
+    pub minimal_backoff: Duration,
+    pub maximal_backoff: Duration,
+    pub maximal_queue_lifetime: Duration,
+    pub bounce_queue_lifetime: Duration,
+    pub active_limit: usize,
+    pub bounce_size_limit: u64,
+    pub mail_name: String,
+    pub ipc_timeout: Duration,
+    pub transports: HashMap<String, TransportLimits>,
+}
+
+fn lower_list(cfg: &Config, name: &str) -> Result<Vec<String>, String> {
+    Ok(cfg
+        .get_list(name)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect())
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Result<Settings, String> {
+        let e = |e: oxipost_config::ConfigError| e.to_string();
+        let queue_directory = cfg.get("queue_directory").map_err(e)?;
+        let qc = QueueConfig::new(&queue_directory)
+            .with_hash_queue_names(&cfg.get("hash_queue_names").map_err(e)?)
+            .with_hash_queue_depth(cfg.get_int("hash_queue_depth").map_err(e)?.clamp(1, 16) as u32);
+        let layout = Layout::new(qc).map_err(|err| err.to_string())?;
+        let default_limit = cfg.get_int("default_process_limit").map_err(e)?.max(1) as usize;
+        let mut transports = HashMap::new();
+        let master = MasterCf::load(&cfg.config_dir.join("master.cf")).map_err(e)?;
+        for s in master
+            .services
+            .iter()
+            .filter(|s| s.kind == ServiceType::Unix)
+        {
+            let limit = match s.process_limit(default_limit as u32) {
+                0 => 1000,
+                n => n as usize,
+            };
+            let get = |suffix: &str, fallback: &str| -> usize {
+                let name = format!("{}_{}", s.name, suffix);
+                let v = if cfg.is_known(&name) {
+                    cfg.get_int(&name)
+                } else {
+                    cfg.get_int(fallback)
+                };
+                v.unwrap_or(1).max(1) as usize
+            };
+            transports.insert(
+                s.name.clone(),
+                TransportLimits {
+                    process_limit: limit,
+                    destination_concurrency: get(
+                        "destination_concurrency_limit",
+                        "default_destination_concurrency_limit",
+                    ),
+                    destination_recipients: get(
+                        "destination_recipient_limit",
+                        "default_destination_recipient_limit",
+                    ),
+                },
+            );
+        }
+        Ok(Settings {
+            private_dir: PathBuf::from(&queue_directory).join("private"),
+            layout,
+            myhostname: cfg.get("myhostname").map_err(e)?.to_ascii_lowercase(),
+            mydestination: lower_list(cfg, "mydestination")?,
+            virtual_mailbox_domains: lower_list(cfg, "virtual_mailbox_domains")?,
+            relay_domains: lower_list(cfg, "relay_domains")?,
+            local_transport: cfg.get("local_transport").map_err(e)?,
+            virtual_transport: cfg.get("virtual_transport").map_err(e)?,
+            relay_transport: cfg.get("relay_transport").map_err(e)?,
+            default_transport: cfg.get("default_transport").map_err(e)?,
+            relayhost: cfg.get("relayhost").map_err(e)?,
+            queue_run_delay: cfg.get_time("queue_run_delay").map_err(e)?,
+            minimal_backoff: cfg.get_time("minimal_backoff_time").map_err(e)?,
+            maximal_backoff: cfg.get_time("maximal_backoff_time").map_err(e)?,
+            maximal_queue_lifetime: cfg.get_time("maximal_queue_lifetime").map_err(e)?,
+            bounce_queue_lifetime: cfg.get_time("bounce_queue_lifetime").map_err(e)?,
+            active_limit: cfg.get_int("qmgr_message_active_limit").map_err(e)?.max(1) as usize,
+            bounce_size_limit: cfg.get_size("bounce_size_limit").map_err(e)?,
+            mail_name: cfg.get("mail_name").map_err(e)?,
+            ipc_timeout: cfg.get_time("ipc_timeout").map_err(e)?,
+            transports,
+        })
+    }
+
+    /// Limits of a transport; one not in master.cf gets conservative defaults (its
+    /// deliveries will fail with "transport unavailable" anyway).
+    pub fn limits(&self, transport: &str) -> TransportLimits {
+        self.transports
+            .get(transport)
+            .cloned()
+            .unwrap_or(TransportLimits {
+                process_limit: 1,
+                destination_concurrency: 1,
+                destination_recipients: 1,
+            })
+    }
+}
