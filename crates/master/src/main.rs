@@ -108,7 +108,7 @@ fn main() {
         }
         opened.push(st);
     }
-    let sup = match supervisor::Supervisor::new(loaded, opened, lock) {
+    let mut sup = match supervisor::Supervisor::new(loaded, opened, lock) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("event loop: {e}"),
     };
@@ -117,6 +117,7 @@ fn main() {
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    sup.write_status();
     init_logging(&settings, false);
     if args.detached {
         detach_stderr();

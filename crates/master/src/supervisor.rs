@@ -370,7 +370,8 @@ impl Supervisor {
         }
     }
 
-    fn write_status(&mut self) {
+    /// Rewrites master's status file (for `mailctl status`).
+    pub fn write_status(&mut self) {
         self.dirty = false;
         let settings = self.settings().clone();
         let list: Vec<&ServiceState> = self.services.values().collect();

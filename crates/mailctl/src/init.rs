@@ -1,0 +1,162 @@
+//! `mailctl init DIR`: a ready-to-run configuration and spool for an ordinary user (the
+//! README's quick start and the tests): DIR/etc/{main.cf,master.cf}, DIR/spool,
+//! DIR/data, DIR/log, with the suite's binaries (the directory of this mailctl) as
+//! daemon_directory and high ports on 127.0.0.1. master.cf is the shipped one with the
+//! inet services moved to `port_base + offset`.
+
+use std::path::{Path, PathBuf};
+
+/// The shipped master.cf (repository root).
+const SHIPPED_MASTER_CF: &str = include_str!("../../../master.cf");
+
+/// Default port base: smtp 2525, submission 2587, pop3 2110, imap 2143.
+pub const DEFAULT_PORT_BASE: u16 = 2000;
+
+/// Offsets from the port base for the shipped inet services.
+const PORT_OFFSETS: &[(&str, u16)] = &[
+    ("smtp", 525),
+    ("submission", 587),
+    ("submissions", 465),
+    ("pop3", 110),
+    ("pop3s", 995),
+    ("imap", 143),
+    ("imaps", 993),
+];
+
+/// The master.cf of an init'ed directory.
+pub fn master_cf(port_base: u16) -> Result<String, String> {
+    let mut out = String::new();
+    for line in SHIPPED_MASTER_CF.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let starts_entry = !line.starts_with(char::is_whitespace) && !line.starts_with('#');
+        match PORT_OFFSETS.iter().find(|(n, _)| *n == name) {
+            Some((_, off)) if starts_entry && kind == "inet" => {
+                let port = port_base
+                    .checked_add(*off)
+                    .ok_or_else(|| format!("--port-base {port_base}: port out of range"))?;
+                let rest = &line[name.len()..];
+                // Keep the columns aligned when the number is shorter than the name.
+                let p = port.to_string();
+                let pad = name.len().saturating_sub(p.len());
+                out.push_str(&format!("{p}{}{rest}\n", " ".repeat(pad)));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn user_and_group() -> (String, String) {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| gid.to_string());
+    (user, group)
+}
+
+fn host_name() -> String {
+    let h = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    if h.contains('.') {
+        h
+    } else {
+        "localhost.localdomain".into()
+    }
+}
+
+pub fn main_cf(dir: &Path, bin_dir: &Path) -> String {
+    let (user, group) = user_and_group();
+    let d = dir.display();
+    let b = bin_dir.display();
+    format!(
+        "# Written by `mailctl init`: an unprivileged oxipost instance in {d}.\n\
+         # Start it with: mailctl -c {d}/etc start\n\
+         compatibility_level = 3.6\n\
+         queue_directory = {d}/spool\n\
+         data_directory = {d}/data\n\
+         daemon_directory = {b}\n\
+         command_directory = {b}\n\
+         mail_owner = {user}\n\
+         setgid_group = {group}\n\
+         inet_interfaces = 127.0.0.1\n\
+         inet_protocols = ipv4\n\
+         maillog_file = {d}/log/maillog\n\
+         myhostname = {host}\n\
+         mydestination = $myhostname, localhost\n\
+         home_mailbox = Maildir/\n",
+        host = host_name()
+    )
+}
+
+/// Writes the files and directories; returns what was written. Existing configuration
+/// files are not overwritten.
+pub fn init(dir: &Path, port_base: u16) -> Result<Vec<PathBuf>, String> {
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find mailctl itself: {e}"))?;
+    let bin_dir = exe
+        .parent()
+        .ok_or("cannot find the directory of mailctl")?
+        .to_path_buf();
+    let etc = dir.join("etc");
+    let files = [
+        (etc.join("main.cf"), main_cf(&dir, &bin_dir)),
+        (etc.join("master.cf"), master_cf(port_base)?),
+    ];
+    for (p, _) in &files {
+        if p.exists() {
+            return Err(format!("{} exists; not overwriting it", p.display()));
+        }
+    }
+    let mut written = Vec::new();
+    for sub in ["etc", "spool", "data", "log"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+        written.push(p);
+    }
+    for (p, text) in files {
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_move_and_entries_parse() {
+        let text = master_cf(2000).expect("ok");
+        let m = oxipost_config::MasterCf::parse(Path::new("master.cf"), &text).expect("parses");
+        let inet: Vec<&str> = m
+            .services
+            .iter()
+            .filter(|s| s.kind == oxipost_config::ServiceType::Inet)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            inet,
+            ["2525", "2587", "2465", "2110", "2995", "2143", "2993"]
+        );
+        assert!(m.find("smtp", oxipost_config::ServiceType::Unix).is_some());
+        assert!(master_cf(65000).is_err());
+    }
+}
