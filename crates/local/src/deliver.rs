@@ -1,0 +1,509 @@
+//! One delivery request from qmgr: read the queue file, decide per recipient (loop check,
+//! resolution, which mailbox), deliver with the recipient's rights, and answer with one
+//! result per recipient.
+//!
+//! Mailbox choice follows Postfix's order: `mailbox_command`, then `home_mailbox` (ending in
+//! `/`: a Maildir under the home directory, else an mbox file there), then an mbox named
+//! after the user in `mail_spool_directory`. Each delivery prepends `Return-Path:`,
+//! `X-Original-To:` and `Delivered-To:` as Postfix does. Maildir deliveries of one request
+//! that run with the same rights share one [`MaildirBatch`], so several recipients cost one
+//! directory fsync per Maildir. A full disk, a quota or a size limit defers; nothing is
+//! reported delivered before it is durable.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use oxipost_ipc::{DeliveryRequest, Outcome, RcptResult};
+use oxipost_mailbox::{
+    DeliverOptions, Maildir, MaildirBatch, MboxOptions, count_delivered_to, deliver_mbox,
+    delivered_to_header, from_line, original_to_header, return_path_header,
+};
+use oxipost_queue::QueueFile;
+
+use crate::command::{self, Invocation};
+use crate::privs::{self, Identity};
+use crate::resolve::{self, Address, Resolution, UserInfo};
+use crate::settings::Settings;
+
+/// Where one recipient's copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Maildir(PathBuf),
+    /// `spool`: in `mail_spool_directory` (created with the spool's rights, dot-lock may fail).
+    Mbox {
+        path: PathBuf,
+        spool: bool,
+    },
+    Command(String),
+}
+
+/// Postfix's mailbox choice for a user.
+pub fn choose_target(s: &Settings, user: &UserInfo) -> Target {
+    if !s.mailbox_command.trim().is_empty() {
+        return Target::Command(s.mailbox_command.trim().to_string());
+    }
+    let hm = s.home_mailbox.trim();
+    if hm.ends_with('/') {
+        Target::Maildir(user.home.join(hm))
+    } else if !hm.is_empty() {
+        Target::Mbox {
+            path: user.home.join(hm),
+            spool: false,
+        }
+    } else {
+        Target::Mbox {
+            path: s.mail_spool_directory.join(&user.name),
+            spool: true,
+        }
+    }
+}
+
+/// True when the message header already carries `Delivered-To: <address>`.
+pub fn is_loop(header: &[u8], address: &str) -> bool {
+    count_delivered_to(header, address) > 0
+}
+
+/// One recipient that is to be delivered.
+#[derive(Debug, Clone)]
+struct Job {
+    /// Position in the request.
+    pos: usize,
+    index: u32,
+    addr: Address,
+    orig: String,
+    user: UserInfo,
+    target: Target,
+}
+
+fn result(index: u32, outcome: Outcome, dsn: &str, text: impl Into<String>) -> RcptResult {
+    RcptResult {
+        index,
+        outcome,
+        status: dsn.to_string(),
+        text: text.into(),
+        relay: "local".to_string(),
+    }
+}
+
+fn outcome_of(temporary: bool) -> Outcome {
+    if temporary {
+        Outcome::Deferred
+    } else {
+        Outcome::Bounced
+    }
+}
+
+/// Delivers `req` and returns one result per recipient, in request order.
+pub fn deliver_request(s: &Settings, req: &DeliveryRequest) -> Vec<RcptResult> {
+    let defer_all = |text: String| {
+        req.recipients
+            .iter()
+            .map(|r| result(r.index, Outcome::Deferred, "4.3.0", text.clone()))
+            .collect()
+    };
+    let qf = match QueueFile::open(&req.path) {
+        Ok(qf) => qf,
+        Err(e) => return defer_all(format!("cannot read queue file {}: {e}", req.path)),
+    };
+    let header = match read_header(&qf, s.header_size_limit) {
+        Ok(h) => h,
+        Err(e) => return defer_all(format!("error reading message: {e}")),
+    };
+    let mut results: Vec<Option<RcptResult>> = vec![None; req.recipients.len()];
+    let mut groups: BTreeMap<Identity, Vec<Job>> = BTreeMap::new();
+    for (pos, rcpt) in req.recipients.iter().enumerate() {
+        if is_loop(&header, &rcpt.address) {
+            results[pos] = Some(result(
+                rcpt.index,
+                Outcome::Bounced,
+                "5.4.6",
+                format!("mail forwarding loop for {}", rcpt.address),
+            ));
+            continue;
+        }
+        match resolve::resolve(&rcpt.address, s, resolve::system_user) {
+            Resolution::Bounce { dsn, text } => {
+                results[pos] = Some(result(rcpt.index, Outcome::Bounced, dsn, text));
+            }
+            Resolution::Defer { dsn, text } => {
+                results[pos] = Some(result(rcpt.index, Outcome::Deferred, dsn, text));
+            }
+            Resolution::Deliver(addr, user) => {
+                let target = choose_target(s, &user);
+                let job = Job {
+                    pos,
+                    index: rcpt.index,
+                    orig: resolve::original_recipient(&rcpt.address, rcpt.orcpt.as_deref()),
+                    addr,
+                    user,
+                    target,
+                };
+                match identity_for(s, &job) {
+                    Ok(id) => groups.entry(id).or_default().push(job),
+                    Err(text) => {
+                        results[pos] = Some(result(rcpt.index, Outcome::Deferred, "4.3.0", text));
+                    }
+                }
+            }
+        }
+    }
+    let ctx = Ctx { s, req, qf: &qf };
+    for (id, jobs) in groups {
+        match privs::run_as(&id, || ctx.deliver_jobs(&jobs)) {
+            Ok(done) => {
+                for r in done {
+                    if let Some(job) = jobs.iter().find(|j| j.index == r.index) {
+                        results[job.pos] = Some(r);
+                    }
+                }
+            }
+            Err(e) => {
+                oxipost_log::warning!("{}: {e}", req.queue_id);
+                for job in &jobs {
+                    results[job.pos] = Some(result(job.index, Outcome::Deferred, "4.3.0", &e));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .zip(&req.recipients)
+        .map(|(r, rcpt)| {
+            r.unwrap_or_else(|| {
+                result(
+                    rcpt.index,
+                    Outcome::Deferred,
+                    "4.3.0",
+                    "internal error: no delivery result",
+                )
+            })
+        })
+        .collect()
+}
+
+/// The rights a job runs with (see [`crate::privs`]).
+fn identity_for(s: &Settings, job: &Job) -> Result<Identity, String> {
+    let user = Identity::user(job.user.uid, job.user.gid);
+    if !privs::privileged() {
+        return Ok(user);
+    }
+    match &job.target {
+        // Postfix: "command delivery for root executes with $default_privs privileges".
+        Target::Command(_) if job.user.uid == 0 => {
+            let d = resolve::system_user(&s.default_privs)?
+                .ok_or_else(|| format!("default_privs user {} does not exist", s.default_privs))?;
+            Ok(Identity::user(d.uid, d.gid))
+        }
+        Target::Mbox { spool: true, .. } => Ok(spool_identity(&s.mail_spool_directory, &job.user)),
+        _ => Ok(user),
+    }
+}
+
+/// Postfix's rule for `mail_spool_directory`: a world-writable spool is written as the user,
+/// a group-writable one as the user with the spool's group, any other as root (the new file
+/// is then given to the user).
+fn spool_identity(dir: &Path, user: &UserInfo) -> Identity {
+    match std::fs::metadata(dir) {
+        Ok(md) if md.mode() & 0o002 != 0 => Identity::user(user.uid, user.gid),
+        Ok(md) if md.mode() & 0o020 != 0 => Identity {
+            uid: user.uid,
+            gid: md.gid(),
+            groups: vec![user.gid, md.gid()],
+        },
+        _ => Identity::user(0, 0),
+    }
+}
+
+/// Reads the message header (up to the first empty line, at most `limit` bytes).
+fn read_header(qf: &QueueFile, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut r = qf.content().take(limit);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let start = out.len().saturating_sub(3);
+        out.extend_from_slice(&buf[..n]);
+        if out.starts_with(b"\n") || out.starts_with(b"\r\n") {
+            return Ok(Vec::new());
+        }
+        if let Some(end) = find_blank_line(&out[start..]) {
+            out.truncate(start + end);
+            return Ok(out);
+        }
+    }
+}
+
+/// The end of the first empty line after a line end in `b`.
+fn find_blank_line(b: &[u8]) -> Option<usize> {
+    (0..b.len()).find_map(|i| {
+        let rest = &b[i..];
+        if rest.starts_with(b"\n\n") {
+            Some(i + 2)
+        } else if rest.starts_with(b"\n\r\n") {
+            Some(i + 3)
+        } else {
+            None
+        }
+    })
+}
+
+struct Ctx<'a> {
+    s: &'a Settings,
+    req: &'a DeliveryRequest,
+    qf: &'a QueueFile,
+}
+
+impl Ctx<'_> {
+    fn headers(&self, job: &Job, delivered_to: bool) -> Vec<String> {
+        let mut h = vec![return_path_header(&self.req.sender)];
+        h.extend(original_to_header(&job.orig));
+        if delivered_to {
+            h.push(delivered_to_header(&job.addr.address));
+        }
+        h
+    }
+
+    /// Delivers jobs that share one identity; runs after the switch to it.
+    fn deliver_jobs(&self, jobs: &[Job]) -> Vec<RcptResult> {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut batch = MaildirBatch::new();
+        let mut staged: Vec<u32> = Vec::new();
+        for job in jobs {
+            match &job.target {
+                Target::Maildir(dir) => match self.stage_maildir(&mut batch, job, dir) {
+                    Ok(()) => staged.push(job.index),
+                    Err(r) => out.push(r),
+                },
+                Target::Mbox { path, spool } => out.push(self.mbox(job, path, *spool)),
+                Target::Command(cmd) => out.push(self.command(job, cmd)),
+            }
+        }
+        for (index, r) in staged.into_iter().zip(batch.commit()) {
+            out.push(match r {
+                Ok(_) => result(index, Outcome::Delivered, "2.0.0", "delivered to maildir"),
+                Err(e) => result(
+                    index,
+                    outcome_of(e.is_temporary()),
+                    e.dsn(),
+                    format!("maildir delivery failed: {e}"),
+                ),
+            });
+        }
+        out
+    }
+
+    fn stage_maildir(
+        &self,
+        batch: &mut MaildirBatch,
+        job: &Job,
+        dir: &Path,
+    ) -> Result<(), RcptResult> {
+        let positive = [self.s.mailbox_size_limit, self.s.message_size_limit]
+            .into_iter()
+            .filter(|&n| n > 0)
+            .min();
+        let opts = DeliverOptions {
+            size_in_name: false,
+            size_limit: positive,
+        };
+        let headers = self.headers(job, true);
+        let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+        batch
+            .stage(&Maildir::new(dir), &refs, self.qf.content(), &opts)
+            .map(|_| ())
+            .map_err(|e| {
+                result(
+                    job.index,
+                    outcome_of(e.is_temporary()),
+                    e.dsn(),
+                    format!("maildir delivery failed: {e}"),
+                )
+            })
+    }
+
+    fn mbox(&self, job: &Job, path: &Path, spool: bool) -> RcptResult {
+        let mut lock = self.s.lock.clone();
+        lock.dotlock_may_fail = spool;
+        let opts = MboxOptions {
+            lock,
+            mailbox_size_limit: Some(self.s.mailbox_size_limit),
+            message_size_limit: Some(self.s.message_size_limit),
+            create_mode: 0o600,
+        };
+        let existed = std::fs::symlink_metadata(path).is_ok();
+        let headers = self.headers(job, true);
+        let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+        match deliver_mbox(path, &self.req.sender, &refs, self.qf.content(), &opts) {
+            Ok(d) => {
+                for w in d.warnings {
+                    oxipost_log::warning!("{}: {w}", self.req.queue_id);
+                }
+                if !existed && privs::privileged() {
+                    // Created with the spool's rights: the mailbox belongs to its user.
+                    if let Err(e) =
+                        std::os::unix::fs::lchown(path, Some(job.user.uid), Some(job.user.gid))
+                    {
+                        oxipost_log::warning!("chown {}: {e}", path.display());
+                    }
+                }
+                result(
+                    job.index,
+                    Outcome::Delivered,
+                    "2.0.0",
+                    "delivered to mailbox",
+                )
+            }
+            Err(e) => result(
+                job.index,
+                outcome_of(e.is_temporary()),
+                e.dsn(),
+                format!(
+                    "cannot update mailbox {} for user {}. {e}",
+                    path.display(),
+                    job.user.name
+                ),
+            ),
+        }
+    }
+
+    fn command(&self, job: &Job, cmd: &str) -> RcptResult {
+        let mut prefix = from_line(&self.req.sender, SystemTime::now());
+        prefix.push('\n');
+        for h in self.headers(job, self.s.delivered_to_command) {
+            prefix.push_str(&h);
+            prefix.push('\n');
+        }
+        let cwd = if job.user.home.is_dir() {
+            job.user.home.as_path()
+        } else {
+            Path::new("/")
+        };
+        let inv = Invocation {
+            command: cmd,
+            env: command_env(&self.req.sender, job, &self.req.attributes),
+            export: &self.s.export_environment,
+            cwd,
+            time_limit: self.s.command_time_limit,
+        };
+        let r = command::deliver(&inv, prefix.as_bytes(), self.qf.content());
+        result(job.index, r.outcome, r.dsn, r.text)
+    }
+}
+
+/// The environment Postfix's local(8) gives a command (after `PATH`).
+fn command_env(sender: &str, job: &Job, attributes: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "HOME".to_string(),
+            job.user.home.to_string_lossy().into_owned(),
+        ),
+        ("LOGNAME".to_string(), job.user.name.clone()),
+        ("USER".to_string(), job.user.name.clone()),
+        ("SHELL".to_string(), job.user.shell.clone()),
+    ];
+    if let Some(ext) = &job.addr.extension {
+        env.push(("EXTENSION".into(), ext.clone()));
+    }
+    env.push(("LOCAL".into(), job.addr.local.clone()));
+    if let Some(d) = &job.addr.domain {
+        env.push(("DOMAIN".into(), d.clone()));
+    }
+    env.push(("RECIPIENT".into(), job.addr.address.clone()));
+    env.push(("SENDER".into(), sender.to_string()));
+    env.push(("ORIGINAL_RECIPIENT".into(), job.orig.clone()));
+    for (attr, var) in [
+        ("client_address", "CLIENT_ADDRESS"),
+        ("client_name", "CLIENT_HOSTNAME"),
+        ("helo_name", "CLIENT_HELO"),
+        ("protocol_name", "CLIENT_PROTOCOL"),
+        ("sasl_method", "SASL_METHOD"),
+        ("sasl_username", "SASL_USERNAME"),
+    ] {
+        if let Some((_, v)) = attributes.iter().find(|(n, _)| n == attr) {
+            env.push((var.to_string(), v.clone()));
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::tests::settings;
+
+    fn user() -> UserInfo {
+        UserInfo {
+            name: "alice".into(),
+            home: "/home/alice".into(),
+            uid: 1000,
+            gid: 1000,
+            shell: "/bin/sh".into(),
+            listed: true,
+        }
+    }
+
+    #[test]
+    fn mailbox_choice() {
+        let mut s = settings();
+        assert_eq!(
+            choose_target(&s, &user()),
+            Target::Mbox {
+                path: "/var/mail/alice".into(),
+                spool: true
+            }
+        );
+        s.home_mailbox = "Maildir/".into();
+        assert_eq!(
+            choose_target(&s, &user()),
+            Target::Maildir("/home/alice/Maildir/".into())
+        );
+        s.home_mailbox = "Mailbox".into();
+        assert_eq!(
+            choose_target(&s, &user()),
+            Target::Mbox {
+                path: "/home/alice/Mailbox".into(),
+                spool: false
+            }
+        );
+        s.mailbox_command = "/usr/bin/procmail".into();
+        assert_eq!(
+            choose_target(&s, &user()),
+            Target::Command("/usr/bin/procmail".into())
+        );
+    }
+
+    #[test]
+    fn loop_detection() {
+        let h = b"Received: x\r\nDelivered-To: Alice@Example.org\r\n\r\n";
+        assert!(is_loop(h, "alice@example.org"));
+        assert!(!is_loop(h, "bob@example.org"));
+        assert!(!is_loop(
+            b"Subject: x\n\nDelivered-To: alice@example.org\n",
+            "alice@example.org"
+        ));
+    }
+
+    #[test]
+    fn header_block_end() {
+        assert_eq!(find_blank_line(b"a: b\n\nbody"), Some(6));
+        assert_eq!(find_blank_line(b"a: b\r\n\r\nbody"), Some(8));
+        assert_eq!(find_blank_line(b"a: b\r\n"), None);
+    }
+
+    #[test]
+    fn spool_rights() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.path();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        assert_eq!(spool_identity(p, &user()), Identity::user(1000, 1000));
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(spool_identity(p, &user()), Identity::user(0, 0));
+    }
+}
