@@ -117,10 +117,13 @@ pub const QUEUE_DIRS: &[(&str, u32, bool)] = &[
     ("private", 0o700, false),
 ];
 
+/// A directory, its mode, and its (uid, gid) when running as root.
+type DirSpec = (PathBuf, u32, Option<(u32, u32)>);
+
 impl Setup {
     /// Every directory with its mode and owner (uid, gid) when root; the pid directory
     /// and the queue directory itself belong to root, as in Postfix.
-    fn dirs(&self) -> Vec<(PathBuf, u32, Option<(u32, u32)>)> {
+    fn dirs(&self) -> Vec<DirSpec> {
         let mut out = vec![(
             self.queue_directory.clone(),
             0o755,
@@ -176,15 +179,15 @@ impl Setup {
                     mode
                 ));
             }
-            if let Some((u, g)) = owner {
-                if md.uid() != u || md.gid() != g {
-                    out.push(format!(
-                        "{}: owner {}:{}, expected {u}:{g}",
-                        path.display(),
-                        md.uid(),
-                        md.gid()
-                    ));
-                }
+            if let Some((u, g)) = owner
+                && (md.uid() != u || md.gid() != g)
+            {
+                out.push(format!(
+                    "{}: owner {}:{}, expected {u}:{g}",
+                    path.display(),
+                    md.uid(),
+                    md.gid()
+                ));
             }
         }
         out

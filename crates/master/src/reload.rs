@@ -46,10 +46,10 @@ pub fn reload(sup: &mut Supervisor) {
     for id in ids {
         let key = sup.services[&id].key();
         let Some(conf) = new.services.iter().find(|c| c.key() == key).cloned() else {
-            if let Some(s) = sup.remove_service(id) {
-                if let Some(p) = s.conf.endpoint.path() {
-                    let _ = std::fs::remove_file(p);
-                }
+            if let Some(s) = sup.remove_service(id)
+                && let Some(p) = s.conf.endpoint.path()
+            {
+                let _ = std::fs::remove_file(p);
             }
             info!("reload: service {key} removed");
             continue;

@@ -210,10 +210,10 @@ impl Supervisor {
                 }
                 let (id, slot) = (t.0 / SLOTS, t.0 % SLOTS);
                 if slot == 0 {
-                    if let Some(s) = self.services.get_mut(&id) {
-                        if s.read_status() {
-                            self.dirty = true;
-                        }
+                    if let Some(s) = self.services.get_mut(&id)
+                        && s.read_status()
+                    {
+                        self.dirty = true;
                     }
                 } else {
                     self.client_waiting(id);
@@ -309,12 +309,12 @@ impl Supervisor {
                 s.throttled_until = None;
                 self.dirty = true;
             }
-            if let (Some(due), Some(w)) = (s.next_wakeup, s.conf.entry.wakeup) {
-                if due <= now {
-                    s.next_wakeup = Some(now + Duration::from_secs(u64::from(w.seconds)));
-                    if s.throttled_until.is_none() {
-                        wakeup(s);
-                    }
+            if let (Some(due), Some(w)) = (s.next_wakeup, s.conf.entry.wakeup)
+                && due <= now
+            {
+                s.next_wakeup = Some(now + Duration::from_secs(u64::from(w.seconds)));
+                if s.throttled_until.is_none() {
+                    wakeup(s);
                 }
             }
         }
