@@ -181,6 +181,7 @@ def test_burst_respects_maxproc(suite):
     assert len(served) == 100
     assert len(set(served)) <= 3, set(served)
     assert peak[0] <= 3, peak[0]
+    assert suite.wait_log(f"service {a}/inet has reached its process limit 3")
     print(f"\nburst: 100 clients served by {len(set(served))} workers, peak {peak[0]}")
 
 
@@ -334,3 +335,34 @@ def test_idle_rss(suite):
     m, w = _rss_kb(master), _rss_kb(worker)
     print(f"\nidle RSS: master {m} kB, idle oxipost-testd worker {w} kB (debug build)")
     assert m > 0 and w > 0
+
+
+def test_wakeup_timer_starts_timer_service(suite):
+    suite.write_main()
+    suite.write_master("tick unix n - n 1 1 oxipost-testd\nfifo fifo n - n - 1 oxipost-testd\n")
+    suite.start()
+    # Nobody connects: only master's wakeup (a connection and "W") starts a worker.
+    assert until(lambda: "service tick/unix total 1" in (suite.data / "master.status").read_text(), 5)
+    assert oct((suite.spool / "public" / "fifo").stat().st_mode & 0o777) == "0o622"
+
+
+def test_suite_scripts(tmp_path):
+    root = tmp_path / "s"
+    base = 20000 + free_ports(1)[0] % 20000
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    try:
+        r = subprocess.run(["sh", str(scripts / "suite-start.sh"), str(root), str(base)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"{root}/etc"
+        st = subprocess.run([str(MAILCTL), "-c", f"{root}/etc", "status"],
+                            capture_output=True, text=True, timeout=10)
+        assert st.returncode == 0 and f"{base + 525}/inet" in st.stdout
+        r = subprocess.run(["sh", str(scripts / "suite-stop.sh"), str(root)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert until(lambda: proc_pids_of(root) == [], 5)
+    finally:
+        subprocess.run([str(MAILCTL), "-c", f"{root}/etc", "stop"], capture_output=True, timeout=30)
+        for p in proc_pids_of(root):
+            os.kill(p, signal.SIGKILL)

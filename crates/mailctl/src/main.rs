@@ -57,6 +57,7 @@ enum Cmd {
 
 fn setup(args: &Args) -> setup::Setup {
     let (dir, explicit) = oxipost_config::Config::resolve_dir(args.config_dir.as_deref());
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
     let s = setup::load(&dir, explicit).unwrap_or_else(|e| fatal!("{e}"));
     oxipost_log::init(oxipost_log::Options {
         syslog_name: s.syslog_name.clone(),
@@ -101,8 +102,11 @@ fn main() {
         }
         Cmd::Start | Cmd::StartFg => {
             let s = setup(&args);
-            for w in &s.warnings {
-                say(&format!("warning: {w}"));
+            if !s.warnings.is_empty() {
+                say(&format!(
+                    "warning: {} service(s) name programs that do not exist: see mailctl check",
+                    s.warnings.len()
+                ));
             }
             if control::running(&s) {
                 fatal!("the mail system is already running");

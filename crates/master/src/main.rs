@@ -60,6 +60,8 @@ fn fail(msg: &str) -> ! {
 fn main() {
     let args = Args::parse();
     let (dir, explicit) = oxipost_config::Config::resolve_dir(args.config_dir.as_deref());
+    // Workers run elsewhere (master changes to queue_directory): MAIL_CONFIG must be absolute.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
     // SAFETY: umask only sets the process's file creation mask.
     unsafe {
         libc::umask(0o022);

@@ -34,6 +34,8 @@ pub struct ServiceState {
     pub children: HashMap<u32, Child>,
     pub throttled_until: Option<Instant>,
     pub next_wakeup: Option<Instant>,
+    /// When the process-limit warning was last logged (at most once per 1000 s).
+    pub limit_warned: Option<Instant>,
 }
 
 impl ServiceState {
@@ -51,6 +53,7 @@ impl ServiceState {
             children: HashMap::new(),
             throttled_until: None,
             next_wakeup: None,
+            limit_warned: None,
         })
     }
 

@@ -24,6 +24,8 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX);
 const SLOTS: usize = 64;
 /// How long a stop waits for workers to finish before killing them.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Postfix warns about a service at its process limit at most this often.
+const LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(1000);
 
 /// A worker of a previous configuration (or of a removed service): it was asked to exit
 /// and is only waited for.
@@ -269,6 +271,17 @@ impl Supervisor {
         match result {
             Ok(pid) => {
                 if let Some(s) = self.services.get_mut(&id) {
+                    let limit = s.limit(self.loaded.settings.default_process_limit) as usize;
+                    if limit > 0
+                        && s.total() + 1 >= limit
+                        && s.limit_warned
+                            .is_none_or(|t| t.elapsed() >= LIMIT_WARN_INTERVAL)
+                    {
+                        s.limit_warned = Some(Instant::now());
+                        warning!(
+                            "service {key} has reached its process limit {limit}: new clients may experience noticeable delays"
+                        );
+                    }
                     s.children.insert(
                         pid,
                         Child {
