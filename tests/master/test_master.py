@@ -366,3 +366,44 @@ def test_suite_scripts(tmp_path):
         subprocess.run([str(MAILCTL), "-c", f"{root}/etc", "stop"], capture_output=True, timeout=30)
         for p in proc_pids_of(root):
             os.kill(p, signal.SIGKILL)
+
+
+def test_worker_gets_protocol_argv_env_and_fds(suite):
+    a, b = free_ports(2)
+    suite.write_main("inet_protocols = all\ninet_interfaces = loopback-only\n")
+    suite.write_master(
+        f"{a} inet n - y - - oxipost-testd -o max_use=5 -o {{ x = a b }} extra\n"
+        f"127.0.0.1:{b} inet n n n - - oxipost-testd\n"
+    )
+    suite.start()
+    pid, _ = suite.ask(a)
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    root = os.geteuid() == 0
+    want = [b"oxipost-testd", b"-n", str(a).encode(), b"-t", b"inet"]
+    want += [b"-u", b"-r"] if root else []
+    want += [b"-o", b"max_use=5", b"-o", b"x=a b", b"extra"]
+    assert argv == want
+    env = dict(
+        kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv
+    )
+    v6 = socket.has_ipv6 and Path("/proc/net/if_inet6").exists()
+    assert env[b"MAIL_CONFIG"] == str(suite.etc).encode()
+    assert env[b"OXIPOST_LISTEN_FDS"] == (b"2" if v6 else b"1")
+    assert env[b"OXIPOST_GENERATION"] == b"1"
+    fds = {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+    assert fds[3].startswith("pipe:") and fds[4].startswith("pipe:") and fds[5].startswith("socket:")
+    # Nothing else of master's leaks into the worker (0-2, protocol fds, its own client).
+    assert max(fds) <= 5 + int(env[b"OXIPOST_LISTEN_FDS"]) + 2, fds
+    if v6:
+        with socket.create_connection(("::1", a), timeout=10) as s:
+            assert s.makefile().readline().split()[1] == str(a)
+    # host:port binds that host only; unprivileged "n" means no -u.
+    pid_b, _ = suite.ask(b)
+    argv_b = Path(f"/proc/{pid_b}/cmdline").read_bytes().split(b"\0")
+    assert b"-u" not in argv_b
+    if v6:
+        try:
+            socket.create_connection(("::1", b), timeout=2).close()
+            raise AssertionError("listening on ::1 too")
+        except ConnectionRefusedError:
+            pass

@@ -97,7 +97,12 @@ pub fn start(s: &Setup) -> Result<i32, String> {
     let deadline = Instant::now() + START_TIMEOUT;
     let text = match rx.recv_timeout(START_TIMEOUT) {
         Ok(t) => t,
-        Err(_) => return Err("master did not finish starting within 10 seconds".into()),
+        Err(_) => {
+            // Do not leave a half-started master behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("master did not finish starting within 10 seconds".into());
+        }
     };
     if let Ok(Some(status)) = child.try_wait() {
         let reason = text
