@@ -133,14 +133,34 @@ pub fn lookup_user(
         .home
         .clone()
         .unwrap_or_else(|| s.local_home_base.join(&listed.name));
+    let (uid, gid) = listed_owner(&home);
     Ok(Some(UserInfo {
         name: listed.name.clone(),
         home,
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
+        uid,
+        gid,
         shell: "/bin/sh".to_string(),
         listed: true,
     }))
+}
+
+/// The rights a `local_users` recipient is delivered with: the current user's, except that
+/// local running as root takes the owner of the home directory (or of its parent, normally
+/// `local_home_base`) rather than writing as root.
+fn listed_owner(home: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if me.0 != 0 {
+        return me;
+    }
+    [Some(home), home.parent()]
+        .into_iter()
+        .flatten()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map_or(me, |md| (md.uid(), md.gid()))
 }
 
 /// `getpwnam()` through nix.
@@ -286,7 +306,10 @@ pub(crate) mod tests {
         }
         assert_eq!(Address::parse("a+b/c@example.org", &s).extension, None);
         // As Postfix's split_addr(): a trailing delimiter gives an empty extension.
-        assert_eq!(Address::parse("a+@example.org", &s).extension.as_deref(), Some(""));
+        assert_eq!(
+            Address::parse("a+@example.org", &s).extension.as_deref(),
+            Some("")
+        );
         let a = Address::parse("\"Odd Name\"@example.org", &s);
         assert_eq!(a.user, "odd name");
     }
