@@ -101,7 +101,10 @@ pub fn main_cf(dir: &Path, bin_dir: &Path) -> String {
          maillog_file = {d}/log/maillog\n\
          myhostname = {host}\n\
          mydestination = $myhostname, localhost\n\
-         home_mailbox = Maildir/\n",
+         home_mailbox = Maildir/\n\
+         # The demo user: a local recipient without a system account.\n\
+         local_users = demo\n\
+         local_home_base = {d}/home\n",
         host = host_name()
     )
 }
@@ -126,7 +129,7 @@ pub fn init(dir: &Path, port_base: u16) -> Result<Vec<PathBuf>, String> {
         }
     }
     let mut written = Vec::new();
-    for sub in ["etc", "spool", "data", "log"] {
+    for sub in ["etc", "spool", "data", "log", "home"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
         written.push(p);
