@@ -3,11 +3,13 @@ oxipost-queue, mailboxes read back with Python's `mailbox` module."""
 
 import mailbox
 import os
+import pwd
 import re
-import socket
 import stat
 import subprocess
 import time
+
+import pytest
 
 from conftest import LOCAL, recv_frame, send_frame
 
@@ -306,3 +308,32 @@ def test_help():
     r = subprocess.run([str(LOCAL), "--help"], capture_output=True, timeout=30)
     assert r.returncode == 0
     assert b"usage: local" in r.stdout
+
+
+def test_local_users_with_their_own_home(start_local, tmp_path):
+    agent = start_local(local_users=f"alice, Dave:{tmp_path}/dave-home")
+    _, results = agent.deliver(SENDER, ["dave@example.org"], MESSAGE)
+    assert results[0]["outcome"] == "delivered", results
+    md = mailbox.Maildir(str(tmp_path / "dave-home" / "Maildir"), factory=None, create=False)
+    assert [md.get_bytes(k) for k in md.keys()] == [prepended("dave@example.org") + STORED]
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@needs_root
+@pytest.mark.parametrize("spool_mode", [0o1777, 0o755])
+def test_system_user_gets_a_mailbox_of_its_own(start_local, spool_mode):
+    """As root, a system account's delivery runs with its uid (a world-writable spool) or
+    creates the file as root and hands it over (a spool only root may write)."""
+    nobody = pwd.getpwnam("nobody")
+    agent = start_local(home_mailbox="")
+    agent.spool.chmod(spool_mode)
+    _, results = agent.deliver(SENDER, ["nobody@example.org"], MESSAGE)
+    assert results[0]["outcome"] == "delivered", results
+    box = agent.spool / "nobody"
+    st = box.stat()
+    assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    m = mailbox.mbox(str(box), create=False)
+    assert len(m.keys()) == 1
