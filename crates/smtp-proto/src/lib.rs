@@ -58,8 +58,10 @@ mod data;
 mod event;
 mod reply;
 mod session;
+mod stats;
 
 pub use address::Address;
 pub use config::{BareNewline, Extensions, Limits, ServerConfig};
 pub use event::{Body, Event, MailFrom, Notify, Orcpt, RcptTo, Ret, Step};
 pub use session::{NoPendingDecision, Session};
+pub use stats::CommandStats;

@@ -15,6 +15,7 @@ use crate::config::{BareNewline, ServerConfig};
 use crate::data::{Decoded, DotDecoder};
 use crate::event::{Body, Event, Step};
 use crate::reply::{Reply, fix_reject, render, sanitize_text};
+use crate::stats::CommandStats;
 
 mod verbs;
 
@@ -113,6 +114,7 @@ pub struct Session {
     overshoot: usize,
     /// Message content not yet handed out, at most `data_chunk_size` (+2).
     chunk: Vec<u8>,
+    stats: CommandStats,
 }
 
 impl Session {
@@ -138,6 +140,7 @@ impl Session {
             errors: 0,
             overshoot: 0,
             chunk: Vec::new(),
+            stats: CommandStats::new(),
         }
     }
 
@@ -370,6 +373,11 @@ impl Session {
         self.authenticated
     }
 
+    /// Per-command counters and the last command, for the driver's log lines.
+    pub fn stats(&self) -> &CommandStats {
+        &self.stats
+    }
+
     /// True while a MAIL transaction is open.
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some()
@@ -388,6 +396,7 @@ impl Session {
 
     /// Sends an error reply and enforces the hard error limit.
     fn error(&mut self, r: Reply) {
+        self.stats.failed();
         self.errors = self.errors.saturating_add(1);
         self.send(r.code, &r.enhanced, &r.text);
         if self.errors >= self.cfg.limits.hard_error_limit && !self.is_closing() {
@@ -503,7 +512,11 @@ impl Session {
     }
 
     fn command_phase(&mut self) -> bool {
-        let (line, bare_lf) = match self.take_line(self.cfg.limits.line_length_limit) {
+        let taken = self.take_line(self.cfg.limits.line_length_limit);
+        if !matches!(taken, Line::Incomplete) {
+            self.stats.line();
+        }
+        let (line, bare_lf) = match taken {
             Line::Incomplete => return false,
             Line::TooLong => {
                 self.err(500, "5.5.2", "Error: line too long");
@@ -541,6 +554,7 @@ impl Session {
             return true;
         }
         let args = args.to_owned();
+        self.stats.command(verb);
         self.dispatch(verb, &args);
         true
     }
@@ -609,6 +623,7 @@ impl Session {
         }
         self.flush_chunk();
         if last {
+            self.stats.end_of_message();
             let size = self.txn.as_ref().map_or(0, |t| t.size);
             self.decide(Pending::MessageEnd, Event::MessageEnd { size });
         } else {
@@ -657,6 +672,7 @@ impl Session {
             return self.err(552, "5.3.4", "Message size exceeds fixed limit");
         }
         self.flush_chunk();
+        self.stats.end_of_message();
         let size = self.txn.as_ref().map_or(0, |t| t.size);
         self.decide(Pending::MessageEnd, Event::MessageEnd { size });
     }
