@@ -1,0 +1,490 @@
+//! The streaming header filter: message content goes in as it arrives, cleaned content goes
+//! out to the queue writer, and at most one physical header line (bounded by
+//! `header_size_limit`) is held in memory.
+//!
+//! Rules, as Postfix's cleanup:
+//! - The header ends at the first empty line, or at the first line that is neither a header
+//!   field (`name:`) nor a continuation (starts with space or tab). In the second case an
+//!   empty line is inserted so that the body stays a body.
+//! - At the end of the header, `Message-Id:`, `Date:` and `From:` are added when missing
+//!   (with [`CleanupOptions::add_missing_headers`]), in that order, in Postfix's forms:
+//!   `Message-Id: <YYYYMMDDhhmmss.QUEUEID@myhostname>` (UTC stamp), `Date:` of the arrival
+//!   time, `From: <envelope sender>` or `From: MAILER-DAEMON` for the null sender.
+//! - One logical header (a field with its continuation lines) longer than
+//!   `header_size_limit` is cut there and the excess discarded (Postfix: "If a header is
+//!   larger, the excess is discarded"); [`CleanupResult::header_truncated`] says so.
+//! - Added lines use the message's own line ending (that of its first line; CRLF when
+//!   there is none). The body passes through untouched, byte for byte.
+//!
+//! **Hook points.** Header address rewriting (canonical_maps, masquerading) and
+//! `header_checks` act per logical header: they belong where [`Cleanup`] starts a new field
+//! (`field_start`) and where a field is complete (before the next field starts or the header
+//! ends). `body_checks` act per body line in the body phase of [`Cleanup::feed`].
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use crate::date::{mail_date, message_id_stamp};
+
+/// What cleanup needs to know about the message; filled by the entry point.
+#[derive(Debug, Clone)]
+pub struct CleanupOptions {
+    /// `myhostname`, for `Message-Id:`.
+    pub myhostname: String,
+    /// The message's queue id, for `Message-Id:`.
+    pub queue_id: String,
+    /// Arrival time, for `Message-Id:` and `Date:`.
+    pub arrival: SystemTime,
+    /// Envelope sender (empty for `<>`), for `From:`.
+    pub sender: String,
+    /// `header_size_limit`: the largest logical header kept whole.
+    pub header_size_limit: usize,
+    /// Add missing `Message-Id:`, `Date:`, `From:` (Postfix's `always_add_missing_headers`,
+    /// or a client in `local_header_rewrite_clients`).
+    pub add_missing_headers: bool,
+}
+
+/// What cleanup learned about a finished message (for the entry point's log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupResult {
+    /// The message's `Message-Id:` value, found or added.
+    pub message_id: Option<String>,
+    /// Some header was longer than `header_size_limit` and was cut.
+    pub header_truncated: bool,
+    /// Bytes of header, as written.
+    pub header_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Header,
+    Body,
+}
+
+/// Longest message id kept for the log.
+const MAX_LOGGED_ID: usize = 256;
+
+/// The filter for one message. Feed content with [`feed`](Self::feed), then call
+/// [`finish`](Self::finish) once.
+#[derive(Debug)]
+pub struct Cleanup {
+    opts: CleanupOptions,
+    phase: Phase,
+    /// The physical header line being collected (bounded).
+    line: Vec<u8>,
+    /// Discarding the rest of an over-long physical line.
+    skipping: bool,
+    /// A field has started, so space-led lines continue it.
+    in_field: bool,
+    /// Size of the current logical header so far.
+    field_len: usize,
+    /// The current field is being cut.
+    field_cut: bool,
+    /// The current field is `Message-Id:` and its value is still to be captured.
+    capture_id: bool,
+    seen_message_id: bool,
+    seen_date: bool,
+    seen_from: bool,
+    eol: Option<&'static [u8]>,
+    result: CleanupResult,
+}
+
+impl Cleanup {
+    pub fn new(opts: CleanupOptions) -> Self {
+        Cleanup {
+            opts,
+            phase: Phase::Header,
+            line: Vec::new(),
+            skipping: false,
+            in_field: false,
+            field_len: 0,
+            field_cut: false,
+            capture_id: false,
+            seen_message_id: false,
+            seen_date: false,
+            seen_from: false,
+            eol: None,
+            result: CleanupResult::default(),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.opts.header_size_limit.max(80)
+    }
+
+    /// Passes the next piece of content (any bytes, any split) through to `out`.
+    pub fn feed<W: Write + ?Sized>(&mut self, mut data: &[u8], out: &mut W) -> io::Result<()> {
+        while self.phase == Phase::Header && !data.is_empty() {
+            let lf = data.iter().position(|&b| b == b'\n');
+            if self.skipping {
+                match lf {
+                    Some(i) => {
+                        self.skipping = false;
+                        data = &data[i + 1..];
+                    }
+                    None => return Ok(()),
+                }
+                continue;
+            }
+            match lf {
+                Some(i) => {
+                    self.line.extend_from_slice(&data[..=i]);
+                    data = &data[i + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    self.header_line(&line, out)?;
+                    self.line = line;
+                    self.line.clear();
+                }
+                None => {
+                    let room = self.limit() + 2 - self.line.len().min(self.limit() + 2);
+                    let take = room.min(data.len());
+                    self.line.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if !data.is_empty() {
+                        // A physical line longer than the limit: handle what we have.
+                        let line = std::mem::take(&mut self.line);
+                        self.overlong_line(&line, out)?;
+                    }
+                }
+            }
+        }
+        if self.phase == Phase::Body && !data.is_empty() {
+            out.write_all(data)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the message: a last header line without line end is completed, missing headers
+    /// are added if the header never ended.
+    pub fn finish<W: Write + ?Sized>(mut self, out: &mut W) -> io::Result<CleanupResult> {
+        if self.phase == Phase::Header {
+            let line = std::mem::take(&mut self.line);
+            if !line.is_empty() && !self.skipping {
+                let is_header = self.classify(&line) != LineKind::Other;
+                self.header_line(&line, out)?;
+                if is_header && self.phase == Phase::Header {
+                    let eol = self.eol();
+                    out.write_all(eol)?;
+                    self.result.header_size += eol.len() as u64;
+                }
+            }
+            if self.phase == Phase::Header {
+                self.add_missing(out)?;
+            }
+        }
+        Ok(self.result)
+    }
+
+    fn eol(&self) -> &'static [u8] {
+        self.eol.unwrap_or(b"\r\n")
+    }
+
+    fn classify(&self, line: &[u8]) -> LineKind {
+        let content = strip_eol(line);
+        if content.is_empty() {
+            LineKind::Empty
+        } else if matches!(content[0], b' ' | b'\t') && self.in_field {
+            LineKind::Continuation
+        } else if field_name(content).is_some() {
+            LineKind::Field
+        } else {
+            LineKind::Other
+        }
+    }
+
+    /// One complete physical line (with its line end) in the header phase.
+    fn header_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<()> {
+        if self.eol.is_none() {
+            self.eol = Some(if line.ends_with(b"\r\n") || !line.ends_with(b"\n") {
+                b"\r\n"
+            } else {
+                b"\n"
+            });
+        }
+        match self.classify(line) {
+            LineKind::Empty => {
+                self.add_missing(out)?;
+                out.write_all(line)?;
+                self.phase = Phase::Body;
+            }
+            LineKind::Other => {
+                self.add_missing(out)?;
+                out.write_all(self.eol())?;
+                out.write_all(line)?;
+                self.phase = Phase::Body;
+            }
+            LineKind::Continuation => {
+                self.field_len = self.field_len.saturating_add(line.len());
+                if self.capture_id {
+                    self.capture_message_id(strip_eol(line));
+                }
+                if !self.field_cut && self.field_len > self.limit() {
+                    self.field_cut = true;
+                    self.result.header_truncated = true;
+                }
+                if !self.field_cut {
+                    self.write_header(line, out)?;
+                }
+            }
+            LineKind::Field => {
+                self.field_start(line);
+                self.field_len = line.len();
+                self.field_cut = false;
+                if line.len() > self.limit() {
+                    self.field_cut = true;
+                    self.result.header_truncated = true;
+                    let keep = &strip_eol(line)[..self.limit().min(strip_eol(line).len())];
+                    self.write_header(keep, out)?;
+                    let eol = self.eol();
+                    self.write_header(eol, out)?;
+                } else {
+                    self.write_header(line, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A physical line that reached the limit before its line end.
+    fn overlong_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<()> {
+        match self.classify(line) {
+            LineKind::Other | LineKind::Empty => {
+                // The body starts here; the rest of the line follows as body bytes.
+                self.add_missing(out)?;
+                out.write_all(self.eol())?;
+                out.write_all(line)?;
+                self.phase = Phase::Body;
+            }
+            LineKind::Field | LineKind::Continuation => {
+                let mut cut = line.to_vec();
+                cut.truncate(self.limit());
+                cut.extend_from_slice(self.eol());
+                self.header_line(&cut, out)?;
+                self.field_cut = true;
+                self.result.header_truncated = true;
+                self.skipping = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_header<W: Write + ?Sized>(&mut self, bytes: &[u8], out: &mut W) -> io::Result<()> {
+        self.result.header_size += bytes.len() as u64;
+        out.write_all(bytes)
+    }
+
+    /// A new header field begins: note the fields cleanup cares about. (Hook point for
+    /// header rewriting and header_checks.)
+    fn field_start(&mut self, line: &[u8]) {
+        self.in_field = true;
+        self.capture_id = false;
+        let content = strip_eol(line);
+        let Some((name, value)) = field_name(content) else {
+            return;
+        };
+        if name.eq_ignore_ascii_case(b"message-id") {
+            if !self.seen_message_id {
+                self.capture_id = true;
+                self.capture_message_id(value);
+            }
+            self.seen_message_id = true;
+        } else if name.eq_ignore_ascii_case(b"date") {
+            self.seen_date = true;
+        } else if name.eq_ignore_ascii_case(b"from") {
+            self.seen_from = true;
+        }
+    }
+
+    fn capture_message_id(&mut self, value: &[u8]) {
+        let v = String::from_utf8_lossy(value);
+        let v = v.trim();
+        if v.is_empty() {
+            return;
+        }
+        let mut v: String = v.chars().filter(|c| !c.is_control()).collect();
+        if v.len() > MAX_LOGGED_ID {
+            let mut cut = MAX_LOGGED_ID;
+            while !v.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            v.truncate(cut);
+        }
+        self.result.message_id = Some(v);
+        self.capture_id = false;
+    }
+
+    fn add_missing<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<()> {
+        self.in_field = false;
+        if !self.opts.add_missing_headers {
+            return Ok(());
+        }
+        let eol = String::from_utf8_lossy(self.eol()).into_owned();
+        let mut added = String::new();
+        if !self.seen_message_id {
+            let id = format!(
+                "<{}.{}@{}>",
+                message_id_stamp(self.opts.arrival),
+                self.opts.queue_id,
+                self.opts.myhostname
+            );
+            added.push_str(&format!("Message-Id: {id}{eol}"));
+            self.result.message_id = Some(id);
+            self.seen_message_id = true;
+        }
+        if !self.seen_date {
+            added.push_str(&format!("Date: {}{eol}", mail_date(self.opts.arrival)));
+            self.seen_date = true;
+        }
+        if !self.seen_from {
+            let from = if self.opts.sender.is_empty() {
+                "MAILER-DAEMON"
+            } else {
+                self.opts.sender.as_str()
+            };
+            let from: String = from.chars().filter(|c| !c.is_control()).collect();
+            added.push_str(&format!("From: {from}{eol}"));
+            self.seen_from = true;
+        }
+        self.write_header(added.as_bytes(), out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    Empty,
+    Field,
+    Continuation,
+    Other,
+}
+
+fn strip_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// `name:value` when the line starts a header field: a name of printable ASCII other than
+/// `:`, optional white space, then `:` (Postfix's `is_header()`).
+fn field_name(content: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = content
+        .iter()
+        .position(|&b| !(33..=126).contains(&b) || b == b':')?;
+    if end == 0 {
+        return None;
+    }
+    let mut i = end;
+    while matches!(content.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    (content.get(i) == Some(&b':')).then(|| (&content[..end], &content[i + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> CleanupOptions {
+        CleanupOptions {
+            myhostname: "mx.example".into(),
+            queue_id: "4QID".into(),
+            arrival: SystemTime::now(),
+            sender: "a@example.org".into(),
+            header_size_limit: 102_400,
+            add_missing_headers: true,
+        }
+    }
+
+    fn run(input: &[u8], o: CleanupOptions, split: usize) -> (Vec<u8>, CleanupResult) {
+        let mut c = Cleanup::new(o);
+        let mut out = Vec::new();
+        for piece in input.chunks(split.max(1)) {
+            c.feed(piece, &mut out).expect("vec write");
+        }
+        let r = c.finish(&mut out).expect("vec write");
+        (out, r)
+    }
+
+    #[test]
+    fn complete_message_passes_unchanged() {
+        let m = b"From: a@b\r\nDate: x\r\nMessage-ID: <1@b>\r\nSubject: s\r\n\r\nbody\r\n.x\r\n";
+        for split in [1, 3, 1000] {
+            let (out, r) = run(m, opts(), split);
+            assert_eq!(out, m);
+            assert_eq!(r.message_id.as_deref(), Some("<1@b>"));
+        }
+    }
+
+    #[test]
+    fn adds_missing_headers_before_the_blank_line() {
+        let (out, r) = run(b"Subject: s\r\n\r\nbody\r\n", opts(), 5);
+        let s = String::from_utf8(out).expect("utf8");
+        let (head, body) = s.split_once("\r\n\r\n").expect("boundary");
+        assert_eq!(body, "body\r\n");
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines[0], "Subject: s");
+        assert!(lines[1].starts_with("Message-Id: <") && lines[1].ends_with(".4QID@mx.example>"));
+        assert!(lines[2].starts_with("Date: "));
+        assert_eq!(lines[3], "From: a@example.org");
+        assert!(
+            r.message_id
+                .is_some_and(|m| m.ends_with(".4QID@mx.example>"))
+        );
+    }
+
+    #[test]
+    fn null_sender_and_no_header_at_all() {
+        let mut o = opts();
+        o.sender.clear();
+        let (out, _) = run(b"just text\nmore\n", o, 4);
+        let s = String::from_utf8(out).expect("utf8");
+        assert!(
+            s.contains("\nFrom: MAILER-DAEMON\n\njust text\nmore\n"),
+            "{s:?}"
+        );
+        assert!(s.starts_with("Message-Id: "));
+    }
+
+    #[test]
+    fn continuation_and_case() {
+        let m = b"message-id:\r\n <x@y>\r\nDATE: d\r\nfrom : f\r\n\r\n";
+        let (out, r) = run(m, opts(), 2);
+        assert_eq!(out, m);
+        assert_eq!(r.message_id.as_deref(), Some("<x@y>"));
+    }
+
+    #[test]
+    fn oversized_header_is_cut() {
+        let mut o = opts();
+        o.header_size_limit = 100;
+        let mut m = b"X-Big: ".to_vec();
+        m.extend(std::iter::repeat_n(b'a', 500));
+        m.extend_from_slice(b"\r\n\tmore\r\nFrom: f\r\nDate: d\r\nMessage-Id: <i>\r\n\r\nbody");
+        for split in [7, 1000] {
+            let (out, r) = run(&m, o.clone(), split);
+            assert!(r.header_truncated);
+            let s = String::from_utf8(out).expect("utf8");
+            assert!(
+                s.starts_with(&format!("X-Big: {}\r\nFrom: f\r\n", "a".repeat(93))),
+                "{s}"
+            );
+            assert!(s.ends_with("\r\n\r\nbody"));
+            assert!(!s.contains("more"));
+        }
+    }
+
+    #[test]
+    fn headers_only_message() {
+        let (out, _) = run(b"Subject: s", opts(), 3);
+        let s = String::from_utf8(out).expect("utf8");
+        assert!(s.starts_with("Subject: s\r\nMessage-Id: "), "{s}");
+        assert!(s.ends_with("From: a@example.org\r\n"));
+    }
+
+    #[test]
+    fn off_switch_and_binary_body() {
+        let mut o = opts();
+        o.add_missing_headers = false;
+        let m = b"Subject: s\r\n\r\n\0\xff\r.\r\n.\n";
+        let (out, _) = run(m, o, 3);
+        assert_eq!(out, m);
+    }
+}

@@ -1,0 +1,486 @@
+//! One SMTP connection: the [`Connection`] adapter between the skeleton's socket loop and
+//! the sans-IO [`Session`], plus the mail transaction it builds: the queue file is created
+//! at the first accepted RCPT (so that its id exists for `Received:` and the log), content
+//! streams through [`Cleanup`] into it, and at end of data the finished file goes to the
+//! process's group committer. The connection reads nothing more until the commit round that
+//! covers its file is over; only then is `250 2.0.0 Ok: queued as ID` sent.
+//!
+//! Peer input never panics or errs here: every protocol error is the session's reply, and
+//! every local failure (queue file, disk) becomes `451 4.3.0 Error: queue file write error`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use oxipost_cleanup::{Cleanup, CleanupOptions, ReceivedInfo, protocol_name, received_header};
+use oxipost_daemon::{Connection, Flow};
+use oxipost_queue::format::attr;
+use oxipost_queue::{
+    BodyType, MailParams, Notify, Queue, QueueError, QueueWriter, Recipient, Ret, WriterOptions,
+};
+use oxipost_smtp_proto::{self as proto, Event, MailFrom, RcptTo, Session, Step};
+
+use crate::log::{Client, RejectContext, clean, reject};
+use crate::policy::{Verdict, check_rcpt};
+use crate::service::Shared;
+
+const WRITE_ERROR: &str = "Error: queue file write error";
+
+/// The mail transaction in progress.
+struct Txn {
+    mail: MailFrom,
+    /// The envelope sender as stored (empty for `<>`).
+    sender: String,
+    /// Accepted recipients, for `Received:`.
+    rcpts: Vec<String>,
+    writer: Option<QueueWriter>,
+    /// Set once content has started (`Received:` written).
+    cleanup: Option<Cleanup>,
+    /// Why the message cannot be queued, once something failed.
+    failed: Option<String>,
+}
+
+/// One client connection.
+pub struct SmtpConn {
+    shared: Rc<Shared>,
+    id: usize,
+    client: Client,
+    session: Session,
+    /// Over `smtpd_client_connection_count_limit`: say 421 and close.
+    refused: bool,
+    esmtp: bool,
+    txn: Option<Txn>,
+    /// A finished message is with the committer; input waits until it is durable.
+    waiting: bool,
+}
+
+impl SmtpConn {
+    pub fn new(shared: Rc<Shared>, id: usize, client: Client, refused: bool) -> SmtpConn {
+        let session = Session::new(shared.settings.server.clone());
+        SmtpConn {
+            shared,
+            id,
+            client,
+            session,
+            refused,
+            esmtp: false,
+            txn: None,
+            waiting: false,
+        }
+    }
+
+    fn protocol(&self) -> String {
+        let utf8 = self.txn.as_ref().is_some_and(|t| t.mail.smtputf8);
+        protocol_name(
+            self.esmtp,
+            utf8,
+            self.session.is_tls(),
+            self.session.is_authenticated(),
+        )
+    }
+
+    fn queue_id(&self) -> Option<String> {
+        let t = self.txn.as_ref()?;
+        Some(t.writer.as_ref()?.id().to_string())
+    }
+
+    /// Runs the session until it needs input, waits for a commit, or closes.
+    fn drive(&mut self, out: &mut Vec<u8>) -> Flow {
+        loop {
+            match self.session.next() {
+                Step::Output(bytes) => out.extend_from_slice(&bytes),
+                Step::Event(ev) => self.event(ev),
+                Step::NeedInput => return Flow::Continue,
+                Step::Close => return Flow::Close,
+            }
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        // A driver bug (answering with nothing pending) must not take the process down;
+        // the session state stays consistent either way.
+        let _ = match ev {
+            Event::Helo { extended, .. } => {
+                self.esmtp = extended;
+                self.session.accept()
+            }
+            Event::Mail(m) => {
+                let sender = m
+                    .sender
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                self.txn = Some(Txn {
+                    mail: m,
+                    sender,
+                    rcpts: Vec::new(),
+                    writer: None,
+                    cleanup: None,
+                    failed: None,
+                });
+                self.session.accept()
+            }
+            Event::Rcpt(r) => self.rcpt(r),
+            Event::Data => self.session.accept(),
+            Event::MessageData(chunk) => {
+                self.content(&chunk);
+                Ok(())
+            }
+            Event::MessageEnd { .. } => self.message_end(),
+            Event::Reset => {
+                // Dropping the writer removes its temporary file.
+                self.txn = None;
+                Ok(())
+            }
+            Event::Vrfy(_) => self.session.accept(),
+            Event::Auth { .. } | Event::AuthResponse(_) => {
+                self.session
+                    .reject(503, "5.5.1", "Error: authentication not enabled")
+            }
+            Event::StartTls | Event::AuthAborted => Ok(()),
+        };
+    }
+
+    fn rcpt(&mut self, r: RcptTo) -> Result<(), proto::NoPendingDecision> {
+        let rcpt = r.recipient.to_string();
+        if let Verdict::Reject {
+            code,
+            enhanced,
+            text,
+        } = check_rcpt(&self.shared.settings, self.client.ip, &r.recipient)
+        {
+            self.log_reject("RCPT", code, enhanced, &text, Some(&rcpt));
+            return self.session.reject(code, enhanced, &text);
+        }
+        if let Err(e) = self.open_queue_file() {
+            oxipost_log::warning!("{}: queue file create: {e}", self.client.namaddr());
+            self.log_reject("RCPT", 451, "4.3.0", WRITE_ERROR, Some(&rcpt));
+            return self.session.reject(451, "4.3.0", WRITE_ERROR);
+        }
+        let recipient = Recipient {
+            address: rcpt.clone(),
+            orcpt: r
+                .orcpt
+                .as_ref()
+                .map(|o| format!("{};{}", o.addr_type, xtext(&o.address))),
+            notify: r.notify.map_or(Notify::default(), |n| {
+                let mut v = Notify::default();
+                if n.success {
+                    v = v | Notify::SUCCESS;
+                }
+                if n.failure {
+                    v = v | Notify::FAILURE;
+                }
+                if n.delay {
+                    v = v | Notify::DELAY;
+                }
+                if v.is_unspecified() { Notify::NEVER } else { v }
+            }),
+            done: false,
+        };
+        let Some(txn) = self.txn.as_mut() else {
+            return self
+                .session
+                .reject(503, "5.5.1", "Error: need MAIL command");
+        };
+        let written = match txn.writer.as_mut() {
+            Some(w) => w.add_recipient(&recipient),
+            None => Err(QueueError::State("no queue file")),
+        };
+        if let Err(e) = written {
+            oxipost_log::warning!("{}: queue file write: {e}", self.client.namaddr());
+            // The file is broken: start over with a new one at the next RCPT.
+            txn.writer = None;
+            txn.rcpts.clear();
+            return self.session.reject(451, "4.3.0", WRITE_ERROR);
+        }
+        txn.rcpts.push(rcpt);
+        self.session.accept()
+    }
+
+    /// Creates the queue file at the first accepted recipient and writes the envelope.
+    fn open_queue_file(&mut self) -> Result<(), QueueError> {
+        let protocol = self.protocol();
+        let helo = self.session.helo_name().map(str::to_owned);
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(QueueError::State("no transaction"));
+        };
+        if txn.writer.is_some() {
+            return Ok(());
+        }
+        let mut w = QueueWriter::create(
+            &self.shared.layout,
+            Queue::Incoming,
+            WriterOptions::default(),
+        )?;
+        w.set_sender(&txn.sender)?;
+        let params = mail_params(&txn.mail);
+        if params != MailParams::default() {
+            w.set_params(&params)?;
+        }
+        w.add_attribute(attr::CLIENT_NAME, &self.client.name)?;
+        w.add_attribute(attr::CLIENT_ADDRESS, &self.client.addr)?;
+        w.add_attribute(attr::CLIENT_PORT, &self.client.port.to_string())?;
+        if let Some(h) = &helo {
+            w.add_attribute(attr::HELO_NAME, h)?;
+        }
+        w.add_attribute(attr::PROTOCOL_NAME, &protocol)?;
+        w.add_attribute(attr::ORIGIN, "smtpd")?;
+        oxipost_log::info!("{}: client={}", w.id(), self.client.namaddr());
+        txn.writer = Some(w);
+        Ok(())
+    }
+
+    /// Starts the content once: the `Received:` header, then the cleanup filter.
+    fn start_content(&mut self) {
+        let protocol = self.protocol();
+        let settings = &self.shared.settings;
+        let helo = self.session.helo_name().map(str::to_owned);
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if txn.cleanup.is_some() || txn.failed.is_some() {
+            return;
+        }
+        let Some(w) = txn.writer.as_mut() else {
+            txn.failed = Some("no queue file".into());
+            return;
+        };
+        let queue_id = w.id().to_string();
+        let arrival = w.arrival();
+        let received = received_header(&ReceivedInfo {
+            helo: helo.as_deref(),
+            client_name: &self.client.name,
+            client_addr: &self.client.rfc_addr,
+            myhostname: &settings.myhostname,
+            mail_name: &settings.mail_name,
+            protocol: &protocol,
+            queue_id: &queue_id,
+            single_recipient: match txn.rcpts.as_slice() {
+                [one] => Some(one.as_str()),
+                _ => None,
+            },
+            arrival,
+        });
+        if let Err(e) = w.write_content(received.as_bytes()) {
+            txn.failed = Some(e.to_string());
+            return;
+        }
+        txn.cleanup = Some(Cleanup::new(CleanupOptions {
+            myhostname: settings.myhostname.clone(),
+            queue_id,
+            arrival,
+            sender: txn.sender.clone(),
+            header_size_limit: settings.header_size_limit,
+            add_missing_headers: true,
+        }));
+    }
+
+    fn content(&mut self, chunk: &[u8]) {
+        self.start_content();
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if txn.failed.is_some() {
+            return;
+        }
+        if let (Some(c), Some(w)) = (txn.cleanup.as_mut(), txn.writer.as_mut())
+            && let Err(e) = c.feed(chunk, w)
+        {
+            txn.failed = Some(e.to_string());
+        }
+    }
+
+    /// End of data: finish the file and hand it to the committer; the reply waits for it.
+    fn message_end(&mut self) -> Result<(), proto::NoPendingDecision> {
+        self.start_content();
+        let Some(mut txn) = self.txn.take() else {
+            return self.session.reject(451, "4.3.0", WRITE_ERROR);
+        };
+        let prepared = match (txn.failed.take(), txn.writer.take(), txn.cleanup.take()) {
+            (None, Some(mut w), Some(c)) => {
+                let id = w.id().to_string();
+                match c.finish(&mut w) {
+                    Ok(r) => {
+                        if let Some(mid) = &r.message_id {
+                            oxipost_log::info!("{id}: message-id={}", clean(mid));
+                        }
+                        if r.header_truncated {
+                            oxipost_log::warning!(
+                                "{id}: header longer than header_size_limit, excess discarded"
+                            );
+                        }
+                        w.prepare().map_err(|e| (id, e.to_string()))
+                    }
+                    Err(e) => Err((id, e.to_string())),
+                }
+            }
+            (why, w, _) => Err((
+                w.map(|w| w.id().to_string()).unwrap_or("NOQUEUE".into()),
+                why.unwrap_or_else(|| "no queue file".into()),
+            )),
+        };
+        let submitted = prepared.and_then(|file| {
+            let id = file.id().to_string();
+            self.shared
+                .submit(file, self.id)
+                .map_err(|e| (id, e.to_string()))
+        });
+        match submitted {
+            Ok(()) => {
+                self.waiting = true;
+                Ok(())
+            }
+            Err((id, why)) => {
+                oxipost_log::warning!("{id}: queue file write error: {why}");
+                self.session.reject(451, "4.3.0", WRITE_ERROR)
+            }
+        }
+    }
+
+    fn log_reject(&self, stage: &str, code: u16, enhanced: &str, text: &str, to: Option<&str>) {
+        let proto = self.protocol();
+        let queue_id = self.queue_id();
+        let from = self.txn.as_ref().map(|t| t.sender.as_str());
+        reject(
+            &self.client,
+            code,
+            enhanced,
+            text,
+            RejectContext {
+                queue_id: queue_id.as_deref(),
+                stage,
+                from,
+                to,
+                proto: &proto,
+                helo: self.session.helo_name(),
+            },
+        );
+    }
+}
+
+impl Connection for SmtpConn {
+    fn start(&mut self, out: &mut Vec<u8>) -> Flow {
+        oxipost_log::info!("connect from {}", self.client.namaddr());
+        if self.refused {
+            let text = format!(
+                "{} Error: too many connections from {}",
+                self.shared.settings.myhostname, self.client.addr
+            );
+            oxipost_log::warning!(
+                "Connection concurrency limit exceeded: from {}",
+                self.client.namaddr()
+            );
+            self.log_reject("CONNECT", 421, "4.7.0", &text, None);
+            self.session.shutdown(421, "4.7.0", &text);
+            return self.drive(out);
+        }
+        self.session.greet();
+        self.drive(out)
+    }
+
+    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.session.feed(data);
+        self.drive(out)
+    }
+
+    fn timeout(&mut self, out: &mut Vec<u8>) -> Flow {
+        if self.waiting {
+            // The disk is slow, not the client.
+            return Flow::Continue;
+        }
+        oxipost_log::info!(
+            "timeout after {} from {}",
+            self.session.stats().last_command(),
+            self.client.namaddr()
+        );
+        self.session.timeout();
+        self.drive(out)
+    }
+
+    fn timeout_after(&self) -> Duration {
+        self.shared.settings.timeout
+    }
+
+    fn wake(&mut self, out: &mut Vec<u8>) -> Flow {
+        if !self.waiting {
+            return Flow::Continue;
+        }
+        let Some(result) = self.shared.take_result(self.id) else {
+            return Flow::Continue;
+        };
+        self.waiting = false;
+        let _ = match result {
+            Ok(id) => self.session.accept_with(&format!("Ok: queued as {id}")),
+            Err(e) => {
+                oxipost_log::warning!("{}: queue file commit: {e}", self.client.namaddr());
+                self.session.reject(451, "4.3.0", WRITE_ERROR)
+            }
+        };
+        self.drive(out)
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.waiting && self.session.wants_read()
+    }
+
+    fn lost(&mut self, _why: &str) {
+        oxipost_log::info!(
+            "lost connection after {} from {}",
+            self.session.stats().last_command(),
+            self.client.namaddr()
+        );
+    }
+}
+
+impl Drop for SmtpConn {
+    fn drop(&mut self) {
+        // Any unfinished queue file is removed by dropping its writer (with self.txn).
+        self.txn = None;
+        oxipost_log::info!(
+            "disconnect from {} {}",
+            self.client.namaddr(),
+            self.session.stats().summary()
+        );
+        self.shared.leave(self.client.ip);
+    }
+}
+
+fn mail_params(m: &MailFrom) -> MailParams {
+    MailParams {
+        size: m.size,
+        body: m.body.map(|b| match b {
+            proto::Body::SevenBit => BodyType::SevenBit,
+            proto::Body::EightBitMime => BodyType::EightBitMime,
+            proto::Body::BinaryMime => BodyType::BinaryMime,
+        }),
+        smtputf8: m.smtputf8,
+        ret: m.ret.map(|r| match r {
+            proto::Ret::Full => Ret::Full,
+            proto::Ret::Hdrs => Ret::Hdrs,
+        }),
+        envid: m.envid.as_deref().map(xtext),
+    }
+}
+
+/// RFC 3461 xtext: the queue file keeps DSN strings as received on the wire.
+fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xtext;
+
+    #[test]
+    fn xtext_encodes() {
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+    }
+}

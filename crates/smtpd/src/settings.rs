@@ -1,0 +1,170 @@
+//! Everything smtpd takes from main.cf (with master.cf `-o` overrides), resolved once at
+//! start into typed values. Nothing is looked up by name per session or per message.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oxipost_config::Config;
+use oxipost_queue::QueueConfig;
+use oxipost_smtp_proto::{BareNewline, ServerConfig};
+
+use crate::policy::{Cidr, parse_mynetworks};
+
+/// smtpd's typed configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The protocol core's configuration (banner, limits, extensions, ...).
+    pub server: ServerConfig,
+    pub myhostname: String,
+    /// `mail_name`, shown in the `Received:` header.
+    pub mail_name: String,
+    /// `smtpd_timeout`.
+    pub timeout: Duration,
+    /// `queue_directory` and its hashing.
+    pub queue: QueueConfig,
+    /// `queue_directory/public/qmgr`: where new mail is announced.
+    pub qmgr_trigger: PathBuf,
+    /// `mydestination`, lower-cased, without trailing dots.
+    pub mydestination: Vec<String>,
+    /// `mynetworks` (or its computed default).
+    pub mynetworks: Vec<Cidr>,
+    /// `local_recipient_maps` is non-empty: unknown local users are rejected at RCPT.
+    pub check_local_recipients: bool,
+    /// `recipient_delimiter` characters.
+    pub recipient_delimiter: String,
+    /// Names from `local_users` (lower-cased).
+    pub local_users: HashSet<String>,
+    /// `unknown_local_recipient_reject_code`.
+    pub unknown_local_code: u16,
+    /// `smtpd_client_connection_count_limit` (0: none).
+    pub connection_limit: usize,
+    /// `header_size_limit`.
+    pub header_size_limit: usize,
+}
+
+fn err(name: &str, e: impl std::fmt::Display) -> String {
+    format!("parameter {name}: {e}")
+}
+
+fn usize_of(cfg: &Config, name: &str) -> Result<usize, String> {
+    let v = cfg.get_int(name).map_err(|e| err(name, e))?;
+    usize::try_from(v.max(0)).map_err(|e| err(name, e))
+}
+
+impl Settings {
+    /// Reads every parameter smtpd uses; an invalid value is an error naming it.
+    pub fn from_config(cfg: &Config) -> Result<Settings, String> {
+        let get = |n: &str| cfg.get(n).map_err(|e| err(n, e));
+        let myhostname = get("myhostname")?.trim().to_owned();
+        let mut server = ServerConfig::new(myhostname.clone());
+        server.banner = get("smtpd_banner")?.trim().to_owned();
+        let limits = &mut server.limits;
+        limits.message_size_limit = cfg
+            .get_size("message_size_limit")
+            .map_err(|e| err("message_size_limit", e))?;
+        limits.recipient_limit = usize_of(cfg, "smtpd_recipient_limit")?.max(1);
+        limits.soft_error_limit =
+            u32::try_from(usize_of(cfg, "smtpd_soft_error_limit")?).unwrap_or(u32::MAX);
+        limits.hard_error_limit = u32::try_from(usize_of(cfg, "smtpd_hard_error_limit")?)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        limits.line_length_limit = usize_of(cfg, "line_length_limit")?.max(512);
+        server.vrfy_enabled = !cfg
+            .get_bool("disable_vrfy_command")
+            .map_err(|e| err("disable_vrfy_command", e))?;
+        server.extensions.smtputf8 = cfg
+            .get_bool("smtputf8_enable")
+            .map_err(|e| err("smtputf8_enable", e))?;
+        server.helo_required = cfg
+            .get_bool("smtpd_helo_required")
+            .map_err(|e| err("smtpd_helo_required", e))?;
+        server.strict_rfc821_envelopes = cfg
+            .get_bool("strict_rfc821_envelopes")
+            .map_err(|e| err("strict_rfc821_envelopes", e))?;
+        server.forbid_unauth_pipelining = cfg
+            .get_bool("smtpd_forbid_unauth_pipelining")
+            .map_err(|e| err("smtpd_forbid_unauth_pipelining", e))?;
+        server.bare_newline = match get("smtpd_forbid_bare_newline")?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "no" => BareNewline::No,
+            "normalize" | "yes" => BareNewline::Normalize,
+            "reject" => BareNewline::Reject,
+            other => {
+                return Err(err(
+                    "smtpd_forbid_bare_newline",
+                    format!("bad value {other:?}"),
+                ));
+            }
+        };
+        for kw in cfg
+            .get_list("smtpd_discard_ehlo_keywords")
+            .map_err(|e| err("smtpd_discard_ehlo_keywords", e))?
+        {
+            let ext = &mut server.extensions;
+            match kw.to_ascii_lowercase().as_str() {
+                "pipelining" => ext.pipelining = false,
+                "size" => ext.size = false,
+                "enhancedstatuscodes" => ext.enhanced_status_codes = false,
+                "8bitmime" => ext.eightbitmime = false,
+                "dsn" => ext.dsn = false,
+                "smtputf8" => ext.smtputf8 = false,
+                "chunking" => ext.chunking = false,
+                "vrfy" => server.vrfy_enabled = false,
+                // silent-discard and keywords we never announce (etrn, xclient, ...).
+                _ => {}
+            }
+        }
+        let queue_directory = PathBuf::from(get("queue_directory")?.trim());
+        let depth = u32::try_from(usize_of(cfg, "hash_queue_depth")?.max(1)).unwrap_or(1);
+        let queue = QueueConfig::new(&queue_directory)
+            .with_hash_queue_names(&get("hash_queue_names")?)
+            .with_hash_queue_depth(depth);
+        let mydestination = cfg
+            .get_list("mydestination")
+            .map_err(|e| err("mydestination", e))?
+            .into_iter()
+            .filter(|d| !d.starts_with('/') && !d.contains(':'))
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
+        let mynetworks = parse_mynetworks(&get("mynetworks")?).map_err(|e| err("mynetworks", e))?;
+        let local_users = cfg
+            .get_list("local_users")
+            .map_err(|e| err("local_users", e))?
+            .into_iter()
+            .map(|u| {
+                let name = u.split_once(':').map_or(u.as_str(), |(n, _)| n);
+                name.to_ascii_lowercase()
+            })
+            .collect();
+        Ok(Settings {
+            server,
+            mail_name: get("mail_name")?.trim().to_owned(),
+            timeout: cfg
+                .get_time("smtpd_timeout")
+                .map_err(|e| err("smtpd_timeout", e))?
+                .max(Duration::from_secs(1)),
+            qmgr_trigger: queue_directory.join("public").join("qmgr"),
+            queue,
+            mydestination,
+            mynetworks,
+            check_local_recipients: !get("local_recipient_maps")?.trim().is_empty(),
+            recipient_delimiter: get("recipient_delimiter")?.trim().to_owned(),
+            local_users,
+            unknown_local_code: u16::try_from(usize_of(
+                cfg,
+                "unknown_local_recipient_reject_code",
+            )?)
+            .ok()
+            .filter(|c| (400..600).contains(c))
+            .unwrap_or(550),
+            connection_limit: usize_of(cfg, "smtpd_client_connection_count_limit")?,
+            header_size_limit: usize_of(cfg, "header_size_limit")?,
+            myhostname,
+        })
+    }
+}
