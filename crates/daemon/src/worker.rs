@@ -79,6 +79,34 @@ impl Worker {
     }
 
     fn try_start(program: &str) -> Result<Worker, String> {
+        // Claim master's fixed descriptors before anything else opens a file: otherwise a
+        // log socket could land on fd 3 and receive status records.
+        set_cloexec(proto::STATUS_FD);
+        set_cloexec(proto::WATCH_FD);
+        // SAFETY: fixed descriptors from master; nothing else in this process owns them.
+        let status =
+            fd_is_open(proto::STATUS_FD).then(|| unsafe { File::from_raw_fd(proto::STATUS_FD) });
+        let watch =
+            fd_is_open(proto::WATCH_FD).then(|| unsafe { OwnedFd::from_raw_fd(proto::WATCH_FD) });
+        let listen_fds: i32 = std::env::var(proto::ENV_LISTEN_FDS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{program}: must be started by master ({} not set)",
+                    proto::ENV_LISTEN_FDS
+                )
+            })?;
+        let mut inherited = Vec::new();
+        for i in 0..listen_fds {
+            let fd = proto::LISTEN_FD_BASE + i;
+            if !fd_is_open(fd) {
+                return Err(format!("listening descriptor {fd} is not open"));
+            }
+            set_cloexec(fd);
+            // SAFETY: master hands these descriptors over at exec; nothing else owns them.
+            inherited.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let service = args::parse(&argv)?;
         let (dir, explicit) = Config::resolve_dir(None);
@@ -90,34 +118,14 @@ impl Worker {
         config.set_override("process_name", program);
         config.set_override("process_id", &std::process::id().to_string());
         init_logging(program, &config);
-        let listen_fds: i32 = std::env::var(proto::ENV_LISTEN_FDS)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "{program}: must be started by master ({} not set)",
-                    proto::ENV_LISTEN_FDS
-                )
-            })?;
         let generation = std::env::var(proto::ENV_GENERATION)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut listeners = Vec::new();
-        for i in 0..listen_fds {
-            let fd = proto::LISTEN_FD_BASE + i;
-            // SAFETY: master hands these descriptors over at exec; nothing else owns them.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            set_cloexec(fd);
-            listeners.push(Listener::from_fd(owned)?);
-        }
-        set_cloexec(proto::STATUS_FD);
-        set_cloexec(proto::WATCH_FD);
-        // SAFETY: as above, fixed descriptors from master.
-        let status =
-            fd_is_open(proto::STATUS_FD).then(|| unsafe { File::from_raw_fd(proto::STATUS_FD) });
-        let watch =
-            fd_is_open(proto::WATCH_FD).then(|| unsafe { OwnedFd::from_raw_fd(proto::WATCH_FD) });
+        let listeners = inherited
+            .into_iter()
+            .map(Listener::from_fd)
+            .collect::<Result<Vec<_>, _>>()?;
         let max_use = config.get_int("max_use").unwrap_or(100).max(0) as u64;
         let max_idle = config
             .get_time("max_idle")
