@@ -26,7 +26,7 @@ def _user():
 class Smtpd:
     """One running smtpd with its configuration directory and queue."""
 
-    def __init__(self, tmp: Path, extra: dict):
+    def __init__(self, tmp: Path, extra: dict, ipv6: bool = False):
         self.tmp = tmp
         self.spool = tmp / "spool"
         self.etc = tmp / "etc"
@@ -52,9 +52,11 @@ class Smtpd:
         params.update(extra)
         (self.etc / "main.cf").write_text(
             "".join(f"{k} = {v}\n" for k, v in params.items()))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.host = "::1" if ipv6 else "127.0.0.1"
+        family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.host, 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         env = dict(os.environ, MAIL_CONFIG=str(self.etc), OXIPOST_LISTEN_FDS="1")
@@ -126,8 +128,8 @@ class Smtpd:
 def smtpd_factory(tmp_path):
     started = []
 
-    def make(**extra):
-        s = Smtpd(tmp_path / f"s{len(started)}", extra)
+    def make(ipv6=False, **extra):
+        s = Smtpd(tmp_path / f"s{len(started)}", extra, ipv6=ipv6)
         started.append(s)
         return s
 
@@ -186,8 +188,8 @@ def read_queue_file(path):
 # ---- raw SMTP over a socket --------------------------------------------------------------
 
 class Raw:
-    def __init__(self, port, timeout=20):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=20, host="127.0.0.1"):
+        self.s = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
     def send(self, data: bytes):
@@ -230,8 +232,8 @@ class Raw:
 def raw():
     opened = []
 
-    def connect(port):
-        r = Raw(port)
+    def connect(port, host="127.0.0.1"):
+        r = Raw(port, host=host)
         opened.append(r)
         return r
 

@@ -438,3 +438,128 @@ def test_help_exits_zero():
     out = subprocess.run([str(SMTPD), "--help"], capture_output=True, timeout=10)
     assert out.returncode == 0
     assert b"usage: smtpd" in out.stdout
+
+
+def test_ipv6_client(smtpd_factory, raw):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        s = smtpd_factory(ipv6=True)
+    except OSError:
+        pytest.skip("no ::1")
+    r = raw(s.port, host="::1")
+    ehlo(r)
+    r.cmd("MAIL FROM:<a@example.org>")
+    assert r.cmd("RCPT TO:<x@elsewhere.example>") == "250 2.1.5 Ok"  # [::1]/128
+    r.cmd("DATA")
+    r.send(MSG + b".\r\n")
+    queued_id(r.line())
+    q = only_file(s)
+    assert q["attrs"]["client_address"] == "::1"
+    assert q["content"].startswith(b"Received: from client.example (unknown [IPv6:::1])\r\n")
+    assert "connect from unknown[::1]" in s.wait_log("connect from")
+
+
+def test_vrfy(smtpd, raw):
+    r = raw(smtpd.port)
+    ehlo(r)
+    assert r.cmd("VRFY alice") == "252 2.0.0 alice"
+    assert r.cmd("VRFY <nosuch@example.test>") == (
+        "550 5.1.1 <nosuch@example.test>: Recipient address rejected: "
+        "User unknown in local recipient table")
+
+
+def test_bdat_size_lie_then_disconnect(smtpd, raw):
+    r = raw(smtpd.port)
+    ehlo(r)
+    r.cmd("MAIL FROM:<a@example.org>")
+    r.cmd("RCPT TO:<alice@example.test>")
+    r.send(b"BDAT 100000 LAST\r\nSubject: short\r\n\r\nonly this\r\n")
+    time.sleep(0.3)
+    r.close()
+    assert "lost connection after BDAT" in smtpd.wait_log("disconnect from")
+    assert smtpd.all_files() == []
+
+
+def test_bdat_then_data_refused(smtpd, raw):
+    r = raw(smtpd.port)
+    ehlo(r)
+    r.cmd("MAIL FROM:<a@example.org>")
+    r.cmd("RCPT TO:<alice@example.test>")
+    r.send(b"BDAT 5\r\nabcde")
+    assert r.line() == "250 2.0.0 Ok: 5 bytes"
+    assert r.cmd("DATA") == "503 5.5.1 Error: DATA after BDAT"
+    assert r.cmd("RSET") == "250 2.0.0 Ok"
+    time.sleep(0.1)
+    assert smtpd.all_files() == []
+
+
+def test_hard_error_limit(smtpd_factory, raw):
+    s = smtpd_factory(smtpd_hard_error_limit="3")
+    r = raw(s.port)
+    ehlo(r)
+    r.send(b"FOO\r\nBAR\r\nBAZ\r\n")
+    assert r.line().startswith("502 5.5.2")
+    assert r.line().startswith("502 5.5.2")
+    assert r.line().startswith("502 5.5.2")
+    assert r.line() == "421 4.7.0 mx.example.test Error: too many errors"
+    assert r.closed()
+
+
+def test_pipelined_garbage(smtpd, raw):
+    r = raw(smtpd.port)
+    ehlo(r)
+    r.send(b"\xff\xfe garbage\r\n\r\nMAIL FROM:<a@example.org> BODY=NONSENSE\r\nNOOP\r\n")
+    assert r.line() == "500 5.5.2 Error: bad UTF-8 syntax"
+    assert r.line() == "500 5.5.2 Error: bad syntax"
+    assert r.line().startswith("501 5.5.4 ")
+    assert r.line() == "250 2.0.0 Ok"
+
+
+def test_ten_thousand_recipients(smtpd, raw):
+    """1000 accepted (smtpd_recipient_limit), then 452 for the overshoot, then the excess
+    counts as errors until the hard error limit closes the session; nothing is queued.
+    Sent pipelined in groups of 100 (reading each group's replies, so that the final
+    close cannot turn into a reset that discards unread replies)."""
+    r = raw(smtpd.port)
+    ehlo(r)
+    r.cmd("MAIL FROM:<a@example.org>")
+    codes = []
+    closed = False
+    for start in range(0, 10000, 100):
+        group = b"".join(b"RCPT TO:<alice+%d@example.test>\r\n" % i
+                         for i in range(start, start + 100))
+        r.send(group)
+        for _ in range(100):
+            code = r.reply()[0]
+            codes.append(code)
+            if code == 421:
+                closed = True
+                break
+        if closed:
+            break
+    assert closed and r.closed()
+    assert codes[:1000] == [250] * 1000
+    assert codes[1000:2000] == [452] * 1000
+    # Then each 452 counts as an error: 20 of them (smtpd_hard_error_limit), then 421.
+    assert codes[2000:] == [452] * 20 + [421]
+    time.sleep(0.2)
+    assert smtpd.all_files() == []
+
+
+def test_no_helo_protocol_smtp(smtpd, raw):
+    r = raw(smtpd.port)
+    assert r.reply()[0] == 220
+    assert r.cmd("HELO old.example") == "250 mx.example.test"
+    r.cmd("MAIL FROM:<a@example.org>")
+    r.cmd("RCPT TO:<alice@example.test>")
+    r.cmd("DATA")
+    r.send(b"Subject: x\r\nMessage-ID: <given@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+           b"From: a@example.org\r\n\r\nbody\r\n.\r\n")
+    qid = queued_id(r.line())
+    q = only_file(smtpd)
+    assert q["attrs"]["protocol_name"] == "SMTP"
+    c = q["content"].decode()
+    assert f"with SMTP id {qid}\r\n" in c
+    assert c.count("Message-ID") + c.count("Message-Id") == 1
+    assert f"{qid}: message-id=<given@example.org>" in smtpd.wait_log("message-id=")

@@ -122,7 +122,8 @@ impl MultiService for SmtpdService {
         let limit = self.shared.settings.connection_limit;
         // As Postfix, clients in mynetworks are exempt (smtpd_client_event_limit_exceptions).
         let over = limit > 0 && count > limit && !in_mynetworks(&self.shared.settings, client.ip);
-        Some(SmtpConn::new(Rc::clone(&self.shared), id, client, over))
+        let refused = over.then_some(count);
+        Some(SmtpConn::new(Rc::clone(&self.shared), id, client, refused))
     }
 
     fn wake_fd(&self) -> Option<RawFd> {

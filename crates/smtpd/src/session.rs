@@ -45,8 +45,9 @@ pub struct SmtpConn {
     id: usize,
     client: Client,
     session: Session,
-    /// Over `smtpd_client_connection_count_limit`: say 421 and close.
-    refused: bool,
+    /// Over `smtpd_client_connection_count_limit`: this client's connection count; say
+    /// 421 and close.
+    refused: Option<usize>,
     esmtp: bool,
     txn: Option<Txn>,
     /// A finished message is with the committer; input waits until it is durable.
@@ -54,7 +55,7 @@ pub struct SmtpConn {
 }
 
 impl SmtpConn {
-    pub fn new(shared: Rc<Shared>, id: usize, client: Client, refused: bool) -> SmtpConn {
+    pub fn new(shared: Rc<Shared>, id: usize, client: Client, refused: Option<usize>) -> SmtpConn {
         let session = Session::new(shared.settings.server.clone());
         SmtpConn {
             shared,
@@ -131,7 +132,7 @@ impl SmtpConn {
                 self.txn = None;
                 Ok(())
             }
-            Event::Vrfy(_) => self.session.accept(),
+            Event::Vrfy(arg) => self.vrfy(&arg),
             Event::Auth { .. } | Event::AuthResponse(_) => {
                 self.session
                     .reject(503, "5.5.1", "Error: authentication not enabled")
@@ -195,6 +196,30 @@ impl SmtpConn {
         }
         txn.rcpts.push(rcpt);
         self.session.accept()
+    }
+
+    /// VRFY answers as RCPT would (relay and local recipient rules); known is `252`.
+    fn vrfy(&mut self, arg: &str) -> Result<(), proto::NoPendingDecision> {
+        let bare = arg.trim().trim_start_matches('<').trim_end_matches('>');
+        let (local, domain) = match bare.rsplit_once('@') {
+            Some((l, d)) => (l, d),
+            None => (bare, self.shared.settings.myhostname.as_str()),
+        };
+        let addr = proto::Address {
+            local: local.to_owned(),
+            domain: domain.to_owned(),
+        };
+        match check_rcpt(&self.shared.settings, self.client.ip, &addr) {
+            Verdict::Accept => self.session.accept(),
+            Verdict::Reject {
+                code,
+                enhanced,
+                text,
+            } => {
+                self.log_reject("VRFY", code, enhanced, &text, Some(bare));
+                self.session.reject(code, enhanced, &text)
+            }
+        }
     }
 
     /// Creates the queue file at the first accepted recipient and writes the envelope.
@@ -361,14 +386,15 @@ impl SmtpConn {
 impl Connection for SmtpConn {
     fn start(&mut self, out: &mut Vec<u8>) -> Flow {
         oxipost_log::info!("connect from {}", self.client.namaddr());
-        if self.refused {
+        if let Some(count) = self.refused {
             let text = format!(
                 "{} Error: too many connections from {}",
                 self.shared.settings.myhostname, self.client.addr
             );
             oxipost_log::warning!(
-                "Connection concurrency limit exceeded: from {}",
-                self.client.namaddr()
+                "Connection concurrency limit exceeded: {count} from {} for service {}",
+                self.client.namaddr(),
+                self.shared.settings.service_name
             );
             self.log_reject("CONNECT", 421, "4.7.0", &text, None);
             self.session.shutdown(421, "4.7.0", &text);

@@ -17,6 +17,8 @@ pub struct Settings {
     /// The protocol core's configuration (banner, limits, extensions, ...).
     pub server: ServerConfig,
     pub myhostname: String,
+    /// The master.cf service name (`smtp`, `submission`, ...), for log lines.
+    pub service_name: String,
     /// `mail_name`, shown in the `Received:` header.
     pub mail_name: String,
     /// `smtpd_timeout`.
@@ -144,6 +146,7 @@ impl Settings {
         Ok(Settings {
             server,
             mail_name: get("mail_name")?.trim().to_owned(),
+            service_name: get("service_name")?.trim().to_owned(),
             timeout: cfg
                 .get_time("smtpd_timeout")
                 .map_err(|e| err("smtpd_timeout", e))?
