@@ -563,3 +563,36 @@ def test_no_helo_protocol_smtp(smtpd, raw):
     assert f"with SMTP id {qid}\r\n" in c
     assert c.count("Message-ID") + c.count("Message-Id") == 1
     assert f"{qid}: message-id=<given@example.org>" in smtpd.wait_log("message-id=")
+
+
+def test_relay_defer_at_compatibility_level_1(smtpd_factory, raw):
+    """Postfix's default from compatibility level 1: smtpd_relay_restrictions ends in
+    defer_unauth_destination, which answers 454 4.7.1."""
+    s = smtpd_factory(mynetworks="192.0.2.0/24", compatibility_level="3.6")
+    r = raw(s.port)
+    ehlo(r)
+    r.cmd("MAIL FROM:<a@example.org>")
+    assert r.cmd("RCPT TO:<victim@elsewhere.example>") == \
+        "454 4.7.1 <victim@elsewhere.example>: Relay access denied"
+
+
+@pytest.mark.parametrize("param", [
+    {"smtpd_tls_wrappermode": "yes"},
+    {"smtpd_tls_security_level": "encrypt"},
+    {"smtpd_client_restrictions": "permit_sasl_authenticated, reject"},
+    {"smtpd_recipient_restrictions": "check_recipient_access hash:/etc/x"},
+])
+def test_unsupported_settings_fail_closed(smtpd_factory, raw, param):
+    s = smtpd_factory(**param)
+    r = raw(s.port)
+    assert r.line() == "421 4.3.5 mx.example.test Server configuration error"
+    assert r.closed()
+    assert "refusing mail service until it is supported" in s.wait_log("refusing")
+
+
+def test_builtin_restriction_lists_are_honoured(smtpd_factory, raw):
+    s = smtpd_factory(smtpd_recipient_restrictions="permit_mynetworks, reject_unauth_destination")
+    r = raw(s.port)
+    ehlo(r)
+    r.cmd("MAIL FROM:<a@example.org>")
+    assert r.cmd("RCPT TO:<alice@example.test>") == "250 2.1.5 Ok"

@@ -4,7 +4,10 @@
 //! 1. **Relay control** (Postfix's default `permit_mynetworks, reject_unauth_destination`):
 //!    a recipient in a `mydestination` domain (case-insensitive, trailing dot ignored, the
 //!    bare `<postmaster>` included) is accepted from anyone; any other domain only from a
-//!    client in `mynetworks`; else `554 5.7.1 <addr>: Relay access denied`.
+//!    client in `mynetworks`; else `554 5.7.1 <addr>: Relay access denied` (`454 4.7.1`
+//!    when `smtpd_relay_restrictions` says `defer_unauth_destination`, Postfix's default
+//!    from compatibility level 1). Restriction lists naming anything beyond this built-in
+//!    policy make smtpd fail closed (see `Settings::unsupported`).
 //! 2. **Unknown local recipients** (`reject_unlisted_recipient`): when
 //!    `local_recipient_maps` is non-empty, a local-domain recipient is known when its local
 //!    part, lower-cased and cut at the first `recipient_delimiter` character, is a system
@@ -132,9 +135,10 @@ pub fn is_local_domain(settings: &Settings, domain: &str) -> bool {
 pub fn check_rcpt(settings: &Settings, client: IpAddr, rcpt: &Address) -> Verdict {
     let local = is_local_domain(settings, &rcpt.domain);
     if !local && !in_mynetworks(settings, client) {
+        let (code, enhanced) = settings.relay_reject;
         return Verdict::Reject {
-            code: 554,
-            enhanced: "5.7.1",
+            code,
+            enhanced,
             text: format!("<{rcpt}>: Relay access denied"),
         };
     }

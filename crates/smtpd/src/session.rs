@@ -400,6 +400,15 @@ impl Connection for SmtpConn {
             self.session.shutdown(421, "4.7.0", &text);
             return self.drive(out);
         }
+        if let Some(why) = &self.shared.settings.unsupported {
+            oxipost_log::warning!("{why}: refusing mail service until it is supported");
+            let text = format!(
+                "{} Server configuration error",
+                self.shared.settings.myhostname
+            );
+            self.session.shutdown(421, "4.3.5", &text);
+            return self.drive(out);
+        }
         self.session.greet();
         self.drive(out)
     }

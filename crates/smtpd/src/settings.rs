@@ -43,6 +43,66 @@ pub struct Settings {
     pub connection_limit: usize,
     /// `header_size_limit`.
     pub header_size_limit: usize,
+    /// Reply for a recipient the client may not relay to: `554 5.7.1` for
+    /// `reject_unauth_destination` (or no relay restrictions), `454 4.7.1` for
+    /// `defer_unauth_destination` in `smtpd_relay_restrictions`, as Postfix.
+    pub relay_reject: (u16, &'static str),
+    /// Set when the configuration asks for something smtpd cannot do yet (TLS, SASL-only
+    /// access, restriction lists beyond the built-in policy). smtpd then fails closed:
+    /// every client gets `421 4.3.5 Server configuration error` and nothing is accepted,
+    /// rather than accepting mail the configuration meant to refuse.
+    pub unsupported: Option<String>,
+}
+
+/// Restriction names whose meaning the built-in policy already implements (see
+/// [`crate::policy`]); a list made only of these is honoured, anything else fails closed.
+const BUILT_IN: [&str; 6] = [
+    "permit_mynetworks",
+    "permit_sasl_authenticated",
+    "reject_unauth_destination",
+    "defer_unauth_destination",
+    "reject_unlisted_recipient",
+    "permit_auth_destination",
+];
+
+/// Checks what smtpd cannot honour yet; returns the first problem.
+fn unsupported(cfg: &Config) -> Result<Option<String>, String> {
+    if cfg
+        .get_bool("smtpd_tls_wrappermode")
+        .map_err(|e| err("smtpd_tls_wrappermode", e))?
+    {
+        return Ok(Some(
+            "smtpd_tls_wrappermode = yes: TLS is not supported yet".into(),
+        ));
+    }
+    let level = cfg
+        .get("smtpd_tls_security_level")
+        .map_err(|e| err("smtpd_tls_security_level", e))?;
+    if level.trim().eq_ignore_ascii_case("encrypt") {
+        return Ok(Some(
+            "smtpd_tls_security_level = encrypt: TLS is not supported yet".into(),
+        ));
+    }
+    for name in [
+        "smtpd_client_restrictions",
+        "smtpd_helo_restrictions",
+        "smtpd_sender_restrictions",
+        "smtpd_relay_restrictions",
+        "smtpd_recipient_restrictions",
+        "smtpd_data_restrictions",
+        "smtpd_end_of_data_restrictions",
+    ] {
+        let list = cfg.get_list(name).map_err(|e| err(name, e))?;
+        if let Some(other) = list
+            .iter()
+            .find(|r| !BUILT_IN.contains(&r.to_ascii_lowercase().as_str()))
+        {
+            return Ok(Some(format!(
+                "{name}: restriction {other:?} is not supported yet"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn err(name: &str, e: impl std::fmt::Display) -> String {
@@ -143,7 +203,20 @@ impl Settings {
                 name.to_ascii_lowercase()
             })
             .collect();
+        let relay = cfg
+            .get_list("smtpd_relay_restrictions")
+            .map_err(|e| err("smtpd_relay_restrictions", e))?;
+        let relay_reject = if relay
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case("defer_unauth_destination"))
+        {
+            (454, "4.7.1")
+        } else {
+            (554, "5.7.1")
+        };
         Ok(Settings {
+            relay_reject,
+            unsupported: unsupported(cfg)?,
             server,
             mail_name: get("mail_name")?.trim().to_owned(),
             service_name: get("service_name")?.trim().to_owned(),
