@@ -147,6 +147,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("virtual_transport", Kind::Str, "virtual", "The transport for virtual_mailbox_domains.", false),
     p("relay_transport", Kind::Str, "relay", "The transport for relay_domains.", false),
     p("transport_maps", Kind::Maps, "", "Tables that map recipient addresses or domains to transport:nexthop.", false),
+    p("transport_retry_time", Kind::Time('s'), "60s", "How long qmgr leaves a transport alone after it could not reach its delivery agent.", false),
     p("message_size_limit", Kind::Size, "10240000", "The maximal size in bytes of a message, envelope included.", false),
     p("header_size_limit", Kind::Size, "102400", "The maximal size in bytes of one message header.", false),
     p("queue_minfree", Kind::Size, "0", "The free space in bytes the queue file system must keep before mail is accepted.", false),

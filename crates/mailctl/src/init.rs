@@ -54,8 +54,14 @@ pub fn master_cf(port_base: u16) -> Result<String, String> {
     Ok(out)
 }
 
+/// The user and group the instance runs as: the invoking user, or — when root runs
+/// `init` — the unprivileged `oxipost` account (workers must never run as root;
+/// `scripts/quickstart.sh` and the tests create it).
 fn user_and_group() -> (String, String) {
     let uid = nix::unistd::getuid();
+    if uid.is_root() {
+        return ("oxipost".into(), "oxipost".into());
+    }
     let gid = nix::unistd::getgid();
     let user = nix::unistd::User::from_uid(uid)
         .ok()
@@ -102,6 +108,7 @@ pub fn main_cf(dir: &Path, bin_dir: &Path) -> String {
          myhostname = {host}\n\
          mydestination = $myhostname, localhost\n\
          home_mailbox = Maildir/\n\
+         smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n\
          # The demo user: a local recipient without a system account.\n\
          local_users = demo\n\
          local_home_base = {d}/home\n",

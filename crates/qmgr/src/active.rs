@@ -41,6 +41,9 @@ pub struct Scheduler {
     busy_destination: HashMap<(String, String), usize>,
     next_key: u64,
     next_deferred_scan: Instant,
+    /// Transports whose agent could not be reached, and until when to not try again
+    /// (Postfix's transport_retry_time): their mail is deferred at once meanwhile.
+    dead_until: HashMap<String, Instant>,
 }
 
 impl Scheduler {
@@ -56,6 +59,7 @@ impl Scheduler {
             busy_transport: HashMap::new(),
             busy_destination: HashMap::new(),
             next_key: 1,
+            dead_until: HashMap::new(),
         })
     }
 
@@ -236,7 +240,14 @@ impl Scheduler {
     /// Starts every waiting request that the limits allow, oldest first.
     pub fn dispatch(&mut self) {
         let mut still = VecDeque::with_capacity(self.waiting.len());
+        let now = Instant::now();
+        self.dead_until.retain(|_, until| *until > now);
+        let mut unavailable = Vec::new();
         while let Some(p) = self.waiting.pop_front() {
+            if self.dead_until.contains_key(&p.route.transport) {
+                unavailable.push(p);
+                continue;
+            }
             let limits = self.s.limits(&p.route.transport);
             let t_busy = *self.busy_transport.get(&p.route.transport).unwrap_or(&0);
             let dkey = (p.route.transport.clone(), p.destination.clone());
@@ -262,6 +273,22 @@ impl Scheduler {
             self.in_flight.insert(p.key, p);
         }
         self.waiting = still;
+        for p in unavailable {
+            let key = p.key;
+            let transport = p.route.transport.clone();
+            *self.busy_transport.entry(transport.clone()).or_default() += 1;
+            *self
+                .busy_destination
+                .entry((transport.clone(), p.destination.clone()))
+                .or_default() += 1;
+            self.in_flight.insert(key, p);
+            self.complete(Done {
+                key,
+                transport,
+                result: Err("mail transport unavailable".into()),
+                unavailable: false,
+            });
+        }
     }
 
     /// Replies from agents.
@@ -316,7 +343,11 @@ impl Scheduler {
                 }
             }
             Err(e) => {
-                oxipost_log::warning!("{qid}: transport {}: {e}", done.transport);
+                if done.unavailable {
+                    oxipost_log::warning!("transport {}: {e}: delivery temporarily suspended", done.transport);
+                    self.dead_until
+                        .insert(done.transport.clone(), Instant::now() + self.s.transport_retry_time);
+                }
             }
         }
         for (pos, ok) in answered.iter().enumerate() {

@@ -20,10 +20,14 @@ pub struct Job {
     pub request: DeliveryRequest,
 }
 
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Done {
     pub key: u64,
     pub transport: String,
     pub result: Result<DeliveryReply, String>,
+    /// The agent could not be reached at all (as opposed to failing mid-request).
+    pub unavailable: bool,
 }
 
 struct Pool {
@@ -112,10 +116,13 @@ struct Agent {
 fn connect(socket: &PathBuf, timeout: Duration) -> Result<Agent, String> {
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| format!("connect to {}: {}", socket.display(), e))?;
-    let _ = stream.set_read_timeout(Some(timeout));
+    // A throttled service (its program fails to start) leaves the connection pending in
+    // master's listen queue: give up on the greeting long before ipc_timeout.
+    let _ = stream.set_read_timeout(Some(timeout.min(HELLO_TIMEOUT)));
     let _ = stream.set_write_timeout(Some(timeout));
     Hello::expect(&mut stream, DELIVERY_PROTOCOL, DELIVERY_VERSION)
         .map_err(|e| format!("{}: {}", socket.display(), e))?;
+    let _ = stream.set_read_timeout(Some(timeout));
     Ok(Agent { stream })
 }
 
@@ -140,6 +147,7 @@ fn connection_thread(
             }
         };
         let mut result = Err(String::new());
+        let mut unavailable = false;
         // One retry on a fresh connection: an idle agent may have exited (max_idle).
         for attempt in 0..2 {
             if agent.is_none() {
@@ -147,6 +155,7 @@ fn connection_thread(
                     Ok(a) => agent = Some(a),
                     Err(e) => {
                         result = Err(e);
+                        unavailable = true;
                         break;
                     }
                 }
@@ -176,6 +185,7 @@ fn connection_thread(
             key: job.key,
             transport: transport.clone(),
             result,
+            unavailable,
         });
         let _ = wake.write(b"x");
     }

@@ -38,6 +38,7 @@ pub struct Settings {
     pub bounce_size_limit: u64,
     pub mail_name: String,
     pub ipc_timeout: Duration,
+    pub transport_retry_time: Duration,
     pub transports: HashMap<String, TransportLimits>,
 }
 
@@ -115,6 +116,7 @@ impl Settings {
             bounce_size_limit: cfg.get_size("bounce_size_limit").map_err(e)?,
             mail_name: cfg.get("mail_name").map_err(e)?,
             ipc_timeout: cfg.get_time("ipc_timeout").map_err(e)?,
+            transport_retry_time: cfg.get_time("transport_retry_time").map_err(e)?,
             transports,
         })
     }
