@@ -154,4 +154,5 @@ def suite():
     finally:
         s.stop()
         s.kill_all()
-        shutil.rmtree(top, ignore_errors=True)
+        if not os.environ.get("OXIPOST_KEEP"):
+            shutil.rmtree(top, ignore_errors=True)

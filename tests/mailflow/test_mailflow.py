@@ -249,4 +249,5 @@ def test_kill_minus_9_during_load_loses_no_acknowledged_message(suite):
     dups = sum(c - 1 for c in delivered.values() if c > 1)
     print(f"\nacknowledged={len(acked)} delivered={len(delivered)} duplicates={dups} lost={len(lost)} kills={killed}")
     assert sum(killed.values()) >= 3, killed
-    assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:5]}"
+    queues = {q: len(suite.queue_files(q)) for q in ("incoming", "active", "deferred", "hold", "corrupt")}
+    assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:5]}; queues {queues}"

@@ -9,14 +9,23 @@ use crate::dispatch::{Dispatcher, Done, Job};
 use crate::resolve::{Route, resolve};
 use crate::settings::Settings;
 use oxipost_ipc::{DeliveryRequest, Outcome, RcptRef};
-use oxipost_queue::{Queue, QueueFile, QueueId};
+use oxipost_queue::{Queue, QueueFile, QueueId, Recipient};
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// What qmgr keeps of a message in the active queue. The file itself is not kept open:
+/// the active queue may hold thousands of messages (`qmgr_message_active_limit`).
 struct Message {
     id: QueueId,
-    file: QueueFile,
+    path: PathBuf,
+    sender: String,
+    arrival: SystemTime,
+    recipients: Vec<Recipient>,
     pending_jobs: usize,
+    delivered: Vec<usize>,
     deferred: Vec<(usize, String, String)>,
     bounced: Vec<(usize, String, String)>,
 }
@@ -113,6 +122,16 @@ impl Scheduler {
     /// Deferred mail whose time has come (all of it when `flush`).
     pub fn scan_deferred(&mut self, flush: bool) {
         self.next_deferred_scan = Instant::now() + self.s.queue_run_delay;
+        // Temporary files of writers that died (a killed smtpd) are never a message:
+        // nothing was acknowledged for them. Remove them once surely abandoned.
+        if let Ok(n) = self
+            .s
+            .layout
+            .remove_stale_temp(Queue::Incoming, STALE_TEMP_AGE)
+            && n > 0
+        {
+            oxipost_log::info!("removed {n} abandoned temporary file(s) from incoming");
+        }
         let entries = match self.s.layout.list(Queue::Deferred) {
             Ok(e) => e,
             Err(e) => {
@@ -145,7 +164,7 @@ impl Scheduler {
 
     fn load(&mut self, id: QueueId, queue: Queue) {
         let path = self.s.layout.path_for(queue, &id);
-        let file = match QueueFile::open_for_update(&path) {
+        let file = match QueueFile::open(&path) {
             Ok(f) => f,
             Err(e) => {
                 oxipost_log::warning!("{}: {}: moving to corrupt queue", id.as_str(), e);
@@ -226,8 +245,12 @@ impl Scheduler {
             qid.clone(),
             Message {
                 id,
-                file,
+                path,
+                sender: file.sender().to_string(),
+                arrival: file.arrival(),
+                recipients: file.recipients().to_vec(),
                 pending_jobs: jobs,
+                delivered: Vec::new(),
                 deferred: Vec::new(),
                 bounced: Vec::new(),
             },
@@ -332,11 +355,7 @@ impl Scheduler {
                     answered[pos] = true;
                     let idx = r.index as usize;
                     match r.outcome {
-                        Outcome::Delivered => {
-                            if let Err(e) = msg.file.mark_done(idx) {
-                                oxipost_log::warning!("{qid}: mark recipient done: {e}");
-                            }
-                        }
+                        Outcome::Delivered => msg.delivered.push(idx),
                         Outcome::Deferred => msg.deferred.push((idx, r.status, r.text)),
                         Outcome::Bounced => msg.bounced.push((idx, r.status, r.text)),
                     }
@@ -344,9 +363,14 @@ impl Scheduler {
             }
             Err(e) => {
                 if done.unavailable {
-                    oxipost_log::warning!("transport {}: {e}: delivery temporarily suspended", done.transport);
-                    self.dead_until
-                        .insert(done.transport.clone(), Instant::now() + self.s.transport_retry_time);
+                    oxipost_log::warning!(
+                        "transport {}: {e}: delivery temporarily suspended",
+                        done.transport
+                    );
+                    self.dead_until.insert(
+                        done.transport.clone(),
+                        Instant::now() + self.s.transport_retry_time,
+                    );
                 }
             }
         }
@@ -376,9 +400,9 @@ impl Scheduler {
             return;
         };
         let age = SystemTime::now()
-            .duration_since(msg.file.arrival())
+            .duration_since(msg.arrival)
             .unwrap_or(Duration::ZERO);
-        let lifetime = if msg.file.sender().is_empty() {
+        let lifetime = if msg.sender.is_empty() {
             self.s.bounce_queue_lifetime
         } else {
             self.s.maximal_queue_lifetime
@@ -387,7 +411,7 @@ impl Scheduler {
             // Too old: what is still deferred now bounces, with its last reason.
             for (i, status, text) in std::mem::take(&mut msg.deferred) {
                 let status = format!("5{}", status.get(1..).unwrap_or(".4.7"));
-                let addr = msg.file.recipients()[i].address.clone();
+                let addr = msg.recipients[i].address.clone();
                 oxipost_log::info!(
                     "{qid}: to=<{addr}>, relay=none, dsn={status}, status=expired, returned to sender ({text})"
                 );
@@ -398,6 +422,16 @@ impl Scheduler {
             self.send_bounce(qid, &mut msg);
         }
         if !msg.deferred.is_empty() {
+            // Partly delivered: record what is final so the next attempt skips it.
+            let mut finals = std::mem::take(&mut msg.delivered);
+            finals.extend(msg.bounced.iter().map(|(i, _, _)| *i));
+            if !finals.is_empty() {
+                let r = QueueFile::open_for_update(&msg.path)
+                    .and_then(|mut f| f.mark_done_many(&finals, true));
+                if let Err(e) = r {
+                    oxipost_log::warning!("{qid}: mark recipients done: {e}");
+                }
+            }
             let backoff = age.clamp(
                 self.s.minimal_backoff,
                 self.s.maximal_backoff.max(self.s.minimal_backoff),
@@ -427,14 +461,16 @@ impl Scheduler {
         }
     }
 
+    /// Queues the notification for `msg.bounced`; on failure those recipients move to
+    /// `deferred` so the bounce is retried with the message.
     fn send_bounce(&mut self, qid: &str, msg: &mut Message) {
         let bounced = std::mem::take(&mut msg.bounced);
-        let sender = msg.file.sender().to_string();
+        let sender = msg.sender.clone();
         // RFC 3461: NOTIFY=NEVER, or a NOTIFY list without FAILURE, asks for no report.
         let wanted: Vec<&(usize, String, String)> = bounced
             .iter()
             .filter(|(i, _, _)| {
-                let n = msg.file.recipients()[*i].notify;
+                let n = msg.recipients[*i].notify;
                 n.is_unspecified() || n.contains(oxipost_queue::Notify::FAILURE)
             })
             .collect();
@@ -442,7 +478,7 @@ impl Scheduler {
             let failed: Vec<Failed> = wanted
                 .iter()
                 .map(|(i, status, text)| {
-                    let r = &msg.file.recipients()[*i];
+                    let r = &msg.recipients[*i];
                     Failed {
                         address: r.address.clone(),
                         orcpt: r.orcpt.clone(),
@@ -457,8 +493,10 @@ impl Scheduler {
                 queue_id: qid,
                 bounce_size_limit: self.s.bounce_size_limit,
             };
-            let text = bounce::build(&info, &msg.file, &failed);
-            match bounce::queue(&self.s.layout, &sender, &text) {
+            let text = QueueFile::open(&msg.path)
+                .map_err(|e| e.to_string())
+                .map(|f| bounce::build(&info, &f, &failed));
+            match text.and_then(|t| bounce::queue(&self.s.layout, &sender, &t)) {
                 Ok(new_id) => {
                     oxipost_log::info!("{qid}: sender non-delivery notification: {new_id}")
                 }
@@ -474,10 +512,10 @@ impl Scheduler {
         } else if sender.is_empty() {
             oxipost_log::info!("{qid}: undeliverable notification discarded (null sender)");
         }
-        for (i, _, _) in &bounced {
-            if let Err(e) = msg.file.mark_done(*i) {
-                oxipost_log::warning!("{qid}: mark recipient done: {e}");
-            }
-        }
+        // Final now; marked on disk by finish() if the message stays queued.
+        msg.bounced = bounced
+            .into_iter()
+            .map(|(i, _, _)| (i, String::new(), String::new()))
+            .collect();
     }
 }

@@ -50,12 +50,29 @@ impl TriggerService for Qmgr {
     }
 }
 
+/// Agent connections and queue scans need descriptors; like Postfix's qmgr, take the
+/// hard limit as the soft one.
+fn raise_open_file_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--help") {
         println!("usage: qmgr (started by master; see qmgr(8))");
         return;
     }
     let worker = oxipost_daemon::start("qmgr");
+    raise_open_file_limit();
     let settings = match settings::Settings::from_config(&worker.config) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),

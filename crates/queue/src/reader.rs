@@ -261,6 +261,31 @@ impl QueueFile {
         Ok(())
     }
 
+    /// Marks several recipients done with one `fdatasync` at the end (none when `sync` is
+    /// false: a lost mark only means a duplicate delivery after a crash).
+    pub fn mark_done_many(&mut self, indices: &[usize], sync: bool) -> Result<()> {
+        if !self.writable {
+            return Err(QueueError::ReadOnly);
+        }
+        if !self.complete {
+            return Err(QueueError::Incomplete);
+        }
+        for &index in indices {
+            let off = *self
+                .done_offsets
+                .get(index)
+                .ok_or(QueueError::NoSuchRecipient(index))?;
+            self.file.write_all_at(&[DONE_DONE], off)?;
+            if let Some(r) = self.envelope.recipients.get_mut(index) {
+                r.done = true;
+            }
+        }
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
     /// Re-reads recipient `index`'s done-mark from disk.
     pub fn is_done_on_disk(&self, index: usize) -> Result<bool> {
         let off = *self

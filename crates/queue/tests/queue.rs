@@ -777,3 +777,19 @@ fn ids_unique_across_processes() {
         .collect();
     assert_eq!(listed, ids);
 }
+
+#[test]
+fn done_marks_in_one_batch() {
+    let (_t, layout) = setup();
+    let id = write_message(&layout, b"x\r\n");
+    let path = layout.path_for(Queue::Incoming, &id);
+    let mut qf = QueueFile::open_for_update(&path).expect("open rw");
+    qf.mark_done_many(&[0, 2], true).expect("mark");
+    assert!(matches!(
+        qf.mark_done_many(&[9], false),
+        Err(QueueError::NoSuchRecipient(9))
+    ));
+    drop(qf);
+    let qf = QueueFile::open(&path).expect("reopen");
+    assert_eq!(qf.pending().collect::<Vec<_>>(), vec![1]);
+}
