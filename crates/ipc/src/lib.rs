@@ -6,6 +6,8 @@
 //! ignored, so a protocol can grow fields without a version bump. This crate does no
 //! socket work beyond reading and writing frames on any `Read`/`Write`.
 
+pub mod auth;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{self, Read, Write};
 
