@@ -21,6 +21,9 @@ pub struct Config {
     overrides: Vec<(String, String)>,
     /// master.cf service names, which make `<service>_<suffix>` parameters known.
     services: Vec<String>,
+    /// master.cf `-o` settings of all services: their names are defined parameters and
+    /// their values may refer to user-defined ones.
+    master_overrides: Vec<(String, String)>,
 }
 
 /// Where a value in effect came from.
@@ -52,6 +55,11 @@ impl Config {
             // Only names are needed here; master.cf errors are reported by its own loader.
             if let Ok(m) = crate::mastercf::MasterCf::parse(&dir.join("master.cf"), &text) {
                 cfg.services = m.services.iter().map(|s| s.name.clone()).collect();
+                cfg.master_overrides = m
+                    .services
+                    .iter()
+                    .flat_map(|s| s.overrides.iter().cloned())
+                    .collect();
             }
         }
         Ok(cfg)
@@ -70,6 +78,7 @@ impl Config {
             main,
             overrides,
             services: Vec::new(),
+            master_overrides: Vec::new(),
         }
     }
 
@@ -140,6 +149,14 @@ impl Config {
                     .unwrap_or_else(|_| "host".into());
                 defaults::mynetworks(style.trim())
             }
+            "process_name" => std::env::args_os()
+                .next()
+                .and_then(|a| {
+                    std::path::Path::new(&a)
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default(),
             _ => def.default.to_string(),
         }
     }
@@ -244,16 +261,21 @@ impl Config {
         Ok(())
     }
 
-    /// Parameter names referenced as `$name`/`${name...}` in main.cf values and overrides:
-    /// Postfix counts a user-defined parameter as used when something refers to it.
+    /// User-defined parameters that count as used, as Postfix decides: those named by a
+    /// master.cf `-o`, and those referred to (`$name`) from any main.cf value or `-o` value.
     pub fn referenced_names(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self
+            .master_overrides
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
         let texts = self
             .main
             .entries
             .iter()
             .map(|e| e.value.as_str())
-            .chain(self.overrides.iter().map(|(_, v)| v.as_str()));
+            .chain(self.overrides.iter().map(|(_, v)| v.as_str()))
+            .chain(self.master_overrides.iter().map(|(_, v)| v.as_str()));
         for t in texts {
             for n in crate::expand::references(t) {
                 if !out.contains(&n) {

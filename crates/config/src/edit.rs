@@ -2,7 +2,7 @@
 //! keeping comments, blank lines and order as Postfix does. Files are replaced atomically
 //! (temporary file, fsync, rename), so an error never leaves a half-written file.
 
-use crate::lines::{LineKind, classify, physical_lines};
+use crate::lines::{LineKind, classify};
 use crate::maincf::split_nameval;
 use std::io::Write;
 use std::path::Path;
@@ -19,29 +19,44 @@ pub enum MainEdit {
     CommentOut(Vec<String>),
 }
 
+/// Physical lines as `(content, whole line with its terminator)`: lines that are kept are
+/// copied byte for byte, CRLF included.
+fn pieces(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split_inclusive('\n').map(|piece| {
+        let content = piece.strip_suffix('\n').unwrap_or(piece);
+        let content = content.strip_suffix('\r').unwrap_or(content);
+        (content, piece)
+    })
+}
+
+/// Pushes a kept line exactly as it was, terminator included.
+fn keep(out: &mut String, piece: &str) {
+    out.push_str(piece);
+}
+
+/// Makes sure appended lines start on a line of their own.
+fn end_line(out: &mut String) {
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
 /// Applies an edit to main.cf text, returning the new text.
 pub fn edit_main(text: &str, edit: &MainEdit) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     let mut found: Vec<&str> = Vec::new();
     // Whether the current logical line is one being edited (its continuations follow it).
     let mut current: Option<String> = None;
-    for line in physical_lines(text) {
+    for (line, piece) in pieces(text) {
         match classify(line) {
-            LineKind::Ignored => {
-                out.push_str(line);
-                out.push('\n');
-            }
+            LineKind::Ignored => keep(&mut out, piece),
             LineKind::Continuation => match (&current, edit) {
                 (Some(_), MainEdit::CommentOut(_)) => {
                     out.push('#');
-                    out.push_str(line);
-                    out.push('\n');
+                    keep(&mut out, piece);
                 }
                 (Some(_), _) => {}
-                (None, _) => {
-                    out.push_str(line);
-                    out.push('\n');
-                }
+                (None, _) => keep(&mut out, piece),
             },
             LineKind::Start => {
                 let name = split_nameval(line).map(|(n, _)| n).ok();
@@ -68,16 +83,14 @@ pub fn edit_main(text: &str, edit: &MainEdit) -> String {
                             MainEdit::Remove(_) => {}
                             MainEdit::CommentOut(_) => {
                                 out.push('#');
-                                out.push_str(line);
-                                out.push('\n');
+                                keep(&mut out, piece);
                             }
                         }
                         current = Some(replacement);
                     }
                     None => {
                         current = None;
-                        out.push_str(line);
-                        out.push('\n');
+                        keep(&mut out, piece);
                     }
                 }
             }
@@ -95,6 +108,7 @@ pub fn edit_main(text: &str, edit: &MainEdit) -> String {
                 .rev()
                 .find(|(k2, _)| k2 == k)
                 .map_or("", |(_, v)| v.as_str());
+            end_line(&mut out);
             out.push_str(&format!("{k} = {v}\n"));
             appended.push(k);
         }
@@ -129,20 +143,15 @@ pub fn edit_master(text: &str, edit: &MasterEdit) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     let mut found: Vec<String> = Vec::new();
     let mut editing = false;
-    for line in physical_lines(text) {
+    for (line, piece) in pieces(text) {
         match classify(line) {
-            LineKind::Ignored => {
-                out.push_str(line);
-                out.push('\n');
-            }
+            LineKind::Ignored => keep(&mut out, piece),
             LineKind::Continuation => {
                 if !editing {
-                    out.push_str(line);
-                    out.push('\n');
+                    keep(&mut out, piece);
                 } else if matches!(edit, MasterEdit::CommentOut(_)) {
                     out.push('#');
-                    out.push_str(line);
-                    out.push('\n');
+                    keep(&mut out, piece);
                 }
             }
             LineKind::Start => {
@@ -160,8 +169,7 @@ pub fn edit_master(text: &str, edit: &MasterEdit) -> String {
                     MasterEdit::CommentOut(keys) => {
                         if keys.contains(&key) {
                             out.push('#');
-                            out.push_str(line);
-                            out.push('\n');
+                            keep(&mut out, piece);
                             editing = true;
                         }
                     }
@@ -169,8 +177,7 @@ pub fn edit_master(text: &str, edit: &MasterEdit) -> String {
                 if editing {
                     found.push(key);
                 } else {
-                    out.push_str(line);
-                    out.push('\n');
+                    keep(&mut out, piece);
                 }
             }
         }
@@ -178,6 +185,7 @@ pub fn edit_master(text: &str, edit: &MasterEdit) -> String {
     if let MasterEdit::Set(pairs) = edit {
         for (k, entry) in pairs {
             if !found.contains(k) {
+                end_line(&mut out);
                 out.push_str(entry.trim());
                 out.push('\n');
                 found.push(k.clone());
@@ -188,7 +196,7 @@ pub fn edit_master(text: &str, edit: &MasterEdit) -> String {
 }
 
 /// Replaces `path` with `text` atomically, keeping the file's permissions.
-pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -206,7 +214,7 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         if let Ok(meta) = std::fs::metadata(path) {
             f.set_permissions(meta.permissions())?;
         }
-        f.write_all(text.as_bytes())?;
+        f.write_all(text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()
@@ -250,6 +258,15 @@ mod tests {
     }
 
     #[test]
+    fn crlf_lines_and_missing_final_newline_are_kept() {
+        let t = "a = 1\r\nb = 2\r\n# c\r\nd = 4";
+        let e = MainEdit::Set(vec![("b".into(), "x".into()), ("n".into(), "new".into())]);
+        assert_eq!(edit_main(t, &e), "a = 1\r\nb = x\n# c\r\nd = 4\nn = new\n");
+        let e = MainEdit::Set(vec![("a".into(), "x".into())]);
+        assert_eq!(edit_main(t, &e), "a = x\nb = 2\r\n# c\r\nd = 4");
+    }
+
+    #[test]
     fn assignment_parsing() {
         assert_eq!(
             parse_assignment(" a =  b c "),
@@ -284,7 +301,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("main.cf");
         std::fs::write(&p, "a = 1\n").expect("write");
-        write_atomically(&p, "a = 2\n").expect("replace");
+        write_atomically(&p, b"a = 2\n").expect("replace");
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "a = 2\n");
         assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
     }

@@ -166,7 +166,9 @@ where
     }
 
     /// `name`, `name?value`, `name:value` and their `{value}` forms.
-    fn reference(&mut self, inner: &str, depth: usize) -> Result<String, ExpandError> {
+    fn reference(&mut self, inner_raw: &str, depth: usize) -> Result<String, ExpandError> {
+        // Postfix allows white space around the name: `${ name }`, `${name ? value}`.
+        let inner = inner_raw.trim_start();
         let bytes = inner.as_bytes();
         let name_end = bytes
             .iter()
@@ -176,7 +178,7 @@ where
         if name.is_empty() {
             return Err(ExpandError::EmptyName(format!("${{{inner}}}")));
         }
-        let rest = &inner[name_end..];
+        let rest = inner[name_end..].trim_start();
         let op = match rest.as_bytes().first() {
             None => return self.value_of(name, depth),
             Some(b'?') => '?',
@@ -346,6 +348,16 @@ mod tests {
     }
 
     #[test]
+    fn white_space_inside_references() {
+        let v = [("h", "H")];
+        assert_eq!(
+            ok("${ h }|$( h )|${h ? set}|${u : unset }", &v),
+            "H|H| set| unset "
+        );
+        assert_eq!(super::references("${ h } $( u )"), vec!["h", "u"]);
+    }
+
+    #[test]
     fn undefined_is_empty_and_reported() {
         let e = run("a $nope ${gone?x} ${gone2:y}", &[]).expect("expands");
         assert_eq!(e.value, "a   y");
@@ -425,7 +437,13 @@ pub fn references(text: &str) -> Vec<String> {
                 i += 2;
                 continue;
             }
-            Some(b'{') | Some(b'(') => i + 2,
+            Some(b'{') | Some(b'(') => {
+                let mut j = i + 2;
+                while bytes.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+                    j += 1;
+                }
+                j
+            }
             _ => i + 1,
         };
         let len = bytes[start..]

@@ -39,10 +39,17 @@ pub fn physical_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l))
 }
 
-/// Reads all logical lines. A continuation before any logical line starts one of its own
-/// (Postfix does the same: the leading white space is simply dropped).
+/// Reads all logical lines. A continuation before any logical line is ignored, as Postfix
+/// ignores it ("logical line must not start with whitespace").
 pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
+    logical_lines_with_warnings(text).0
+}
+
+/// Like [`logical_lines`], also returning `(line, text)` for each ignored leading
+/// continuation line.
+pub fn logical_lines_with_warnings(text: &str) -> (Vec<LogicalLine>, Vec<(usize, String)>) {
     let mut out: Vec<LogicalLine> = Vec::new();
+    let mut ignored = Vec::new();
     let mut open = false;
     for (i, line) in physical_lines(text).enumerate() {
         let number = i + 1;
@@ -58,7 +65,8 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
                     cur.last = number;
                 }
             }
-            LineKind::Continuation | LineKind::Start => {
+            LineKind::Continuation => ignored.push((number, line.trim_end().to_string())),
+            LineKind::Start => {
                 out.push(LogicalLine {
                     text: line.trim().to_string(),
                     first: number,
@@ -68,7 +76,7 @@ pub fn logical_lines(text: &str) -> Vec<LogicalLine> {
             }
         }
     }
-    out
+    (out, ignored)
 }
 
 #[cfg(test)]
@@ -84,6 +92,14 @@ mod tests {
         assert_eq!((l[0].first, l[0].last), (1, 4));
         assert_eq!(l[1].text, "b = x");
         assert_eq!(l[1].first, 6);
+    }
+
+    #[test]
+    fn leading_continuation_is_ignored_with_a_warning() {
+        let (l, w) = logical_lines_with_warnings("  stray = 1\na = 2\n");
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].text, "a = 2");
+        assert_eq!(w, vec![(1, "  stray = 1".to_string())]);
     }
 
     #[test]

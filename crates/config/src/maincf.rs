@@ -1,7 +1,7 @@
 //! main.cf: `name = value` logical lines, with Postfix's rules (the last definition wins).
 
 use crate::error::ConfigError;
-use crate::lines::{LogicalLine, logical_lines};
+use crate::lines::{LogicalLine, logical_lines_with_warnings};
 use std::path::{Path, PathBuf};
 
 /// One `name = value` definition and where it came from.
@@ -20,6 +20,28 @@ pub struct Entry {
 pub struct MainCf {
     pub path: PathBuf,
     pub entries: Vec<Entry>,
+    /// The file was not UTF-8 and was decoded byte for byte (see [`decode`]).
+    pub latin1: bool,
+    /// Problems that do not stop parsing, as `file:line: text` (Postfix warns likewise).
+    pub warnings: Vec<String>,
+}
+
+/// Decodes a configuration file without losing bytes: UTF-8 when it is valid UTF-8, else
+/// one char per byte (Latin-1), so that tools can write the file back unchanged.
+pub fn decode(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), false),
+        Err(_) => (bytes.iter().map(|&b| b as char).collect(), true),
+    }
+}
+
+/// The inverse of [`decode`].
+pub fn encode(text: &str, latin1: bool) -> Vec<u8> {
+    if latin1 {
+        text.chars().map(|c| c as u32 as u8).collect()
+    } else {
+        text.as_bytes().to_vec()
+    }
 }
 
 /// Splits `name = value` as Postfix's split_nameval: the name ends at white space or `=`.
@@ -42,7 +64,25 @@ impl MainCf {
     /// Parses main.cf text; `path` is used in error messages only.
     pub fn parse(path: &Path, text: &str) -> Result<MainCf, ConfigError> {
         let mut entries = Vec::new();
-        for LogicalLine { text, first, last } in logical_lines(text) {
+        let (lines, ignored) = logical_lines_with_warnings(text);
+        let warnings = ignored
+            .into_iter()
+            .map(|(n, t)| {
+                // Postfix quotes at most 30 characters of the offending text.
+                let shown: String = if t.chars().count() > 30 {
+                    t.chars().take(30).chain("...".chars()).collect()
+                } else {
+                    t
+                };
+                format!(
+                    "{}:{}: logical line must not start with whitespace: \"{}\"",
+                    path.display(),
+                    n,
+                    shown
+                )
+            })
+            .collect();
+        for LogicalLine { text, first, last } in lines {
             let (name, value) = split_nameval(&text).map_err(|what| ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: first,
@@ -58,6 +98,8 @@ impl MainCf {
         Ok(MainCf {
             path: path.to_path_buf(),
             entries,
+            latin1: false,
+            warnings,
         })
     }
 
@@ -67,7 +109,10 @@ impl MainCf {
             path: path.to_path_buf(),
             error: e.to_string(),
         })?;
-        MainCf::parse(path, &String::from_utf8_lossy(&text))
+        let (text, latin1) = decode(&text);
+        let mut m = MainCf::parse(path, &text)?;
+        m.latin1 = latin1;
+        Ok(m)
     }
 
     /// The value in effect for `name` (the last definition), if main.cf defines it.
@@ -135,6 +180,17 @@ mod tests {
             e.to_string()
                 .starts_with("main.cf:1: missing attribute name")
         );
+    }
+
+    #[test]
+    fn non_utf8_round_trips() {
+        let raw = b"a = caf\xe9 \xff\n";
+        let (t, latin1) = decode(raw);
+        assert!(latin1);
+        assert_eq!(encode(&t, latin1), raw.to_vec());
+        let (t, latin1) = decode("a = caf\u{e9}\n".as_bytes());
+        assert!(!latin1);
+        assert_eq!(encode(&t, latin1), "a = caf\u{e9}\n".as_bytes().to_vec());
     }
 
     #[test]

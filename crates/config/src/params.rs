@@ -78,7 +78,7 @@ pub const SERVICE_SUFFIXES: &[&str] = &[
 
 #[rustfmt::skip]
 pub static PARAMS: &[ParamDef] = &[
-    p("process_name", Kind::Str, "", "The name of the running program (read-only).", false),
+    p("process_name", Kind::Str, "", "The name of the running program (read-only).", true),
     p("process_id", Kind::Str, "", "The process id of the running program (read-only).", false),
     p("service_name", Kind::Str, "", "The master.cf service name of the running program (read-only).", false),
     p("stress", Kind::Str, "", "Set to yes by master when a service runs at its process limit (read-only).", false),
@@ -92,6 +92,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("sendmail_path", Kind::Str, "/usr/sbin/sendmail", "The full path of the sendmail-compatible submission program.", false),
     p("newaliases_path", Kind::Str, "/usr/bin/newaliases", "The full path of the newaliases program.", false),
     p("mailq_path", Kind::Str, "/usr/bin/mailq", "The full path of the mailq program.", false),
+    p("readme_directory", Kind::Str, "no", "Where README files are installed (no: not installed).", false),
     p("manpage_directory", Kind::Str, "/usr/share/man", "Where the manual pages are installed.", false),
     p("mail_owner", Kind::Str, "oxipost", "The user that owns the queue and that daemons run as after dropping privileges.", false),
     p("setgid_group", Kind::Str, "oxidrop", "The group of postdrop and postqueue, which may write to maildrop/.", false),
@@ -184,6 +185,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_cert_file", Kind::Str, "", "The PEM server certificate of smtpd.", false),
     p("smtpd_tls_key_file", Kind::Str, "$smtpd_tls_cert_file", "The PEM private key of smtpd.", false),
     p("smtpd_tls_chain_files", Kind::List, "", "PEM files holding key and certificate chain, in order.", false),
+    p("smtpd_tls_session_cache_database", Kind::Maps, "", "Where smtpd caches TLS sessions (oxipost uses stateless tickets; accepted for compatibility).", false),
     p("smtpd_tls_auth_only", Kind::Bool, "no", "Offer AUTH only over TLS.", false),
     p("smtpd_tls_protocols", Kind::List, ">=TLSv1", "TLS protocols smtpd accepts with opportunistic TLS.", false),
     p("smtpd_tls_mandatory_protocols", Kind::List, ">=TLSv1", "TLS protocols smtpd accepts with mandatory TLS.", false),
@@ -223,7 +225,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("alias_maps", Kind::Maps, "hash:/etc/aliases", "Tables of local aliases (aliases(5)).", false),
     p("alias_database", Kind::Maps, "hash:/etc/aliases", "The alias files that newaliases rebuilds.", false),
     p("forward_path", Kind::List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where local looks for .forward files.", false),
-    p("allow_mail_to_commands", Kind::List, "command are allowed: alias, forward, include.", "Where deliveries to ", false),
+    p("allow_mail_to_commands", Kind::List, "alias, forward", "Where deliveries to |command are allowed: alias, forward, include.", false),
     p("allow_mail_to_files", Kind::List, "alias, forward", "Where deliveries to /file are allowed: alias, forward, include.", false),
     p("home_mailbox", Kind::Str, "", "The mailbox below the home directory: Maildir/ (trailing slash) or a file name.", false),
     p("mail_spool_directory", Kind::Str, "/var/mail", "The directory of mbox mailboxes when home_mailbox is empty.", false),
@@ -262,6 +264,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_helo_name", Kind::Str, "$myhostname", "The name the smtp client sends with EHLO.", false),
     p("smtp_tls_security_level", Kind::Str, "", "smtp client TLS: none, may, encrypt, verify, secure.", false),
     p("smtp_tls_CAfile", Kind::Str, "", "A file of trusted CA certificates for the smtp client.", false),
+    p("smtp_tls_CApath", Kind::Str, "", "A directory of trusted CA certificates for the smtp client.", false),
+    p("smtp_tls_session_cache_database", Kind::Maps, "", "Where the smtp client caches TLS sessions (oxipost keeps them in memory; accepted for compatibility).", false),
     p("smtp_tls_policy_maps", Kind::Maps, "", "Per-destination TLS policy for the smtp client.", false),
     p("smtp_sasl_auth_enable", Kind::Bool, "no", "Authenticate to the remote server with SASL.", false),
     p("smtp_sasl_password_maps", Kind::Maps, "", "Tables of user:password per remote host or domain.", false),

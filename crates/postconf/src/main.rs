@@ -23,7 +23,7 @@ const CLIENT_SASL: &[&str] = &[];
 )]
 struct Args {
     /// Use main.cf and master.cf in this directory (else $MAIL_CONFIG, else /etc/oxipost).
-    #[arg(short = 'c', value_name = "config_dir")]
+    #[arg(short = 'c', value_name = "config_dir", overrides_with = "config_dir")]
     config_dir: Option<PathBuf>,
     /// Show default values instead of the values in effect.
     #[arg(short = 'd')]
@@ -89,8 +89,51 @@ fn fatal(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Writes text to stdout as the file's own bytes (see `maincf::encode`).
+fn print_bytes(text: &str, latin1: bool) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&oxipost_config::maincf::encode(text, latin1));
+}
+
+/// Flag combinations Postfix refuses, with its kind of message.
+fn check_flags(args: &Args) -> Result<(), String> {
+    let edits = [args.edit, args.remove, args.comment]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if edits > 1 {
+        return Err("specify only one of -e, -X and -#".into());
+    }
+    if edits == 1 && args.names.is_empty() {
+        return Err("-e, -X and -# require one or more arguments".into());
+    }
+    if (args.remove || args.comment) && !args.master && args.names.iter().any(|n| n.contains('=')) {
+        return Err(format!(
+            "-X and -# require parameter names without \"=value\": \"{}\"",
+            args.names
+                .iter()
+                .find(|n| n.contains('='))
+                .map_or("", |n| n.as_str())
+        ));
+    }
+    if args.non_default && args.defaults {
+        return Err("specify only one of -d and -n".into());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Err(msg) = check_flags(&args) {
+        return fatal(msg);
+    }
     if args.man {
         print!("{}", oxipost_config::man::postconf5());
         return ExitCode::SUCCESS;
@@ -140,6 +183,9 @@ fn load_config(dir: &Path, explicit: bool, tolerate_missing: bool) -> Result<Con
 fn show(args: &Args, dir: &Path, explicit: bool) -> Result<(), String> {
     let cfg = load_config(dir, explicit, args.defaults)?;
     let main_path = cfg.main.path.display().to_string();
+    for w in &cfg.main.warnings {
+        warn(w);
+    }
     for (old, new) in cfg.main.overridden() {
         warn(format!(
             "{}:{}: overriding earlier entry: {}={}",
@@ -148,9 +194,15 @@ fn show(args: &Args, dir: &Path, explicit: bool) -> Result<(), String> {
     }
     let referenced = cfg.referenced_names();
     let is_used = |name: &str| cfg.is_known(name) || referenced.iter().any(|r| r == name);
-    // Report what Postfix reports: undefined references and unused user parameters.
+    // Report what Postfix reports: undefined references (in parameters that are used:
+    // unused ones are never expanded) and unused user parameters.
     if !args.defaults {
         for e in &cfg.main.entries {
+            // Postfix checks the values of the parameters it knows; user-defined ones are
+            // expanded only when asked for (-x).
+            if !cfg.is_known(&e.name) || cfg.main.get(&e.name) != Some(e.value.as_str()) {
+                continue;
+            }
             match cfg.expand(&e.value) {
                 Ok(ex) => {
                     for u in ex.undefined {
@@ -236,19 +288,16 @@ fn show(args: &Args, dir: &Path, explicit: bool) -> Result<(), String> {
         }
         out.push('\n');
     }
-    print!("{out}");
+    print_bytes(&out, cfg.main.latin1);
     Ok(())
 }
 
 fn edit_main_cf(args: &Args, dir: &Path) -> Result<(), String> {
     let path = dir.join("main.cf");
-    let text = match std::fs::read(&path) {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.edit => String::new(),
-        Err(e) => return Err(format!("open {}: {}", path.display(), e)),
-    };
-    // Refuse to edit a file we cannot parse: an edit must not hide an error in it.
-    MainCf::parse(&path, &text).map_err(|e| e.to_string())?;
+    // Like Postfix, edit whatever is there (even a file with a malformed line), but
+    // never create main.cf: a missing one usually means a wrong -c.
+    let bytes = std::fs::read(&path).map_err(|e| format!("open {}: {}", path.display(), e))?;
+    let (text, latin1) = oxipost_config::maincf::decode(&bytes);
     let edit = if args.edit {
         let mut pairs = Vec::new();
         for a in &args.names {
@@ -262,7 +311,7 @@ fn edit_main_cf(args: &Args, dir: &Path) -> Result<(), String> {
     };
     let new = edit::edit_main(&text, &edit);
     if new != text {
-        edit::write_atomically(&path, &new)
+        edit::write_atomically(&path, &oxipost_config::maincf::encode(&new, latin1))
             .map_err(|e| format!("write {}: {}", path.display(), e))?;
     }
     Ok(())
@@ -395,7 +444,7 @@ fn edit_master_cf(args: &Args, path: &Path) -> Result<(), String> {
     let new = edit::edit_master(&text, &edit);
     MasterCf::parse(path, &new).map_err(|e| format!("edit would break master.cf: {e}"))?;
     if new != text {
-        edit::write_atomically(path, &new)
+        edit::write_atomically(path, new.as_bytes())
             .map_err(|e| format!("write {}: {}", path.display(), e))?;
     }
     Ok(())
