@@ -7,6 +7,7 @@
 //! socket work beyond reading and writing frames on any `Read`/`Write`.
 
 pub mod auth;
+pub mod showq;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{self, Read, Write};

@@ -1,0 +1,47 @@
+//! pickup(8): the trigger server that takes locally submitted mail into the queue. Woken
+//! by master's timer (`W` every 60 s by master.cf's wakeup field) and by postdrop after
+//! each submission (a `W` on `public/pickup`), it moves every complete file of
+//! `maildrop/` through the cleanup library into a new `incoming/` file, removes the
+//! maildrop file, and triggers qmgr once per batch.
+//!
+//! A maildrop file that is not a complete, well-formed queue file, or that has no
+//! recipients, is moved to `corrupt/` with a warning; pickup never crashes on it. A file
+//! it may not read yet (postdrop sets its mode right after the rename) is left for the
+//! next wakeup. A crash between writing the incoming file and removing the maildrop file
+//! may deliver a message twice, never lose it. pickup must not deliver, resolve
+//! recipients or talk to anything but qmgr's trigger.
+
+mod pick;
+
+use oxipost_daemon::{TriggerService, trigger_server};
+
+struct Pickup {
+    p: pick::Picker,
+}
+
+impl TriggerService for Pickup {
+    fn trigger(&mut self, _bytes: &[u8]) {
+        self.p.scan();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--help") {
+        println!("usage: pickup (started by master from master.cf; see pickup(8))");
+        return;
+    }
+    let worker = oxipost_daemon::start("pickup");
+    let settings = match oxipost_postdrop::Settings::from_config(&worker.config, Default::default())
+    {
+        Ok(s) => s,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    let p = match pick::Picker::new(settings) {
+        Ok(p) => p,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    let mut service = Pickup { p };
+    // Mail dropped while no pickup ran is taken at once.
+    service.p.scan();
+    trigger_server(worker, service);
+}

@@ -1,0 +1,250 @@
+//! One maildrop file into one incoming file.
+
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::time::SystemTime;
+
+use oxipost_cleanup::{Cleanup, CleanupOptions, mail_date};
+use oxipost_postdrop::{ATTR_UID, Settings};
+use oxipost_queue::format::attr;
+use oxipost_queue::{Layout, Queue, QueueError, QueueFile, QueueId, QueueWriter, WriterOptions};
+
+/// What became of one maildrop file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Queued under this incoming id.
+    Queued(QueueId),
+    /// Moved to corrupt/.
+    Corrupt,
+    /// Left for later (not readable yet, or a transient error).
+    Skipped,
+}
+
+pub struct Picker {
+    settings: Settings,
+    layout: Layout,
+}
+
+impl Picker {
+    pub fn new(settings: Settings) -> Result<Picker, String> {
+        let layout = settings.layout()?;
+        Ok(Picker { settings, layout })
+    }
+
+    /// Takes every maildrop file; triggers qmgr when anything was queued.
+    pub fn scan(&mut self) {
+        let entries = match self.layout.list(Queue::Maildrop) {
+            Ok(e) => e,
+            Err(e) => {
+                oxipost_log::warning!("scan maildrop queue: {e}");
+                return;
+            }
+        };
+        let mut queued = 0;
+        for e in entries {
+            if let Outcome::Queued(_) = self.pick(&e.id) {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            oxipost_postdrop::trigger(&self.settings.public("qmgr"), b'I');
+        }
+    }
+
+    fn corrupt(&self, id: &QueueId, why: &str) -> Outcome {
+        oxipost_log::warning!("{id}: corrupt maildrop file: {why}; moved to corrupt/");
+        match self.layout.move_to(id, Queue::Maildrop, Queue::Corrupt) {
+            Ok(_) => Outcome::Corrupt,
+            Err(e) => {
+                oxipost_log::warning!("{id}: move to corrupt queue: {e}");
+                Outcome::Skipped
+            }
+        }
+    }
+
+    /// Moves one maildrop file into the queue.
+    pub fn pick(&self, id: &QueueId) -> Outcome {
+        let path = self.layout.path_for(Queue::Maildrop, id);
+        let qf = match QueueFile::open(&path) {
+            Ok(q) => q,
+            Err(QueueError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                return Outcome::Skipped;
+            }
+            Err(QueueError::Io(e)) => {
+                if e.kind() != io::ErrorKind::PermissionDenied {
+                    oxipost_log::warning!("{id}: open maildrop file: {e}");
+                }
+                return Outcome::Skipped;
+            }
+            Err(e) => return self.corrupt(id, &e.to_string()),
+        };
+        if qf.recipients().is_empty() {
+            return self.corrupt(id, "no recipients");
+        }
+        let uid = qf
+            .envelope()
+            .attribute(ATTR_UID)
+            .and_then(|u| u.parse::<u32>().ok())
+            .unwrap_or_else(|| qf.file().metadata().map(|m| m.uid()).unwrap_or(0));
+        match self.write_incoming(&qf, uid) {
+            Ok(new_id) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    oxipost_log::warning!("{id}: remove maildrop file: {e}");
+                }
+                Outcome::Queued(new_id)
+            }
+            Err(QueueError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                self.corrupt(id, &e.to_string())
+            }
+            Err(e) => {
+                oxipost_log::warning!("{id}: cannot queue maildrop file: {e}");
+                Outcome::Skipped
+            }
+        }
+    }
+
+    fn qualify(&self, addr: &str) -> String {
+        if addr.is_empty() || addr.contains('@') {
+            addr.to_string()
+        } else {
+            format!("{addr}@{}", self.settings.myorigin)
+        }
+    }
+
+    fn write_incoming(&self, qf: &QueueFile, uid: u32) -> Result<QueueId, QueueError> {
+        let opts = WriterOptions {
+            arrival: Some(qf.arrival()),
+            ..WriterOptions::default()
+        };
+        let mut w = QueueWriter::create(&self.layout, Queue::Incoming, opts)?;
+        let id = w.id().to_string();
+        let sender = self.qualify(qf.sender());
+        w.set_sender(&sender)?;
+        let env = qf.envelope();
+        if env.params != oxipost_queue::MailParams::default() {
+            w.set_params(&env.params)?;
+        }
+        w.add_attribute(attr::PROTOCOL_NAME, "local")?;
+        w.add_attribute(attr::ORIGIN, "pickup")?;
+        for a in &env.attributes {
+            if a.name != attr::ORIGIN && a.name != attr::PROTOCOL_NAME {
+                w.add_attribute(&a.name, &a.value)?;
+            }
+        }
+        for r in qf.recipients() {
+            let mut r = r.clone();
+            r.address = self.qualify(&r.address);
+            r.done = false;
+            w.add_recipient(&r)?;
+        }
+        oxipost_log::info!("{id}: uid={uid} from=<{sender}>");
+        // The maildrop content decides the line ending of what is added.
+        let mut content = qf.content();
+        let mut first = vec![0u8; 64 << 10];
+        let n = read_some(&mut content, &mut first)?;
+        let eol: &str = match first[..n].iter().position(|&b| b == b'\n') {
+            Some(p) if p > 0 && first[p - 1] == b'\r' => "\r\n",
+            Some(_) => "\n",
+            None => "\n",
+        };
+        let received = format!(
+            "Received: by {} ({}, from userid {uid}){eol}\tid {id}; {}{eol}",
+            self.settings.myhostname,
+            self.settings.mail_name,
+            mail_date(SystemTime::now())
+        );
+        w.write_content(received.as_bytes())?;
+        let mut cleanup = Cleanup::new(CleanupOptions {
+            myhostname: self.settings.myhostname.clone(),
+            queue_id: id.clone(),
+            arrival: w.arrival(),
+            sender,
+            header_size_limit: self.settings.header_size_limit,
+            add_missing_headers: true,
+        });
+        cleanup.feed(&first[..n], &mut w)?;
+        let mut buf = first;
+        loop {
+            let n = read_some(&mut content, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            cleanup.feed(&buf[..n], &mut w)?;
+        }
+        let r = cleanup.finish(&mut w)?;
+        if let Some(mid) = &r.message_id {
+            oxipost_log::info!("{id}: message-id={}", mid.replace(['\r', '\n'], " "));
+        }
+        let new_id = w.finish()?;
+        Ok(new_id)
+    }
+}
+
+fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxipost_postdrop::Submission;
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        let main = oxipost_config::MainCf::parse(
+            &dir.join("main.cf"),
+            &format!(
+                "queue_directory = {}\nmyhostname = host.example\nmyorigin = example.org\n",
+                dir.display()
+            ),
+        )
+        .expect("main.cf");
+        let cfg = oxipost_config::Config::from_main(dir, main, true);
+        Settings::from_config(&cfg, dir.to_path_buf()).expect("settings")
+    }
+
+    #[test]
+    fn maildrop_to_incoming_and_corrupt() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let s = settings(tmp.path());
+        let p = Picker::new(s).expect("picker");
+        p.layout.create_all().expect("create");
+        let sub = Submission {
+            sender: "root".into(),
+            recipients: vec!["demo".into()],
+            ..Submission::default()
+        };
+        let id = oxipost_postdrop::drop_message(
+            &p.layout,
+            &sub,
+            &mut &b"Subject: hi\n\nbody\n"[..],
+            0,
+            0,
+        )
+        .expect("drop");
+        let Outcome::Queued(new) = p.pick(&id) else {
+            panic!("not queued")
+        };
+        assert!(!p.layout.path_for(Queue::Maildrop, &id).exists());
+        let qf = QueueFile::open(p.layout.path_for(Queue::Incoming, &new)).expect("incoming");
+        assert_eq!(qf.sender(), "root@example.org");
+        assert_eq!(qf.recipients()[0].address, "demo@example.org");
+        let mut text = String::new();
+        qf.content().read_to_string(&mut text).expect("content");
+        assert!(
+            text.starts_with("Received: by host.example (oxipost, from userid 0)\n\tid "),
+            "{text}"
+        );
+        assert!(text.contains("\nFrom: root@example.org\n"), "{text}");
+        assert!(text.ends_with("\nbody\n"));
+        // A file without end marker under an id name goes to corrupt/.
+        let bad = QueueId::new_long(1_700_000_000, 5, 42);
+        std::fs::write(p.layout.path_for(Queue::Maildrop, &bad), b"OXQF\0\x01\0\0").expect("write");
+        assert_eq!(p.pick(&bad), Outcome::Corrupt);
+        assert!(p.layout.path_for(Queue::Corrupt, &bad).exists());
+    }
+}

@@ -1,0 +1,5 @@
+//! newaliases(1): the same program as sendmail(1), started under the name newaliases.
+
+fn main() {
+    oxipost_sendmail::run(oxipost_sendmail::Personality::Newaliases)
+}
