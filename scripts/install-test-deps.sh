@@ -22,6 +22,10 @@ postfix
 postfix-pcre
 swaks
 python3-pytest
+libnet-ssleay-perl
+libio-socket-ssl-perl
+libauthen-sasl-perl
+openssl
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be

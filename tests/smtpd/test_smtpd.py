@@ -579,7 +579,8 @@ def test_relay_defer_at_compatibility_level_1(smtpd_factory, raw):
 @pytest.mark.parametrize("param", [
     {"smtpd_tls_wrappermode": "yes"},
     {"smtpd_tls_security_level": "encrypt"},
-    {"smtpd_client_restrictions": "permit_sasl_authenticated, reject"},
+    # permit_sasl_authenticated, reject is honoured since issue 8 (tests/tls_auth).
+    {"smtpd_client_restrictions": "reject_unknown_client_hostname"},
     {"smtpd_recipient_restrictions": "check_recipient_access hash:/etc/x"},
 ])
 def test_unsupported_settings_fail_closed(smtpd_factory, raw, param):

@@ -6,6 +6,18 @@
 //! adapter around a sans-IO protocol core: bytes in, bytes out, a timeout, and a wake-up
 //! for asynchronous results (a commit that became durable, an auth answer). Edge-triggered
 //! readiness is drained to `WouldBlock`; a closing connection is deregistered at once.
+//!
+//! TLS is the driver's, never the protocol core's: a service that has a TLS configuration
+//! ([`MultiService::tls_config`]) gets implicit TLS from the first byte when
+//! [`MultiService::implicit_tls`] says so (ports 465, 993, 995), and STARTTLS when a
+//! connection returns [`Flow::StartTls`]: the driver then flushes the pending plaintext
+//! reply (`220 Ready to start TLS`), feeds nothing more of what was read before, and swaps
+//! the transport for a rustls `ServerConnection` driven through its sans-IO API
+//! (`read_tls` / `process_new_packets` / `reader` / `writer` / `write_tls`). When the
+//! handshake completes the connection hears [`Connection::tls_established`] with the
+//! protocol and cipher. Bytes the peer pipelined after STARTTLS in plaintext are the
+//! protocol core's to discard (it drops its buffer in `tls_established`); bytes still in
+//! the socket are read as TLS records and fail the handshake (CVE-2011-0411).
 
 use crate::proto::Status;
 use crate::signals::SignalPipe;
@@ -17,7 +29,11 @@ use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use oxipost_tls::TlsInfo;
+use oxipost_tls::rustls::{ServerConfig, ServerConnection};
 
 /// What a connection wants after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +41,9 @@ pub enum Flow {
     Continue,
     /// Flush what was written to `out`, then close.
     Close,
+    /// Flush what was written to `out` in plaintext, then start a TLS handshake; nothing
+    /// more is read in plaintext (STARTTLS).
+    StartTls,
 }
 
 /// Who connected.
@@ -53,6 +72,14 @@ pub trait Connection {
     }
     /// The peer closed or the connection failed (for the service's log line).
     fn lost(&mut self, _why: &str) {}
+    /// The TLS handshake (implicit or after [`Flow::StartTls`]) completed.
+    fn tls_established(&mut self, _info: &TlsInfo, _out: &mut Vec<u8>) -> Flow {
+        Flow::Continue
+    }
+    /// The TLS handshake or a TLS record failed; the connection is closed next.
+    fn tls_failed(&mut self, why: &str) {
+        self.lost(why);
+    }
 }
 
 /// The service behind a multi-client worker.
@@ -73,6 +100,19 @@ pub trait MultiService {
     /// Most clients one process holds; master starts another process beyond it.
     fn max_clients(&self) -> usize {
         1000
+    }
+    /// The TLS configuration for STARTTLS and implicit TLS (none: no TLS).
+    fn tls_config(&self) -> Option<Arc<ServerConfig>> {
+        None
+    }
+    /// TLS from the first byte (Postfix's `*_tls_wrappermode`).
+    fn implicit_tls(&self) -> bool {
+        false
+    }
+    /// More descriptors that wake the service like [`MultiService::wake_fd`] (e.g. a pipe
+    /// from helper threads); readiness of any of them calls [`MultiService::woken`].
+    fn extra_wake_fds(&self) -> Vec<RawFd> {
+        Vec::new()
     }
 }
 
@@ -118,6 +158,21 @@ struct Slot<C> {
     sent: usize,
     deadline: Instant,
     closing: bool,
+    /// The TLS layer, once started; `out` then holds plaintext for its writer.
+    tls: Option<Box<ServerConnection>>,
+    /// The handshake has not completed yet.
+    handshaking: bool,
+    /// STARTTLS was asked for: flush `out` in plaintext, then start TLS.
+    starttls: bool,
+}
+
+/// Applies a connection's answer to its slot.
+fn apply<C>(slot: &mut Slot<C>, flow: Flow) {
+    match flow {
+        Flow::Continue => {}
+        Flow::Close => slot.closing = true,
+        Flow::StartTls => slot.starttls = true,
+    }
 }
 
 /// Stop reading from a client whose replies pile up unread.
@@ -141,10 +196,16 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
     let mut poll = Poll::new()?;
     let mut signals = SignalPipe::termination()?;
     register_common(&poll, worker, &signals)?;
-    if let Some(fd) = service.wake_fd() {
+    for fd in service
+        .wake_fd()
+        .into_iter()
+        .chain(service.extra_wake_fds())
+    {
         poll.registry()
             .register(&mut SourceFd(&fd), WAKE, Interest::READABLE)?;
     }
+    let tls_config = service.tls_config();
+    let implicit = service.implicit_tls() && tls_config.is_some();
     let mut slots: Vec<Option<Slot<S::Conn>>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut live = 0usize;
@@ -185,9 +246,8 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
                 WAKE => {
                     for id in service.woken() {
                         if let Some(Some(slot)) = slots.get_mut(id) {
-                            if slot.conn.wake(&mut slot.out) == Flow::Close {
-                                slot.closing = true;
-                            }
+                            let flow = slot.conn.wake(&mut slot.out);
+                            apply(slot, flow);
                             touched.push(id);
                         }
                     }
@@ -218,15 +278,30 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
                             out: Vec::new(),
                             sent: 0,
                             closing: false,
+                            tls: None,
+                            handshaking: false,
+                            starttls: false,
                         };
+                        if implicit && let Some(cfg) = &tls_config {
+                            match ServerConnection::new(Arc::clone(cfg)) {
+                                Ok(c) => {
+                                    slot.tls = Some(Box::new(c));
+                                    slot.handshaking = true;
+                                }
+                                Err(e) => {
+                                    slot.conn.tls_failed(&e.to_string());
+                                    free.push(id);
+                                    continue;
+                                }
+                            }
+                        }
                         poll.registry().register(
                             slot.stream.source(),
                             Token(CONN_BASE + id),
                             Interest::READABLE | Interest::WRITABLE,
                         )?;
-                        if slot.conn.start(&mut slot.out) == Flow::Close {
-                            slot.closing = true;
-                        }
+                        let flow = slot.conn.start(&mut slot.out);
+                        apply(&mut slot, flow);
                         slots[id] = Some(slot);
                         live += 1;
                         served += 1;
@@ -243,9 +318,8 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
                 && slot.deadline <= now
                 && !slot.closing
             {
-                if slot.conn.timeout(&mut slot.out) == Flow::Close {
-                    slot.closing = true;
-                }
+                let flow = slot.conn.timeout(&mut slot.out);
+                apply(slot, flow);
                 slot.deadline = now + slot.conn.timeout_after();
                 touched.push(id);
             }
@@ -256,13 +330,14 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
             let Some(Some(slot)) = slots.get_mut(id) else {
                 continue;
             };
-            let keep =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pump(slot, &mut buf)))
-                    .unwrap_or_else(|_| {
-                        // One bad session: close it, stop taking new ones, exit when empty.
-                        draining = draining.or(Some(ExitReason::Panic));
-                        false
-                    });
+            let keep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pump(slot, &mut buf, tls_config.as_ref())
+            }))
+            .unwrap_or_else(|_| {
+                // One bad session: close it, stop taking new ones, exit when empty.
+                draining = draining.or(Some(ExitReason::Panic));
+                false
+            });
             if !keep {
                 if let Some(mut slot) = slots[id].take() {
                     let _ = poll.registry().deregister(slot.stream.source());
@@ -330,7 +405,14 @@ fn accept_one(l: &Listener) -> Option<(Stream, Peer)> {
 
 /// Moves bytes both ways until the socket would block. Returns false when the connection
 /// is finished (closed by either side, or failed).
-fn pump<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
+fn pump<C: Connection>(
+    slot: &mut Slot<C>,
+    buf: &mut [u8],
+    tls_config: Option<&Arc<ServerConfig>>,
+) -> bool {
+    if slot.tls.is_some() {
+        return pump_tls(slot, buf);
+    }
     loop {
         // Write what is pending.
         while slot.sent < slot.out.len() {
@@ -351,8 +433,28 @@ fn pump<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
             if slot.closing {
                 return false;
             }
+            if slot.starttls && !slot.closing {
+                // The plaintext reply is out: from here on the socket carries TLS.
+                slot.starttls = false;
+                let Some(cfg) = tls_config else {
+                    slot.conn.tls_failed("TLS is not configured");
+                    return false;
+                };
+                match ServerConnection::new(Arc::clone(cfg)) {
+                    Ok(c) => {
+                        slot.tls = Some(Box::new(c));
+                        slot.handshaking = true;
+                    }
+                    Err(e) => {
+                        slot.conn.tls_failed(&e.to_string());
+                        return false;
+                    }
+                }
+                return pump_tls(slot, buf);
+            }
         }
         if slot.closing
+            || slot.starttls
             || !slot.conn.wants_input()
             || slot.out.len() - slot.sent > OUTPUT_HIGH_WATER
         {
@@ -365,13 +467,138 @@ fn pump<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
             }
             Ok(n) => {
                 slot.deadline = Instant::now() + slot.conn.timeout_after();
-                if slot.conn.input(&buf[..n], &mut slot.out) == Flow::Close {
-                    slot.closing = true;
-                }
+                let flow = slot.conn.input(&buf[..n], &mut slot.out);
+                apply(slot, flow);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return !(slot.closing && slot.out.is_empty());
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                slot.conn.lost(&e.to_string());
+                return false;
+            }
+        }
+    }
+}
+
+/// [`pump`] for a TLS connection: plaintext moves between the connection and rustls,
+/// records between rustls and the socket.
+fn pump_tls<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
+    loop {
+        let Some(tls) = slot.tls.as_mut() else {
+            return false;
+        };
+        // Plaintext replies into rustls (buffered by it until the handshake is done).
+        if slot.sent < slot.out.len() {
+            match tls.writer().write(&slot.out[slot.sent..]) {
+                Ok(n) => slot.sent += n,
+                Err(e) => {
+                    slot.conn.tls_failed(&e.to_string());
+                    return false;
+                }
+            }
+            if slot.sent == slot.out.len() {
+                slot.out.clear();
+                slot.sent = 0;
+            }
+        }
+        // Records to the socket.
+        let mut blocked = false;
+        while tls.wants_write() {
+            match tls.write_tls(&mut slot.stream) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    slot.conn.lost(&e.to_string());
+                    return false;
+                }
+            }
+        }
+        let flushed = !blocked && slot.out.is_empty() && !tls.wants_write();
+        if slot.closing {
+            if flushed {
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut slot.stream);
+                return false;
+            }
+            return true;
+        }
+        if slot.starttls {
+            // STARTTLS inside TLS is the core's error to answer; never a second layer.
+            slot.starttls = false;
+        }
+        // Plaintext already decrypted but not yet taken by the connection.
+        let mut fed = false;
+        while slot.conn.wants_input() && slot.out.len() - slot.sent <= OUTPUT_HIGH_WATER {
+            let Some(tls) = slot.tls.as_mut() else {
+                return false;
+            };
+            match tls.reader().read(buf) {
+                Ok(0) => {
+                    slot.conn.lost("lost connection");
+                    return false;
+                }
+                Ok(n) => {
+                    fed = true;
+                    let flow = slot.conn.input(&buf[..n], &mut slot.out);
+                    apply(slot, flow);
+                    if slot.closing {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Peer closed without close_notify (truncation).
+                    slot.conn.lost(&e.to_string());
+                    return false;
+                }
+            }
+        }
+        if fed || !slot.out.is_empty() {
+            continue;
+        }
+        let Some(tls) = slot.tls.as_mut() else {
+            return false;
+        };
+        if !slot.handshaking && !slot.conn.wants_input() {
+            return true;
+        }
+        if blocked {
+            // The peer must take our records first; writable readiness resumes us.
+            return true;
+        }
+        match tls.read_tls(&mut slot.stream) {
+            Ok(0) => {
+                if slot.handshaking {
+                    slot.conn.tls_failed("lost connection during TLS handshake");
+                } else {
+                    slot.conn.lost("lost connection");
+                }
+                return false;
+            }
+            Ok(_) => {
+                slot.deadline = Instant::now() + slot.conn.timeout_after();
+                if let Err(e) = tls.process_new_packets() {
+                    // Send the alert rustls prepared, then give up.
+                    let _ = tls.write_tls(&mut slot.stream);
+                    slot.conn.tls_failed(&e.to_string());
+                    return false;
+                }
+                if slot.handshaking && !tls.is_handshaking() {
+                    slot.handshaking = false;
+                    if let Some(info) = TlsInfo::of(tls) {
+                        let flow = slot.conn.tls_established(&info, &mut slot.out);
+                        apply(slot, flow);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 slot.conn.lost(&e.to_string());

@@ -290,7 +290,7 @@ fn auth_sequence_rules() {
     let mut d = Driver::ehlo(cfg);
     assert_eq!(
         lines(&d.send("AUTH PLAIN\r\n")),
-        ["503 5.5.1 Error: authentication not enabled"]
+        ["538 5.7.11 Encryption required for requested authentication mechanism"]
     );
 }
 

@@ -9,6 +9,7 @@
 
 mod log;
 mod policy;
+mod sasl;
 mod service;
 mod session;
 mod settings;
@@ -29,14 +30,46 @@ fn main() {
         print!("{USAGE}");
         return;
     }
-    let worker = oxipost_daemon::start("smtpd");
-    let settings = match Settings::from_config(&worker.config) {
+    let worker = oxipost_daemon::Worker::start("smtpd");
+    let mut settings = match Settings::from_config(&worker.config) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
     };
+    // Keys are read with the start privileges (as Postfix, before the drop), so that they
+    // may stay readable by root only. A bad file is a clear warning naming it; required
+    // TLS then fails closed, opportunistic TLS is not offered.
+    let mut tls = None;
+    if let Some(why) = settings.tls.problem.clone() {
+        oxipost_log::warning!("{why}");
+        settings.unsupported = Some(why);
+    } else if settings.tls.enabled {
+        match oxipost_tls::server_config(&settings.tls.files) {
+            Ok(c) => tls = Some(c),
+            Err(e) => {
+                oxipost_log::warning!("cannot load TLS certificates: {e}");
+                if settings.tls.required {
+                    settings.unsupported = Some(format!("TLS is required but unusable: {e}"));
+                } else {
+                    settings.tls.enabled = false;
+                    settings.server.starttls = false;
+                }
+            }
+        }
+    }
+    if let Err(e) = worker.drop_privileges() {
+        oxipost_log::fatal!("{e}");
+    }
+    if settings.sasl.enabled {
+        let options = if settings.server.auth_only_with_tls || settings.tls.wrapper {
+            &settings.sasl.tls_security_options
+        } else {
+            &settings.sasl.security_options
+        };
+        settings.server.auth_mechanisms = sasl::mechanisms(&settings.sasl.socket, options, "smtp");
+    }
     let shared = match Shared::new(settings) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
     };
-    oxipost_daemon::multi_server(worker, SmtpdService::new(shared));
+    oxipost_daemon::multi_server(worker, SmtpdService::new(shared, tls));
 }

@@ -12,13 +12,16 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use oxipost_daemon::proto::TRIGGER_SCAN_INCOMING;
 use oxipost_daemon::{MultiService, Peer};
 use oxipost_queue::{CommitterOptions, GroupCommitter, Layout, PreparedFile, QueueError, QueueId};
+use oxipost_tls::rustls::ServerConfig as TlsConfig;
 
 use crate::log::Client;
 use crate::policy::in_mynetworks;
+use crate::sasl::{AuthResults, Exchange, StepResult};
 use crate::session::SmtpConn;
 use crate::settings::Settings;
 
@@ -27,6 +30,7 @@ pub struct Shared {
     pub settings: Settings,
     pub layout: Layout,
     committer: GroupCommitter,
+    auth: AuthResults,
     state: RefCell<State>,
 }
 
@@ -38,6 +42,9 @@ struct State {
     waiting: HashMap<u64, usize>,
     /// Results ready for their connections.
     results: HashMap<usize, Result<QueueId, QueueError>>,
+    /// SASL step results ready for their connections: (exchange serial, result).
+    auth_results: HashMap<usize, (u64, StepResult)>,
+    next_exchange: u64,
 }
 
 impl Shared {
@@ -45,10 +52,12 @@ impl Shared {
         let layout = Layout::new(settings.queue.clone()).map_err(|e| e.to_string())?;
         let committer = GroupCommitter::start(CommitterOptions::default())
             .map_err(|e| format!("start queue committer: {e}"))?;
+        let auth = AuthResults::new().map_err(|e| format!("auth result pipe: {e}"))?;
         Ok(Shared {
             settings,
             layout,
             committer,
+            auth,
             state: RefCell::new(State::default()),
         })
     }
@@ -66,6 +75,26 @@ impl Shared {
     /// The commit result for `conn`, once it has arrived.
     pub fn take_result(&self, conn: usize) -> Option<Result<QueueId, QueueError>> {
         self.state.borrow_mut().results.remove(&conn)
+    }
+
+    /// Starts a SASL exchange with the authentication service for `conn`.
+    pub fn auth_start(
+        &self,
+        conn: usize,
+        first: impl FnOnce(u64) -> oxipost_ipc::auth::AuthRequest,
+    ) -> Exchange {
+        let serial = {
+            let mut st = self.state.borrow_mut();
+            st.next_exchange = st.next_exchange.wrapping_add(1);
+            st.next_exchange
+        };
+        self.auth
+            .start(&self.settings.sasl.socket, conn, serial, first(serial))
+    }
+
+    /// The SASL step result for `conn`, once it has arrived.
+    pub fn take_auth(&self, conn: usize) -> Option<(u64, StepResult)> {
+        self.state.borrow_mut().auth_results.remove(&conn)
     }
 
     /// Counts a new connection from `ip`; returns the count including it.
@@ -93,18 +122,21 @@ impl Shared {
         let mut st = self.state.borrow_mut();
         st.waiting.retain(|_, c| *c != conn);
         st.results.remove(&conn);
+        st.auth_results.remove(&conn);
     }
 }
 
 /// The smtpd service.
 pub struct SmtpdService {
     shared: Rc<Shared>,
+    tls: Option<Arc<TlsConfig>>,
 }
 
 impl SmtpdService {
-    pub fn new(shared: Shared) -> SmtpdService {
+    pub fn new(shared: Shared, tls: Option<Arc<TlsConfig>>) -> SmtpdService {
         SmtpdService {
             shared: Rc::new(shared),
+            tls,
         }
     }
 }
@@ -130,8 +162,28 @@ impl MultiService for SmtpdService {
         Some(self.shared.committer.notify_fd().as_raw_fd())
     }
 
+    fn extra_wake_fds(&self) -> Vec<RawFd> {
+        vec![self.shared.auth.wake_fd()]
+    }
+
+    fn tls_config(&self) -> Option<Arc<TlsConfig>> {
+        self.tls.clone()
+    }
+
+    fn implicit_tls(&self) -> bool {
+        self.shared.settings.tls.wrapper
+    }
+
     fn woken(&mut self) -> Vec<usize> {
         let mut ids = Vec::new();
+        for (conn, serial, result) in self.shared.auth.take() {
+            self.shared
+                .state
+                .borrow_mut()
+                .auth_results
+                .insert(conn, (serial, result));
+            ids.push(conn);
+        }
         let mut queued = false;
         let completions = self.shared.committer.take_completions();
         {

@@ -5,6 +5,11 @@
 //! process's group committer. The connection reads nothing more until the commit round that
 //! covers its file is over; only then is `250 2.0.0 Ok: queued as ID` sent.
 //!
+//! TLS is the skeleton's: `STARTTLS` becomes [`Flow::StartTls`], and the handshake's
+//! result comes back through [`Connection::tls_established`] (logged as Postfix does).
+//! SMTP AUTH steps go to the authentication service through [`crate::sasl`]; input waits
+//! while a step is out, as it does for a commit.
+//!
 //! Peer input never panics or errs here: every protocol error is the session's reply, and
 //! every local failure (queue file, disk) becomes `451 4.3.0 Error: queue file write error`.
 
@@ -12,7 +17,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use oxipost_cleanup::{Cleanup, CleanupOptions, ReceivedInfo, protocol_name, received_header};
-use oxipost_daemon::{Connection, Flow};
+use oxipost_daemon::{Connection, Flow, TlsInfo};
+use oxipost_ipc::auth::{AuthReply, AuthRequest};
 use oxipost_queue::format::attr;
 use oxipost_queue::{
     BodyType, MailParams, Notify, Queue, QueueError, QueueWriter, Recipient, Ret, WriterOptions,
@@ -20,7 +26,8 @@ use oxipost_queue::{
 use oxipost_smtp_proto::{self as proto, Event, MailFrom, RcptTo, Session, Step};
 
 use crate::log::{Client, RejectContext, clean, reject};
-use crate::policy::{Verdict, check_rcpt};
+use crate::policy::{Verdict, check_rcpt, in_mynetworks, is_local_domain};
+use crate::sasl::{self, Exchange};
 use crate::service::Shared;
 
 const WRITE_ERROR: &str = "Error: queue file write error";
@@ -52,6 +59,19 @@ pub struct SmtpConn {
     txn: Option<Txn>,
     /// A finished message is with the committer; input waits until it is durable.
     waiting: bool,
+    /// The session asked for STARTTLS: the next return to the skeleton says so.
+    starttls: bool,
+    /// The TLS session, once established.
+    tls: Option<TlsInfo>,
+    /// The SASL exchange in progress, and whether a step is out with the service.
+    auth: Option<Exchange>,
+    auth_mechanism: String,
+    auth_waiting: bool,
+    /// A success whose final server message (SCRAM) was sent as a 334 challenge: the
+    /// client's empty response completes it.
+    auth_final: Option<String>,
+    /// The login name after a successful AUTH, and its mechanism.
+    sasl_user: Option<(String, String)>,
 }
 
 impl SmtpConn {
@@ -66,6 +86,13 @@ impl SmtpConn {
             esmtp: false,
             txn: None,
             waiting: false,
+            starttls: false,
+            tls: None,
+            auth: None,
+            auth_mechanism: String::new(),
+            auth_waiting: false,
+            auth_final: None,
+            sasl_user: None,
         }
     }
 
@@ -90,6 +117,10 @@ impl SmtpConn {
             match self.session.next() {
                 Step::Output(bytes) => out.extend_from_slice(&bytes),
                 Step::Event(ev) => self.event(ev),
+                Step::NeedInput if self.starttls => {
+                    self.starttls = false;
+                    return Flow::StartTls;
+                }
                 Step::NeedInput => return Flow::Continue,
                 Step::Close => return Flow::Close,
             }
@@ -103,6 +134,11 @@ impl SmtpConn {
             Event::Helo { extended, .. } => {
                 self.esmtp = extended;
                 self.session.accept()
+            }
+            Event::Mail(m) if self.shared.settings.tls.required && !self.session.is_tls() => {
+                let _ = m;
+                self.session
+                    .reject(530, "5.7.0", "Must issue a STARTTLS command first")
             }
             Event::Mail(m) => {
                 let sender = m
@@ -133,21 +169,55 @@ impl SmtpConn {
                 Ok(())
             }
             Event::Vrfy(arg) => self.vrfy(&arg),
-            Event::Auth { .. } | Event::AuthResponse(_) => {
-                self.session
-                    .reject(503, "5.5.1", "Error: authentication not enabled")
+            Event::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_start(mechanism, initial_response),
+            Event::AuthResponse(line) => self.auth_continue(line),
+            Event::AuthAborted => {
+                self.auth = None;
+                self.auth_final = None;
+                Ok(())
             }
-            Event::StartTls | Event::AuthAborted => Ok(()),
+            Event::StartTls => {
+                self.starttls = true;
+                Ok(())
+            }
         };
     }
 
     fn rcpt(&mut self, r: RcptTo) -> Result<(), proto::NoPendingDecision> {
         let rcpt = r.recipient.to_string();
+        let settings = &self.shared.settings;
+        let authenticated = self.session.is_authenticated();
+        if !sasl::client_permitted(
+            &settings.sasl.client_restrictions,
+            in_mynetworks(settings, self.client.ip),
+            authenticated,
+        ) {
+            // smtpd_client_restrictions, evaluated at RCPT (smtpd_delay_reject = yes).
+            let text = format!(
+                "<{}>: Client host rejected: Access denied",
+                self.client.namaddr()
+            );
+            self.log_reject("RCPT", 554, "5.7.1", &text, Some(&rcpt));
+            return self.session.reject(554, "5.7.1", &text);
+        }
+        // permit_sasl_authenticated in the relay restrictions: an authenticated client may
+        // relay; the local recipient check still applies to local domains.
+        let sasl_relay = authenticated
+            && settings.sasl.relay_if_authenticated
+            && !is_local_domain(settings, &r.recipient.domain);
+        let verdict = if sasl_relay {
+            Verdict::Accept
+        } else {
+            check_rcpt(settings, self.client.ip, &r.recipient)
+        };
         if let Verdict::Reject {
             code,
             enhanced,
             text,
-        } = check_rcpt(&self.shared.settings, self.client.ip, &r.recipient)
+        } = verdict
         {
             self.log_reject("RCPT", code, enhanced, &text, Some(&rcpt));
             return self.session.reject(code, enhanced, &text);
@@ -250,7 +320,23 @@ impl SmtpConn {
         }
         w.add_attribute(attr::PROTOCOL_NAME, &protocol)?;
         w.add_attribute(attr::ORIGIN, "smtpd")?;
-        oxipost_log::info!("{}: client={}", w.id(), self.client.namaddr());
+        let mut sasl_log = String::new();
+        if let Some((user, method)) = &self.sasl_user {
+            w.add_attribute("sasl_method", method)?;
+            w.add_attribute("sasl_username", user)?;
+            sasl_log = format!(", sasl_method={method}, sasl_username={}", clean(user));
+            if let Some(sender) = txn
+                .mail
+                .auth
+                .as_deref()
+                .filter(|a| *a != "<>")
+                .and_then(sasl::xtext_decode)
+            {
+                w.add_attribute("sasl_sender", &sender)?;
+                sasl_log.push_str(&format!(", sasl_sender={}", clean(&sender)));
+            }
+        }
+        oxipost_log::info!("{}: client={}{sasl_log}", w.id(), self.client.namaddr());
         txn.writer = Some(w);
         Ok(())
     }
@@ -272,7 +358,7 @@ impl SmtpConn {
         };
         let queue_id = w.id().to_string();
         let arrival = w.arrival();
-        let received = received_header(&ReceivedInfo {
+        let mut received = received_header(&ReceivedInfo {
             helo: helo.as_deref(),
             client_name: &self.client.name,
             client_addr: &self.client.rfc_addr,
@@ -286,6 +372,24 @@ impl SmtpConn {
             },
             arrival,
         });
+        // Postfix's extra comment lines go after the `from` line.
+        let mut extra = String::new();
+        if let Some(info) = self.tls.as_ref().filter(|_| settings.tls.received_header) {
+            extra.push_str(&format!(
+                "\t(using {})\r\n\t(No client certificate requested)\r\n",
+                info.summary()
+            ));
+        }
+        if let Some((user, _)) = self
+            .sasl_user
+            .as_ref()
+            .filter(|_| settings.sasl.authenticated_header)
+        {
+            extra.push_str(&format!("\t(Authenticated sender: {})\r\n", clean(user)));
+        }
+        if let Some(i) = received.find("\r\n") {
+            received.insert_str(i + 2, &extra);
+        }
         if let Err(e) = w.write_content(received.as_bytes()) {
             txn.failed = Some(e.to_string());
             return;
@@ -362,6 +466,109 @@ impl SmtpConn {
         }
     }
 
+    /// `AUTH mechanism [initial-response]`: the first step goes to the service.
+    fn auth_start(
+        &mut self,
+        mechanism: String,
+        initial: Option<String>,
+    ) -> Result<(), proto::NoPendingDecision> {
+        let client_address = self.client.addr.clone();
+        let secured = self.session.is_tls();
+        let mech = mechanism.clone();
+        // `=` is an empty initial response (RFC 4954); the service gets it as "".
+        let initial = initial.map(|i| if i == "=" { String::new() } else { i });
+        self.auth = Some(self.shared.auth_start(self.id, |id| AuthRequest::Start {
+            id,
+            service: "smtp".into(),
+            mechanism: mech,
+            initial,
+            client_address,
+            secured,
+            channel_binding: None,
+        }));
+        self.auth_mechanism = mechanism;
+        self.auth_waiting = true;
+        Ok(())
+    }
+
+    /// A response line after a 334 challenge.
+    fn auth_continue(&mut self, line: String) -> Result<(), proto::NoPendingDecision> {
+        if let Some(user) = self.auth_final.take() {
+            // The client acknowledged the server's final message.
+            return self.auth_succeeded(user);
+        }
+        let sent = self.auth.as_ref().is_some_and(|x| {
+            x.send(AuthRequest::Continue {
+                id: x.serial,
+                response: line,
+            })
+        });
+        if sent {
+            self.auth_waiting = true;
+            Ok(())
+        } else {
+            self.auth = None;
+            self.auth_temporary("authentication exchange lost")
+        }
+    }
+
+    fn auth_succeeded(&mut self, user: String) -> Result<(), proto::NoPendingDecision> {
+        self.auth = None;
+        self.sasl_user = Some((user, self.auth_mechanism.clone()));
+        self.session.accept()
+    }
+
+    fn auth_temporary(&mut self, why: &str) -> Result<(), proto::NoPendingDecision> {
+        oxipost_log::warning!(
+            "{}: SASL {} authentication aborted: {}",
+            self.client.namaddr(),
+            self.auth_mechanism,
+            clean(why)
+        );
+        self.auth = None;
+        self.session
+            .reject(454, "4.7.0", "Temporary authentication failure")
+    }
+
+    /// The service answered a step.
+    fn auth_reply(&mut self, result: sasl::StepResult) -> Result<(), proto::NoPendingDecision> {
+        match result {
+            Ok(AuthReply::Challenge { data, .. }) => self.session.auth_challenge(&data),
+            Ok(AuthReply::Success { user, data, .. }) => match data {
+                Some(d) if !d.is_empty() => {
+                    self.auth_final = Some(user.user);
+                    self.session.auth_challenge(&d)
+                }
+                _ => self.auth_succeeded(user.user),
+            },
+            Ok(AuthReply::Failure {
+                temporary: true,
+                reason,
+                ..
+            }) => self.auth_temporary(&reason),
+            Ok(AuthReply::Failure { reason, .. }) => {
+                self.auth = None;
+                // Postfix's line, which fail2ban-style tools match; never the credentials.
+                oxipost_log::warning!(
+                    "{}: SASL {} authentication failed: {}",
+                    self.client.namaddr(),
+                    self.auth_mechanism,
+                    clean(&reason)
+                );
+                self.session.reject(
+                    535,
+                    "5.7.8",
+                    &format!("Error: authentication failed: {}", clean(&reason)),
+                )
+            }
+            Ok(_) => self.auth_temporary("unexpected reply from the authentication service"),
+            Err(e) => {
+                oxipost_log::warning!("SASL: {}", clean(&e));
+                self.auth_temporary("authentication service unavailable")
+            }
+        }
+    }
+
     fn log_reject(&self, stage: &str, code: u16, enhanced: &str, text: &str, to: Option<&str>) {
         let proto = self.protocol();
         let queue_id = self.queue_id();
@@ -419,7 +626,7 @@ impl Connection for SmtpConn {
     }
 
     fn timeout(&mut self, out: &mut Vec<u8>) -> Flow {
-        if self.waiting {
+        if self.waiting || self.auth_waiting {
             // The disk is slow, not the client.
             return Flow::Continue;
         }
@@ -437,6 +644,14 @@ impl Connection for SmtpConn {
     }
 
     fn wake(&mut self, out: &mut Vec<u8>) -> Flow {
+        if self.auth_waiting
+            && let Some((serial, result)) = self.shared.take_auth(self.id)
+            && self.auth.as_ref().is_some_and(|x| x.serial == serial)
+        {
+            self.auth_waiting = false;
+            let _ = self.auth_reply(result);
+            return self.drive(out);
+        }
         if !self.waiting {
             return Flow::Continue;
         }
@@ -455,7 +670,32 @@ impl Connection for SmtpConn {
     }
 
     fn wants_input(&self) -> bool {
-        !self.waiting && self.session.wants_read()
+        !self.waiting && !self.auth_waiting && self.session.wants_read()
+    }
+
+    fn tls_established(&mut self, info: &TlsInfo, out: &mut Vec<u8>) -> Flow {
+        oxipost_log::info!(
+            "Anonymous TLS connection established from {}: {}",
+            self.client.namaddr(),
+            info.summary()
+        );
+        self.tls = Some(info.clone());
+        // Forgets HELO and everything read before the handshake (CVE-2011-0411).
+        self.session.tls_established();
+        self.drive(out)
+    }
+
+    fn tls_failed(&mut self, why: &str) {
+        oxipost_log::info!(
+            "SSL_accept error from {}: {}",
+            self.client.namaddr(),
+            clean(why)
+        );
+        oxipost_log::info!(
+            "lost connection after {} from {}",
+            self.session.stats().last_command(),
+            self.client.namaddr()
+        );
     }
 
     fn lost(&mut self, _why: &str) {

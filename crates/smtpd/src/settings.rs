@@ -52,6 +52,46 @@ pub struct Settings {
     /// every client gets `421 4.3.5 Server configuration error` and nothing is accepted,
     /// rather than accepting mail the configuration meant to refuse.
     pub unsupported: Option<String>,
+    /// TLS and SASL (see [`crate::sasl`]).
+    pub tls: TlsSettings,
+    pub sasl: SaslSettings,
+}
+
+/// `smtpd_tls_*`, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// STARTTLS offered (`may`/`encrypt`) or implicit TLS (`smtpd_tls_wrappermode`).
+    pub enabled: bool,
+    /// `encrypt` (or wrapper mode): nothing but EHLO/HELO/STARTTLS/NOOP/QUIT before TLS.
+    pub required: bool,
+    /// `smtpd_tls_wrappermode`.
+    pub wrapper: bool,
+    /// Key and certificate files and the protocol list in force.
+    pub files: oxipost_tls::TlsFiles,
+    /// `smtpd_tls_received_header`.
+    pub received_header: bool,
+    /// Why required TLS cannot work (no certificate): smtpd then fails closed.
+    pub problem: Option<String>,
+}
+
+/// `smtpd_sasl_*` and the restriction entries that depend on authentication.
+#[derive(Debug, Clone, Default)]
+pub struct SaslSettings {
+    /// `smtpd_sasl_auth_enable`.
+    pub enabled: bool,
+    /// The authentication service socket (`queue_directory/$smtpd_sasl_path`).
+    pub socket: PathBuf,
+    /// `smtpd_sasl_security_options` (lower-cased words).
+    pub security_options: Vec<String>,
+    /// `smtpd_sasl_tls_security_options`.
+    pub tls_security_options: Vec<String>,
+    /// `smtpd_sasl_authenticated_header`.
+    pub authenticated_header: bool,
+    /// `smtpd_client_restrictions` (lower-cased), evaluated at RCPT (smtpd_delay_reject).
+    pub client_restrictions: Vec<String>,
+    /// `permit_sasl_authenticated` in `smtpd_relay_restrictions` or
+    /// `smtpd_recipient_restrictions`: authenticated clients may relay.
+    pub relay_if_authenticated: bool,
 }
 
 /// Restriction names whose meaning the built-in policy already implements (see
@@ -65,24 +105,11 @@ const BUILT_IN: [&str; 6] = [
     "permit_auth_destination",
 ];
 
+/// Entries honoured in `smtpd_client_restrictions` only.
+const CLIENT_ONLY: [&str; 2] = ["permit", "reject"];
+
 /// Checks what smtpd cannot honour yet; returns the first problem.
 fn unsupported(cfg: &Config) -> Result<Option<String>, String> {
-    if cfg
-        .get_bool("smtpd_tls_wrappermode")
-        .map_err(|e| err("smtpd_tls_wrappermode", e))?
-    {
-        return Ok(Some(
-            "smtpd_tls_wrappermode = yes: TLS is not supported yet".into(),
-        ));
-    }
-    let level = cfg
-        .get("smtpd_tls_security_level")
-        .map_err(|e| err("smtpd_tls_security_level", e))?;
-    if level.trim().eq_ignore_ascii_case("encrypt") {
-        return Ok(Some(
-            "smtpd_tls_security_level = encrypt: TLS is not supported yet".into(),
-        ));
-    }
     for name in [
         "smtpd_client_restrictions",
         "smtpd_helo_restrictions",
@@ -93,10 +120,12 @@ fn unsupported(cfg: &Config) -> Result<Option<String>, String> {
         "smtpd_end_of_data_restrictions",
     ] {
         let list = cfg.get_list(name).map_err(|e| err(name, e))?;
-        if let Some(other) = list
-            .iter()
-            .find(|r| !BUILT_IN.contains(&r.to_ascii_lowercase().as_str()))
-        {
+        // `permit` and `reject` are honoured in smtpd_client_restrictions (crate::sasl).
+        let client_only = |r: &str| name == "smtpd_client_restrictions" && CLIENT_ONLY.contains(&r);
+        if let Some(other) = list.iter().find(|r| {
+            let r = r.to_ascii_lowercase();
+            !BUILT_IN.contains(&r.as_str()) && !client_only(&r)
+        }) {
             return Ok(Some(format!(
                 "{name}: restriction {other:?} is not supported yet"
             )));
@@ -214,7 +243,46 @@ impl Settings {
         } else {
             (554, "5.7.1")
         };
+        let tls = tls_settings(cfg)?;
+        let lower = |v: Vec<String>| v.into_iter().map(|r| r.to_ascii_lowercase()).collect();
+        let recipient = cfg
+            .get_list("smtpd_recipient_restrictions")
+            .map_err(|e| err("smtpd_recipient_restrictions", e))?;
+        let relay_if_authenticated = relay
+            .iter()
+            .chain(recipient.iter())
+            .any(|r| r.eq_ignore_ascii_case("permit_sasl_authenticated"));
+        let sasl = SaslSettings {
+            enabled: cfg
+                .get_bool("smtpd_sasl_auth_enable")
+                .map_err(|e| err("smtpd_sasl_auth_enable", e))?,
+            socket: queue_directory.join(get("smtpd_sasl_path")?.trim()),
+            security_options: lower(
+                cfg.get_list("smtpd_sasl_security_options")
+                    .map_err(|e| err("smtpd_sasl_security_options", e))?,
+            ),
+            tls_security_options: lower(
+                cfg.get_list("smtpd_sasl_tls_security_options")
+                    .map_err(|e| err("smtpd_sasl_tls_security_options", e))?,
+            ),
+            authenticated_header: cfg
+                .get_bool("smtpd_sasl_authenticated_header")
+                .map_err(|e| err("smtpd_sasl_authenticated_header", e))?,
+            client_restrictions: lower(
+                cfg.get_list("smtpd_client_restrictions")
+                    .map_err(|e| err("smtpd_client_restrictions", e))?,
+            ),
+            relay_if_authenticated,
+        };
+        server.starttls = tls.enabled && !tls.wrapper;
+        server.tls_active = tls.wrapper;
+        server.auth_only_with_tls = cfg
+            .get_bool("smtpd_tls_auth_only")
+            .map_err(|e| err("smtpd_tls_auth_only", e))?
+            || tls.required;
         Ok(Settings {
+            tls,
+            sasl,
             relay_reject,
             unsupported: unsupported(cfg)?,
             server,
@@ -243,4 +311,74 @@ impl Settings {
             myhostname,
         })
     }
+}
+
+/// `smtpd_tls_security_level` (`none`/empty, `may`, `encrypt`), the wrapper mode and the
+/// certificate files. A level that needs TLS without a certificate is an error.
+fn tls_settings(cfg: &Config) -> Result<TlsSettings, String> {
+    let get = |n: &str| cfg.get(n).map_err(|e| err(n, e));
+    let bool_of = |n: &str| cfg.get_bool(n).map_err(|e| err(n, e));
+    let wrapper = bool_of("smtpd_tls_wrappermode")?;
+    let level = get("smtpd_tls_security_level")?.trim().to_ascii_lowercase();
+    let (enabled, required) = match level.as_str() {
+        "" | "none" => (wrapper, wrapper),
+        "may" => (true, wrapper),
+        "encrypt" => (true, true),
+        other => {
+            return Err(err(
+                "smtpd_tls_security_level",
+                format!("bad value {other:?} (none, may or encrypt)"),
+            ));
+        }
+    };
+    let path = |n: &str| -> Result<Option<PathBuf>, String> {
+        let v = get(n)?;
+        let v = v.trim();
+        Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+    };
+    let protocols = if required {
+        "smtpd_tls_mandatory_protocols"
+    } else {
+        "smtpd_tls_protocols"
+    };
+    let files = oxipost_tls::TlsFiles {
+        cert_file: path("smtpd_tls_cert_file")?,
+        key_file: path("smtpd_tls_key_file")?,
+        chain_files: cfg
+            .get_list("smtpd_tls_chain_files")
+            .map_err(|e| err("smtpd_tls_chain_files", e))?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        protocols: cfg
+            .get_list(protocols)
+            .map_err(|e| err(protocols, e))?
+            .join(" "),
+    };
+    // Without a certificate, opportunistic TLS is simply not offered; required TLS makes
+    // smtpd fail closed (crate::main), as it does when the files cannot be loaded.
+    let mut problem = None;
+    let mut enabled = enabled;
+    if enabled && files.is_empty() {
+        if required {
+            problem = Some(format!(
+                "TLS is required ({}) but neither smtpd_tls_cert_file nor smtpd_tls_chain_files is set",
+                if wrapper {
+                    "smtpd_tls_wrappermode = yes"
+                } else {
+                    "smtpd_tls_security_level = encrypt"
+                }
+            ));
+        } else {
+            enabled = false;
+        }
+    }
+    Ok(TlsSettings {
+        problem,
+        enabled,
+        required,
+        wrapper,
+        files,
+        received_header: bool_of("smtpd_tls_received_header")?,
+    })
 }

@@ -185,6 +185,14 @@ impl Session {
     }
 
     fn auth(&mut self, args: &str) {
+        if !self.cfg.auth_mechanisms.is_empty() && self.cfg.auth_only_with_tls && !self.tls {
+            // Postfix's answer with smtpd_tls_auth_only (RFC 4954 section 6).
+            return self.err(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            );
+        }
         if !self.auth_offered() {
             return self.err(503, "5.5.1", "Error: authentication not enabled");
         }
