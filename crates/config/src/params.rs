@@ -224,6 +224,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("always_bcc", Kind::Str, "", "An address that receives a copy of every message.", false),
     p("alias_maps", Kind::Maps, "hash:/etc/aliases", "Tables of local aliases (aliases(5)).", false),
     p("alias_database", Kind::Maps, "hash:/etc/aliases", "The alias files that newaliases rebuilds.", false),
+    p("default_database_type", Kind::Str, "hash", "The table type that postmap and postalias build when a file name has no type: prefix.", false),
     p("forward_path", Kind::List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where local looks for .forward files.", false),
     p("allow_mail_to_commands", Kind::List, "alias, forward", "Where deliveries to |command are allowed: alias, forward, include.", false),
     p("allow_mail_to_files", Kind::List, "alias, forward", "Where deliveries to /file are allowed: alias, forward, include.", false),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Lookup table types this build of the suite implements (`postconf -m`).
-const MAP_TYPES: &[&str] = &[];
+const MAP_TYPES: &[&str] = oxipost_maps::MAP_TYPES;
 
 /// SASL mechanisms of the server (`-a`) and client (`-A`) side, once they exist.
 const SERVER_SASL: &[&str] = &[];
