@@ -21,6 +21,7 @@ APT_PACKAGES="
 postfix
 postfix-pcre
 swaks
+s-nail
 python3-pytest
 libnet-ssleay-perl
 libio-socket-ssl-perl

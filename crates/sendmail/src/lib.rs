@@ -240,8 +240,8 @@ fn deliver(settings: &Settings, a: &Args) -> i32 {
             "Recipient addresses must be specified on the command line or via the -t option",
         );
     }
-    let stdin = io::stdin();
-    let mut input = message::Input::new(BufReader::new(stdin.lock()), a.ignore_dots);
+    let stdin = raw_stdin();
+    let mut input = message::Input::new(BufReader::new(&*stdin), a.ignore_dots);
     let mut header = message::read_header(&mut input, settings.header_size_limit.max(1024))
         .unwrap_or_else(|e| {
             fatal_exit(
@@ -291,6 +291,27 @@ fn deliver(settings: &Settings, a: &Args) -> i32 {
         Ok(_) => sysexits::EX_OK,
         Err((code, text)) => fatal_exit(code, &text),
     }
+}
+
+/// Standard input as a plain file, so that read errors are seen: Rust's `io::stdin()`
+/// reports EBADF as end of input, which would queue an empty message. A descriptor that
+/// was closed when the program started has been replaced by the runtime with `/dev/null`
+/// opened read-write (a shell's `< /dev/null` opens it read-only): that is refused too.
+fn raw_stdin() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: fd 0 is owned by the process for its whole life; ManuallyDrop never closes it.
+    let f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
+    let is_null = match (f.metadata(), std::fs::metadata("/dev/null")) {
+        (Ok(a), Ok(b)) => a.rdev() == b.rdev() && a.file_type() == b.file_type(),
+        _ => false,
+    };
+    if flags < 0 || (is_null && flags & libc::O_ACCMODE == libc::O_RDWR) {
+        fatal_exit(sysexits::EX_NOINPUT, "standard input is closed");
+    }
+    f
 }
 
 /// Quotes a display name when it has RFC 5322 specials.
