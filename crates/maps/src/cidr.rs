@@ -33,6 +33,12 @@ impl Net {
         };
         v6 == self.v6 && (v & self.mask) == self.addr
     }
+
+    /// Whether a rule applies: same address family, and inside the network xor negated
+    /// (a negated IPv4 rule never matches an IPv6 address, as in Postfix).
+    fn applies(&self, a: &IpAddr, negate: bool) -> bool {
+        a.is_ipv6() == self.v6 && self.contains(a) != negate
+    }
 }
 
 fn parse_addr(s: &str) -> Option<IpAddr> {
@@ -219,7 +225,7 @@ impl Map for CidrMap {
             match &self.rules[i] {
                 Rule::Endif => i += 1,
                 Rule::If { net, negate, end } => {
-                    i = if net.contains(&addr) != *negate {
+                    i = if net.applies(&addr, *negate) {
                         i + 1
                     } else {
                         *end
@@ -230,7 +236,7 @@ impl Map for CidrMap {
                     negate,
                     result,
                 } => {
-                    if net.contains(&addr) != *negate {
+                    if net.applies(&addr, *negate) {
                         return Ok(Some(result.clone()));
                     }
                     i += 1;

@@ -143,9 +143,52 @@ pub fn parse_record(
             if value.is_empty() {
                 return Err("missing value after ':'");
             }
-            Ok((key.to_string(), value.to_string(), None))
+            // Postfix stores the name without its quotes and the value as a normalised
+            // address list (`a,b` and `a  , b` become `a, b`).
+            let key = key
+                .strip_prefix('"')
+                .and_then(|k| k.strip_suffix('"'))
+                .unwrap_or(key);
+            Ok((key.to_string(), normalize_list(value), None))
         }
     }
+}
+
+/// Joins the comma-separated members of an alias value with `, ` (commas inside quotes,
+/// `<>`, `()` and `[]` do not separate).
+pub fn normalize_list(value: &str) -> String {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0i32;
+    let mut quoted = false;
+    let mut esc = false;
+    for c in value.chars() {
+        if esc {
+            esc = false;
+        } else if c == '\\' {
+            esc = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if !quoted {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' => depth -= 1,
+                ',' if depth <= 0 => {
+                    parts.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    parts
+        .iter()
+        .map(|p| p.trim_matches(|c: char| c.is_ascii_whitespace()))
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads every record of a source, calling `warn(line, text)` for lines that are skipped
@@ -212,8 +255,12 @@ mod tests {
         );
         assert_eq!(
             parse_record("\"x: y\": z", SourceFormat::Aliases),
-            Ok(("\"x: y\"".into(), "z".into(), None))
+            Ok(("x: y".into(), "z".into(), None))
         );
         assert!(parse_record("nocolon", SourceFormat::Aliases).is_err());
+        assert_eq!(
+            normalize_list("a,b  ,  \"c, d\" , <e,f>"),
+            "a, b, \"c, d\", <e,f>"
+        );
     }
 }

@@ -310,7 +310,8 @@ fn query(ctx: &Ctx, key: &str) -> ExitCode {
         match find(&k) {
             Ok(Some(v)) => {
                 found = true;
-                if writeln!(out, "{k}\t{v}").is_err() {
+                let colon = if ctx.tool == Tool::Postalias { ":" } else { "" };
+                if writeln!(out, "{k}{colon}\t{v}").is_err() {
                     return ExitCode::from(1);
                 }
             }
