@@ -450,3 +450,25 @@ def test_build_is_atomic_and_replaces(tmp_path, env):
     assert (tmp_path / "src.db").stat().st_ino != ino
     assert run([OURS, "-q", "k", "hash:src"], cwd=tmp_path, env=env)[1] == "new\n"
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_sqlite_table(tmp_path, env):
+    """sqlite: through our postmap -q (Postfix's sqlite module is not installed here)."""
+    import sqlite3
+
+    db = tmp_path / "m.sqlite"
+    c = sqlite3.connect(db)
+    c.executescript(
+        "CREATE TABLE alias(addr TEXT, goto TEXT);"
+        "INSERT INTO alias VALUES('joe@example.com','joe@store');"
+        "INSERT INTO alias VALUES('list@example.com','a@x');"
+        "INSERT INTO alias VALUES('list@example.com','b@x');"
+    )
+    c.commit()
+    c.close()
+    write(tmp_path, "a.cf", f"dbpath = {db}\nquery = SELECT goto FROM alias WHERE addr='%s'\ndomain = example.com\n")
+    rc, out, err = run([OURS, "-q", "-", f"sqlite:{tmp_path}/a.cf"], "JOE@example.com\nlist@example.com\nnone@example.com\njoe\n", tmp_path, env)
+    assert (rc, out) == (0, "JOE@example.com\tjoe@store\nlist@example.com\ta@x,b@x\n"), err
+    write(tmp_path, "bad.cf", f"dbpath = {tmp_path}/nonexistent/db\nquery = SELECT 1 WHERE '%s' <> ''\n")
+    rc, out, err = run([OURS, "-q", "x", f"sqlite:{tmp_path}/bad.cf"], None, tmp_path, env)
+    assert rc == 1 and "fatal" in err and out == ""
