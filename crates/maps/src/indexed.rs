@@ -524,6 +524,7 @@ struct State {
 /// A `hash:`/`btree:`/`lmdb:`/`cdb:` table opened for lookups.
 pub struct IndexedMap {
     path: PathBuf,
+    warnings: Vec<String>,
     check: std::time::Duration,
     state: Mutex<State>,
 }
@@ -537,8 +538,18 @@ impl IndexedMap {
         let id = file_id(&path).ok();
         let reader = Reader::open(&path)
             .map_err(|e| MapError::temp(format!("open database {}: {e}", path.display())))?;
+        let mut warnings = Vec::new();
+        if let (Ok(src), Ok(idx)) = (std::fs::metadata(name), std::fs::metadata(&path))
+            && (src.mtime(), src.mtime_nsec()) > (idx.mtime(), idx.mtime_nsec())
+        {
+            warnings.push(format!(
+                "database {} is older than source file {name}",
+                path.display()
+            ));
+        }
         Ok(IndexedMap {
             path,
+            warnings,
             check: cfg.reopen_check,
             state: Mutex::new(State {
                 reader: Ok(Arc::new(reader)),
@@ -573,6 +584,10 @@ impl IndexedMap {
 }
 
 impl Map for IndexedMap {
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
     fn lookup(&self, key: &str) -> Result<Option<String>, MapError> {
         let r = self.current()?;
         r.get(key.as_bytes())
