@@ -157,3 +157,30 @@ def test_encrypt_refuses_mail_before_starttls_and_bad_cert_fails_closed(tls_suit
     raw = socket.create_connection(("127.0.0.1", s.smtp_port), timeout=10)
     assert recv_reply(raw).startswith("421 4.3.5")
     s.wait_log("missing.key")
+
+
+def test_stalled_handshake_times_out(tls_suite):
+    """A client that opens the implicit-TLS port and never sends a ClientHello, or stops
+    in the middle of a STARTTLS handshake, is dropped after smtpd_timeout."""
+    s = tls_suite
+    s.passwd_file("")
+    s.postconf("smtpd_timeout=2s")
+    s.start()
+    for port, starttls in ((s.submissions_port, False), (s.smtp_port, True)):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+        if starttls:
+            assert recv_reply(raw).startswith("220 ")
+            raw.sendall(b"EHLO x\r\n")
+            recv_reply(raw)
+            raw.sendall(b"STARTTLS\r\n")
+            assert recv_reply(raw).startswith("220 2.0.0")
+            raw.sendall(b"\x16\x03\x01\x00\x05")  # the start of a record, then silence
+        t = time.monotonic()
+        raw.settimeout(15)
+        try:
+            while raw.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t < 10
+        raw.close()

@@ -490,9 +490,13 @@ fn pump_tls<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
             return false;
         };
         // Plaintext replies into rustls (buffered by it until the handshake is done).
+        let mut took_plain = false;
         if slot.sent < slot.out.len() {
             match tls.writer().write(&slot.out[slot.sent..]) {
-                Ok(n) => slot.sent += n,
+                Ok(n) => {
+                    slot.sent += n;
+                    took_plain = n > 0;
+                }
                 Err(e) => {
                     slot.conn.tls_failed(&e.to_string());
                     return false;
@@ -560,7 +564,8 @@ fn pump_tls<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
                 }
             }
         }
-        if fed || !slot.out.is_empty() {
+        // Loop again only on progress: rustls's buffers may be full until the peer reads.
+        if fed || (took_plain && !blocked && !slot.out.is_empty()) {
             continue;
         }
         let Some(tls) = slot.tls.as_mut() else {
