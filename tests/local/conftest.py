@@ -158,7 +158,8 @@ class Agent:
         s.settimeout(30)
         s.connect(str(self.sock_path))
         hello = recv_frame(s)
-        assert hello == {"protocol": "delivery_request", "version": 1}
+        assert hello["protocol"] == "delivery_request" and hello["version"] == 1, hello
+        assert "batch" in hello.get("capabilities", []), hello
         return s
 
     def request(self, qid, path, sender, rcpts, attributes=None):

@@ -337,3 +337,20 @@ def test_system_user_gets_a_mailbox_of_its_own(start_local, spool_mode):
     assert stat.S_IMODE(st.st_mode) == 0o600
     m = mailbox.mbox(str(box), create=False)
     assert len(m.keys()) == 1
+
+
+def test_batch_of_messages_in_one_request(start_local):
+    """qmgr sends a destination's backlog as one batch; each message gets its own file
+    and its own result, in request order."""
+    agent = start_local()
+    reqs = []
+    for i in range(5):
+        qid, path = agent.enqueue(SENDER, ["alice@example.org"], f"Subject: batch {i}\r\n\r\nbody {i}\r\n".encode())
+        reqs.append(agent.request(qid, path, SENDER, ["alice@example.org"]))
+    with agent.connect() as s:
+        send_frame(s, {"requests": reqs})
+        reply = recv_frame(s)
+    assert [r["results"][0]["outcome"] for r in reply["replies"]] == ["delivered"] * 5
+    md = maildir_of(agent)
+    bodies = sorted(md.get_bytes(k).split(b"\n\n", 1)[1] for k in md.keys())
+    assert bodies == [f"body {i}\n".encode() for i in range(5)]

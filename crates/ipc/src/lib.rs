@@ -61,18 +61,35 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> io::Result<Option<
 pub struct Hello {
     pub protocol: String,
     pub version: u32,
+    /// Optional abilities of this server (e.g. [`CAP_BATCH`]); older peers send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
+
+/// A delivery agent that accepts a [`DeliveryBatch`] (several messages in one request, made
+/// durable together).
+pub const CAP_BATCH: &str = "batch";
 
 impl Hello {
     pub fn new(protocol: &str, version: u32) -> Hello {
         Hello {
             protocol: protocol.to_string(),
             version,
+            capabilities: Vec::new(),
         }
     }
 
+    pub fn with_capability(mut self, cap: &str) -> Hello {
+        self.capabilities.push(cap.to_string());
+        self
+    }
+
+    pub fn has(&self, cap: &str) -> bool {
+        self.capabilities.iter().any(|c| c == cap)
+    }
+
     /// Reads the peer's hello and checks it is the expected protocol and version.
-    pub fn expect<R: Read>(r: &mut R, protocol: &str, version: u32) -> io::Result<()> {
+    pub fn expect<R: Read>(r: &mut R, protocol: &str, version: u32) -> io::Result<Hello> {
         let h: Hello = read_frame(r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
         if h.protocol != protocol || h.version != version {
             return Err(io::Error::new(
@@ -83,7 +100,7 @@ impl Hello {
                 ),
             ));
         }
-        Ok(())
+        Ok(h)
     }
 }
 
@@ -152,6 +169,27 @@ pub struct DeliveryReply {
     pub results: Vec<RcptResult>,
 }
 
+/// Several requests for one destination at once, sent only to agents whose [`Hello`] has
+/// [`CAP_BATCH`]: the agent may make all of them durable with one round of syncs. The
+/// reply has one [`DeliveryReply`] per request, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryBatch {
+    pub requests: Vec<DeliveryRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryBatchReply {
+    pub replies: Vec<DeliveryReply>,
+}
+
+/// What a batch-capable agent reads: one request or a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AgentRequest {
+    Batch(DeliveryBatch),
+    Single(DeliveryRequest),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +199,8 @@ mod tests {
         let mut buf = Vec::new();
         write_frame(&mut buf, &Hello::new(DELIVERY_PROTOCOL, 1)).expect("write");
         let mut r = &buf[..];
-        Hello::expect(&mut r, DELIVERY_PROTOCOL, 1).expect("hello");
+        let h = Hello::expect(&mut r, DELIVERY_PROTOCOL, 1).expect("hello");
+        assert!(!h.has(CAP_BATCH));
         let none: Option<Hello> = read_frame(&mut r).expect("eof");
         assert!(none.is_none());
     }

@@ -96,27 +96,45 @@ fn outcome_of(temporary: bool) -> Outcome {
     }
 }
 
-/// Delivers `req` and returns one result per recipient, in request order.
-pub fn deliver_request(s: &Settings, req: &DeliveryRequest) -> Vec<RcptResult> {
-    let defer_all = |text: String| {
-        req.recipients
-            .iter()
-            .map(|r| result(r.index, Outcome::Deferred, "4.3.0", text.clone()))
-            .collect()
+/// A request after resolution: results already decided (bounces, deferrals) and the jobs
+/// still to deliver, grouped by the rights they run with.
+struct Plan<'a> {
+    req: &'a DeliveryRequest,
+    qf: Option<QueueFile>,
+    results: Vec<Option<RcptResult>>,
+    groups: BTreeMap<Identity, Vec<Job>>,
+}
+
+fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
+    let mut p = Plan {
+        req,
+        qf: None,
+        results: vec![None; req.recipients.len()],
+        groups: BTreeMap::new(),
+    };
+    let defer_all = |p: &mut Plan, text: String| {
+        for (pos, r) in req.recipients.iter().enumerate() {
+            p.results[pos] = Some(result(r.index, Outcome::Deferred, "4.3.0", text.clone()));
+        }
     };
     let qf = match QueueFile::open(&req.path) {
         Ok(qf) => qf,
-        Err(e) => return defer_all(format!("cannot read queue file {}: {e}", req.path)),
+        Err(e) => {
+            defer_all(&mut p, format!("cannot read queue file {}: {e}", req.path));
+            return p;
+        }
     };
     let header = match read_header(&qf, s.header_size_limit) {
         Ok(h) => h,
-        Err(e) => return defer_all(format!("error reading message: {e}")),
+        Err(e) => {
+            defer_all(&mut p, format!("error reading message: {e}"));
+            return p;
+        }
     };
-    let mut results: Vec<Option<RcptResult>> = vec![None; req.recipients.len()];
-    let mut groups: BTreeMap<Identity, Vec<Job>> = BTreeMap::new();
+    p.qf = Some(qf);
     for (pos, rcpt) in req.recipients.iter().enumerate() {
         if is_loop(&header, &rcpt.address) {
-            results[pos] = Some(result(
+            p.results[pos] = Some(result(
                 rcpt.index,
                 Outcome::Bounced,
                 "5.4.6",
@@ -126,10 +144,10 @@ pub fn deliver_request(s: &Settings, req: &DeliveryRequest) -> Vec<RcptResult> {
         }
         match resolve::resolve(&rcpt.address, s, resolve::system_user) {
             Resolution::Bounce { dsn, text } => {
-                results[pos] = Some(result(rcpt.index, Outcome::Bounced, dsn, text));
+                p.results[pos] = Some(result(rcpt.index, Outcome::Bounced, dsn, text));
             }
             Resolution::Defer { dsn, text } => {
-                results[pos] = Some(result(rcpt.index, Outcome::Deferred, dsn, text));
+                p.results[pos] = Some(result(rcpt.index, Outcome::Deferred, dsn, text));
             }
             Resolution::Deliver(addr, user) => {
                 let target = choose_target(s, &user);
@@ -142,44 +160,126 @@ pub fn deliver_request(s: &Settings, req: &DeliveryRequest) -> Vec<RcptResult> {
                     target,
                 };
                 match identity_for(s, &job) {
-                    Ok(id) => groups.entry(id).or_default().push(job),
+                    Ok(id) => p.groups.entry(id).or_default().push(job),
                     Err(text) => {
-                        results[pos] = Some(result(rcpt.index, Outcome::Deferred, "4.3.0", text));
+                        p.results[pos] = Some(result(rcpt.index, Outcome::Deferred, "4.3.0", text));
                     }
                 }
             }
         }
     }
-    let ctx = Ctx { s, req, qf: &qf };
-    for (id, jobs) in groups {
-        match privs::run_as(&id, || ctx.deliver_jobs(&jobs)) {
-            Ok(done) => {
-                for r in done {
-                    if let Some(job) = jobs.iter().find(|j| j.index == r.index) {
-                        results[job.pos] = Some(r);
-                    }
-                }
-            }
+    p
+}
+
+/// Delivers several requests together: all jobs that run with the same rights share one
+/// process switch and one [`MaildirBatch`], so a batch of messages to one Maildir costs one
+/// round of parallel file syncs and one directory sync. One result list per request, each
+/// in request order.
+pub fn deliver_batch(s: &Settings, reqs: &[DeliveryRequest]) -> Vec<Vec<RcptResult>> {
+    let mut plans: Vec<Plan> = reqs.iter().map(|r| plan(s, r)).collect();
+    let mut by_id: BTreeMap<Identity, Vec<(usize, Job)>> = BTreeMap::new();
+    for (pi, p) in plans.iter_mut().enumerate() {
+        for (id, jobs) in std::mem::take(&mut p.groups) {
+            by_id
+                .entry(id)
+                .or_default()
+                .extend(jobs.into_iter().map(|j| (pi, j)));
+        }
+    }
+    for (id, jobs) in by_id {
+        let outcome = privs::run_as(&id, || deliver_group(s, &plans, &jobs));
+        let results = match outcome {
+            Ok(done) if done.len() == jobs.len() => done,
+            Ok(_) => jobs
+                .iter()
+                .map(|(_, j)| {
+                    result(
+                        j.index,
+                        Outcome::Deferred,
+                        "4.3.0",
+                        "internal error: result count",
+                    )
+                })
+                .collect(),
             Err(e) => {
-                oxipost_log::warning!("{}: {e}", req.queue_id);
-                for job in &jobs {
-                    results[job.pos] = Some(result(job.index, Outcome::Deferred, "4.3.0", &e));
+                for (pi, _) in &jobs {
+                    oxipost_log::warning!("{}: {e}", plans[*pi].req.queue_id);
                 }
+                jobs.iter()
+                    .map(|(_, j)| result(j.index, Outcome::Deferred, "4.3.0", &e))
+                    .collect()
             }
+        };
+        for ((pi, job), r) in jobs.iter().zip(results) {
+            plans[*pi].results[job.pos] = Some(r);
         }
     }
-    results
+    plans
         .into_iter()
-        .zip(&req.recipients)
-        .map(|(r, rcpt)| {
-            r.unwrap_or_else(|| {
-                result(
-                    rcpt.index,
-                    Outcome::Deferred,
-                    "4.3.0",
-                    "internal error: no delivery result",
-                )
-            })
+        .map(|p| {
+            p.results
+                .into_iter()
+                .zip(&p.req.recipients)
+                .map(|(r, rcpt)| {
+                    r.unwrap_or_else(|| {
+                        result(
+                            rcpt.index,
+                            Outcome::Deferred,
+                            "4.3.0",
+                            "internal error: no delivery result",
+                        )
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Delivers jobs that share one identity (after the switch to it); results in job order.
+fn deliver_group(s: &Settings, plans: &[Plan], jobs: &[(usize, Job)]) -> Vec<RcptResult> {
+    let mut out: Vec<Option<RcptResult>> = vec![None; jobs.len()];
+    let mut batch = MaildirBatch::new();
+    let mut staged: Vec<usize> = Vec::new();
+    for (k, (pi, job)) in jobs.iter().enumerate() {
+        let p = &plans[*pi];
+        let Some(qf) = p.qf.as_ref() else {
+            out[k] = Some(result(
+                job.index,
+                Outcome::Deferred,
+                "4.3.0",
+                "queue file not open",
+            ));
+            continue;
+        };
+        let ctx = Ctx { s, req: p.req, qf };
+        out[k] = match &job.target {
+            Target::Maildir(dir) => match ctx.stage_maildir(&mut batch, job, dir) {
+                Ok(()) => {
+                    staged.push(k);
+                    None
+                }
+                Err(r) => Some(r),
+            },
+            Target::Mbox { path, spool } => Some(ctx.mbox(job, path, *spool)),
+            Target::Command(cmd) => Some(ctx.command(job, cmd)),
+        };
+    }
+    for (k, r) in staged.into_iter().zip(batch.commit()) {
+        let index = jobs[k].1.index;
+        out[k] = Some(match r {
+            Ok(_) => result(index, Outcome::Delivered, "2.0.0", "delivered to maildir"),
+            Err(e) => result(
+                index,
+                outcome_of(e.is_temporary()),
+                e.dsn(),
+                format!("maildir delivery failed: {e}"),
+            ),
+        });
+    }
+    out.into_iter()
+        .zip(jobs)
+        .map(|(r, (_, job))| {
+            r.unwrap_or_else(|| result(job.index, Outcome::Deferred, "4.3.0", "internal error"))
         })
         .collect()
 }
@@ -267,35 +367,6 @@ impl Ctx<'_> {
             h.push(delivered_to_header(&job.addr.address));
         }
         h
-    }
-
-    /// Delivers jobs that share one identity; runs after the switch to it.
-    fn deliver_jobs(&self, jobs: &[Job]) -> Vec<RcptResult> {
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut batch = MaildirBatch::new();
-        let mut staged: Vec<u32> = Vec::new();
-        for job in jobs {
-            match &job.target {
-                Target::Maildir(dir) => match self.stage_maildir(&mut batch, job, dir) {
-                    Ok(()) => staged.push(job.index),
-                    Err(r) => out.push(r),
-                },
-                Target::Mbox { path, spool } => out.push(self.mbox(job, path, *spool)),
-                Target::Command(cmd) => out.push(self.command(job, cmd)),
-            }
-        }
-        for (index, r) in staged.into_iter().zip(batch.commit()) {
-            out.push(match r {
-                Ok(_) => result(index, Outcome::Delivered, "2.0.0", "delivered to maildir"),
-                Err(e) => result(
-                    index,
-                    outcome_of(e.is_temporary()),
-                    e.dsn(),
-                    format!("maildir delivery failed: {e}"),
-                ),
-            });
-        }
-        out
     }
 
     fn stage_maildir(

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use oxipost_daemon::Client;
 use oxipost_ipc::{
-    DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, DeliveryRequest, Hello, read_frame,
-    write_frame,
+    AgentRequest, CAP_BATCH, DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryBatchReply,
+    DeliveryReply, Hello, read_frame, write_frame,
 };
 
 use crate::deliver;
@@ -35,13 +35,13 @@ pub fn serve(s: &Settings, client: Client, idle: Duration) {
 fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
     if let Err(e) = write_frame(
         &mut stream,
-        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION),
+        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION).with_capability(CAP_BATCH),
     ) {
         oxipost_log::warning!("sending hello: {e}");
         return;
     }
     loop {
-        let req: DeliveryRequest = match read_frame(&mut stream) {
+        let req: AgentRequest = match read_frame(&mut stream) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e)
@@ -58,17 +58,38 @@ fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
             }
         };
         let received = SystemTime::now();
-        let results = deliver::deliver_request(s, &req);
-        let times = Times::new(req.arrival, received, SystemTime::now());
-        for (rcpt, r) in req.recipients.iter().zip(&results) {
-            let orig = resolve::original_recipient(&rcpt.address, rcpt.orcpt.as_deref());
-            oxipost_log::info!(
-                "{}",
-                report::line(&req.queue_id, &rcpt.address, &orig, &times, r)
-            );
+        let (reqs, batched) = match req {
+            AgentRequest::Single(r) => (vec![r], false),
+            AgentRequest::Batch(b) => (b.requests, true),
+        };
+        let all = deliver::deliver_batch(s, &reqs);
+        let now = SystemTime::now();
+        for (req, results) in reqs.iter().zip(&all) {
+            let times = Times::new(req.arrival, received, now);
+            for (rcpt, r) in req.recipients.iter().zip(results) {
+                let orig = resolve::original_recipient(&rcpt.address, rcpt.orcpt.as_deref());
+                oxipost_log::info!(
+                    "{}",
+                    report::line(&req.queue_id, &rcpt.address, &orig, &times, r)
+                );
+            }
         }
-        if let Err(e) = write_frame(&mut stream, &DeliveryReply { results }) {
-            oxipost_log::warning!("{}: sending reply: {e}", req.queue_id);
+        let sent = if batched {
+            write_frame(
+                &mut stream,
+                &DeliveryBatchReply {
+                    replies: all
+                        .into_iter()
+                        .map(|results| DeliveryReply { results })
+                        .collect(),
+                },
+            )
+        } else {
+            let results = all.into_iter().next().unwrap_or_default();
+            write_frame(&mut stream, &DeliveryReply { results })
+        };
+        if let Err(e) = sent {
+            oxipost_log::warning!("sending reply: {e}");
             return;
         }
     }

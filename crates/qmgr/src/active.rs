@@ -8,13 +8,16 @@ use crate::bounce::{self, BounceInfo, Failed};
 use crate::dispatch::{Dispatcher, Done, Job};
 use crate::resolve::{Route, resolve};
 use crate::settings::Settings;
-use oxipost_ipc::{DeliveryRequest, Outcome, RcptRef};
+use oxipost_ipc::{DeliveryReply, DeliveryRequest, Outcome, RcptRef};
 use oxipost_queue::{Queue, QueueFile, QueueId, Recipient};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Most requests sent to one agent in one batch.
+const BATCH_MAX: usize = 64;
 
 /// What qmgr keeps of a message in the active queue. The file itself is not kept open:
 /// the active queue may hold thousands of messages (`qmgr_message_active_limit`).
@@ -53,6 +56,8 @@ pub struct Scheduler {
     /// Transports whose agent could not be reached, and until when to not try again
     /// (Postfix's transport_retry_time): their mail is deferred at once meanwhile.
     dead_until: HashMap<String, Instant>,
+    /// The last incoming scan stopped at qmgr_message_active_limit.
+    incoming_backlog: bool,
 }
 
 impl Scheduler {
@@ -69,6 +74,7 @@ impl Scheduler {
             busy_destination: HashMap::new(),
             next_key: 1,
             dead_until: HashMap::new(),
+            incoming_backlog: false,
         })
     }
 
@@ -104,14 +110,20 @@ impl Scheduler {
                 return;
             }
         };
+        self.incoming_backlog = false;
         for e in entries {
             if self.messages.len() >= self.s.active_limit {
+                self.incoming_backlog = true;
                 break;
             }
             if self.messages.contains_key(e.id.as_str()) {
                 continue;
             }
-            match self.s.layout.move_to(&e.id, Queue::Incoming, Queue::Active) {
+            match self
+                .s
+                .layout
+                .move_unsynced(&e.id, Queue::Incoming, Queue::Active)
+            {
                 Ok(_) => self.load(e.id, Queue::Active),
                 Err(err) => oxipost_log::warning!("{}: move to active: {}", e.id.as_str(), err),
             }
@@ -154,7 +166,11 @@ impl Scheduler {
             if !due {
                 continue;
             }
-            match self.s.layout.move_to(&e.id, Queue::Deferred, Queue::Active) {
+            match self
+                .s
+                .layout
+                .move_unsynced(&e.id, Queue::Deferred, Queue::Active)
+            {
                 Ok(_) => self.load(e.id, Queue::Active),
                 Err(err) => oxipost_log::warning!("{}: move to active: {}", e.id.as_str(), err),
             }
@@ -260,11 +276,15 @@ impl Scheduler {
         }
     }
 
-    /// Starts every waiting request that the limits allow, oldest first.
+    /// Starts every waiting request that the limits allow, oldest first. Requests waiting
+    /// for the same destination go out together as one batch (up to [`BATCH_MAX`]): while
+    /// a destination is at its concurrency limit its backlog grows, and the next free slot
+    /// takes all of it, so the agent can make the whole batch durable with one round of
+    /// syncs. Batching thus appears exactly when load makes it pay.
     pub fn dispatch(&mut self) {
-        let mut still = VecDeque::with_capacity(self.waiting.len());
         let now = Instant::now();
         self.dead_until.retain(|_, until| *until > now);
+        let mut still = VecDeque::with_capacity(self.waiting.len());
         let mut unavailable = Vec::new();
         while let Some(p) = self.waiting.pop_front() {
             if self.dead_until.contains_key(&p.route.transport) {
@@ -279,21 +299,31 @@ impl Scheduler {
                 still.push_back(p);
                 continue;
             }
-            *self
-                .busy_transport
-                .entry(p.route.transport.clone())
-                .or_default() += 1;
-            *self.busy_destination.entry(dkey).or_default() += 1;
-            self.dispatcher.send(
-                &p.route.transport,
-                limits.process_limit,
-                t_busy,
-                Job {
-                    key: p.key,
-                    request: p.request.clone(),
-                },
-            );
-            self.in_flight.insert(p.key, p);
+            // Take the rest of this destination's backlog along.
+            let mut batch = vec![p];
+            let mut rest = VecDeque::with_capacity(self.waiting.len());
+            while let Some(q) = self.waiting.pop_front() {
+                if batch.len() < BATCH_MAX
+                    && q.route.transport == batch[0].route.transport
+                    && q.destination == batch[0].destination
+                {
+                    batch.push(q);
+                } else {
+                    rest.push_back(q);
+                }
+            }
+            self.waiting = rest;
+            *self.busy_transport.entry(dkey.0.clone()).or_default() += 1;
+            *self.busy_destination.entry(dkey.clone()).or_default() += 1;
+            let job = Job {
+                keys: batch.iter().map(|p| p.key).collect(),
+                requests: batch.iter().map(|p| p.request.clone()).collect(),
+            };
+            self.dispatcher
+                .send(&dkey.0, limits.process_limit, t_busy, job);
+            for p in batch {
+                self.in_flight.insert(p.key, p);
+            }
         }
         self.waiting = still;
         for p in unavailable {
@@ -306,9 +336,9 @@ impl Scheduler {
                 .or_default() += 1;
             self.in_flight.insert(key, p);
             self.complete(Done {
-                key,
+                keys: vec![key],
                 transport,
-                result: Err("mail transport unavailable".into()),
+                results: vec![Err("mail transport unavailable".into())],
                 unavailable: false,
             });
         }
@@ -320,57 +350,68 @@ impl Scheduler {
             self.complete(done);
         }
         self.dispatch();
-        // Freed active slots may admit more new mail.
-        if self.messages.len() < self.s.active_limit {
+        // Freed active slots may admit new mail that the last scan had to leave behind.
+        if self.incoming_backlog && self.messages.len() < self.s.active_limit {
             self.scan_incoming();
         }
     }
 
+    /// One agent answer (for one request or a batch): frees its concurrency slot once,
+    /// then applies each request's results.
     fn complete(&mut self, done: Done) {
-        let Some(p) = self.in_flight.remove(&done.key) else {
-            return;
-        };
-        if let Some(n) = self.busy_transport.get_mut(&p.route.transport) {
-            *n = n.saturating_sub(1);
-        }
-        let dkey = (p.route.transport.clone(), p.destination.clone());
-        if let Some(n) = self.busy_destination.get_mut(&dkey) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.busy_destination.remove(&dkey);
+        if let Some(p) = done.keys.first().and_then(|k| self.in_flight.get(k)) {
+            let dkey = (p.route.transport.clone(), p.destination.clone());
+            if let Some(n) = self.busy_transport.get_mut(&dkey.0) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(n) = self.busy_destination.get_mut(&dkey) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.busy_destination.remove(&dkey);
+                }
             }
         }
+        if done.unavailable {
+            if let Some(Err(e)) = done.results.first() {
+                oxipost_log::warning!(
+                    "transport {}: {e}: delivery temporarily suspended",
+                    done.transport
+                );
+            }
+            self.dead_until.insert(
+                done.transport.clone(),
+                Instant::now() + self.s.transport_retry_time,
+            );
+        }
+        let mut results = done.results.into_iter();
+        for key in done.keys {
+            let r = results
+                .next()
+                .unwrap_or_else(|| Err("no reply from delivery agent".into()));
+            self.apply(key, r);
+        }
+    }
+
+    fn apply(&mut self, key: u64, result: Result<DeliveryReply, String>) {
+        let Some(p) = self.in_flight.remove(&key) else {
+            return;
+        };
         let Some(msg) = self.messages.get_mut(&p.message) else {
             return;
         };
         let qid = p.message.clone();
         let mut answered = vec![false; p.request.recipients.len()];
-        match done.result {
-            Ok(reply) => {
-                for r in reply.results {
-                    let Some(pos) = p.request.recipients.iter().position(|x| x.index == r.index)
-                    else {
-                        continue;
-                    };
-                    answered[pos] = true;
-                    let idx = r.index as usize;
-                    match r.outcome {
-                        Outcome::Delivered => msg.delivered.push(idx),
-                        Outcome::Deferred => msg.deferred.push((idx, r.status, r.text)),
-                        Outcome::Bounced => msg.bounced.push((idx, r.status, r.text)),
-                    }
-                }
-            }
-            Err(e) => {
-                if done.unavailable {
-                    oxipost_log::warning!(
-                        "transport {}: {e}: delivery temporarily suspended",
-                        done.transport
-                    );
-                    self.dead_until.insert(
-                        done.transport.clone(),
-                        Instant::now() + self.s.transport_retry_time,
-                    );
+        if let Ok(reply) = result {
+            for r in reply.results {
+                let Some(pos) = p.request.recipients.iter().position(|x| x.index == r.index) else {
+                    continue;
+                };
+                answered[pos] = true;
+                let idx = r.index as usize;
+                match r.outcome {
+                    Outcome::Delivered => msg.delivered.push(idx),
+                    Outcome::Deferred => msg.deferred.push((idx, r.status, r.text)),
+                    Outcome::Bounced => msg.bounced.push((idx, r.status, r.text)),
                 }
             }
         }
@@ -440,7 +481,7 @@ impl Scheduler {
             match self
                 .s
                 .layout
-                .move_to(&msg.id, Queue::Active, Queue::Deferred)
+                .move_unsynced(&msg.id, Queue::Active, Queue::Deferred)
             {
                 Ok(_) => {
                     if let Err(e) = self

@@ -4,7 +4,10 @@
 //! decides what runs; threads only move requests and replies, and wake the scheduler's
 //! event loop through a socket pair when a reply is in.
 
-use oxipost_ipc::{DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, DeliveryRequest, Hello};
+use oxipost_ipc::{
+    CAP_BATCH, DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryBatch, DeliveryBatchReply,
+    DeliveryReply, DeliveryRequest, Hello,
+};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
@@ -14,18 +17,19 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A request handed to a transport, with the scheduler's job key.
+/// Requests handed to a transport together (one destination), with the scheduler's keys.
 pub struct Job {
-    pub key: u64,
-    pub request: DeliveryRequest,
+    pub keys: Vec<u64>,
+    pub requests: Vec<DeliveryRequest>,
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Done {
-    pub key: u64,
+    pub keys: Vec<u64>,
     pub transport: String,
-    pub result: Result<DeliveryReply, String>,
+    /// One per key, in order.
+    pub results: Vec<Result<DeliveryReply, String>>,
     /// The agent could not be reached at all (as opposed to failing mid-request).
     pub unavailable: bool,
 }
@@ -111,6 +115,8 @@ impl Dispatcher {
 
 struct Agent {
     stream: UnixStream,
+    /// The agent takes several requests in one frame.
+    batch: bool,
 }
 
 fn connect(socket: &PathBuf, timeout: Duration) -> Result<Agent, String> {
@@ -120,10 +126,42 @@ fn connect(socket: &PathBuf, timeout: Duration) -> Result<Agent, String> {
     // master's listen queue: give up on the greeting long before ipc_timeout.
     let _ = stream.set_read_timeout(Some(timeout.min(HELLO_TIMEOUT)));
     let _ = stream.set_write_timeout(Some(timeout));
-    Hello::expect(&mut stream, DELIVERY_PROTOCOL, DELIVERY_VERSION)
+    let hello = Hello::expect(&mut stream, DELIVERY_PROTOCOL, DELIVERY_VERSION)
         .map_err(|e| format!("{}: {}", socket.display(), e))?;
     let _ = stream.set_read_timeout(Some(timeout));
-    Ok(Agent { stream })
+    Ok(Agent {
+        stream,
+        batch: hello.has(CAP_BATCH),
+    })
+}
+
+/// Sends a job's requests (as one batch when the agent can take it, else one by one) and
+/// returns one result per request.
+fn exchange(a: &mut Agent, requests: &[DeliveryRequest]) -> Result<Vec<DeliveryReply>, String> {
+    if requests.len() > 1 && a.batch {
+        oxipost_ipc::write_frame(
+            &mut a.stream,
+            &DeliveryBatch {
+                requests: requests.to_vec(),
+            },
+        )
+        .map_err(|e| format!("delivery agent: {e}"))?;
+        let reply: Option<DeliveryBatchReply> =
+            oxipost_ipc::read_frame(&mut a.stream).map_err(|e| format!("delivery agent: {e}"))?;
+        let reply = reply.ok_or("delivery agent closed the connection")?;
+        if reply.replies.len() != requests.len() {
+            return Err("delivery agent answered a different number of requests".into());
+        }
+        return Ok(reply.replies);
+    }
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        oxipost_ipc::write_frame(&mut a.stream, r).map_err(|e| format!("delivery agent: {e}"))?;
+        let reply: Option<DeliveryReply> =
+            oxipost_ipc::read_frame(&mut a.stream).map_err(|e| format!("delivery agent: {e}"))?;
+        out.push(reply.ok_or("delivery agent closed the connection")?);
+    }
+    Ok(out)
 }
 
 /// One connection's life: take a job, send it, wait for the reply, report, repeat. A
@@ -146,10 +184,12 @@ fn connection_thread(
                 Err(_) => return,
             }
         };
-        let mut result = Err(String::new());
+        let mut result: Result<Vec<DeliveryReply>, String> = Err(String::new());
         let mut unavailable = false;
-        // One retry on a fresh connection: an idle agent may have exited (max_idle).
-        for attempt in 0..2 {
+        // One retry on a fresh connection: an idle agent may have exited (max_idle). A
+        // retry can deliver a message twice only if the agent died after delivering and
+        // before answering, which any MTA accepts.
+        for _attempt in 0..2 {
             if agent.is_none() {
                 match connect(&socket, timeout) {
                     Ok(a) => agent = Some(a),
@@ -161,30 +201,20 @@ fn connection_thread(
                 }
             }
             let Some(a) = agent.as_mut() else { break };
-            let r = oxipost_ipc::write_frame(&mut a.stream, &job.request)
-                .and_then(|_| oxipost_ipc::read_frame::<_, DeliveryReply>(&mut a.stream));
-            match r {
-                Ok(Some(reply)) => {
-                    result = Ok(reply);
-                    break;
-                }
-                Ok(None) => {
-                    agent = None;
-                    result = Err("delivery agent closed the connection".into());
-                }
-                Err(e) => {
-                    agent = None;
-                    result = Err(format!("delivery agent: {e}"));
-                }
-            }
-            if attempt == 1 {
+            result = exchange(a, &job.requests);
+            if result.is_ok() {
                 break;
             }
+            agent = None;
         }
+        let results = match result {
+            Ok(replies) => replies.into_iter().map(Ok).collect(),
+            Err(e) => job.requests.iter().map(|_| Err(e.clone())).collect(),
+        };
         let _ = done.send(Done {
-            key: job.key,
+            keys: job.keys,
             transport: transport.clone(),
-            result,
+            results,
             unavailable,
         });
         let _ = wake.write(b"x");

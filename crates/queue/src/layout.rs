@@ -319,6 +319,16 @@ impl Layout {
     /// needed, then an fsync of the target directory (on journaling file systems this commits
     /// the whole rename). Returns the new path.
     pub fn move_to(&self, id: &QueueId, from: Queue, to: Queue) -> Result<PathBuf> {
+        let new = self.move_unsynced(id, from, to)?;
+        sync_dir(&self.dir_for(to, id))?;
+        Ok(new)
+    }
+
+    /// [`Layout::move_to`] without the directory fsync. Safe for moves between queues that
+    /// the queue manager scans anyway (incoming, active, deferred): a rename is atomic, so
+    /// after a crash the message is in exactly one of the two directories and is found
+    /// there. qmgr uses it on every message, where an fsync would cost throughput.
+    pub fn move_unsynced(&self, id: &QueueId, from: Queue, to: Queue) -> Result<PathBuf> {
         let old = self.path_for(from, id);
         let new = self.path_for(to, id);
         if let Err(e) = fs::rename(&old, &new) {
@@ -328,7 +338,6 @@ impl Layout {
             self.ensure_dir(to, id)?;
             fs::rename(&old, &new)?;
         }
-        sync_dir(&self.dir_for(to, id))?;
         Ok(new)
     }
 
