@@ -114,12 +114,8 @@ impl Service {
 
     /// The entry on one line in `postconf -M` layout.
     pub fn format_line(&self) -> String {
-        let f = &self.fields;
-        let mut s = format!(
-            "{:<10} {:<5} {:<7} {:<7} {:<7} {:<7} {:<7} {}",
-            f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]
-        );
-        for a in &f[8..] {
+        let mut s = columns(&self.fields);
+        for a in self.fields.iter().skip(8) {
             s.push(' ');
             s.push_str(a);
         }
@@ -134,6 +130,25 @@ impl Service {
         }
         Some(split_inet_name(&self.name))
     }
+}
+
+/// The eight fields at Postfix's column stops (11, 17, 25, ... ): a field that overflows
+/// its column pushes the next one right by one space, and later fields move back to
+/// their stops when there is room, as `postconf -M` prints them.
+pub fn columns(fields: &[String]) -> String {
+    const STOPS: [usize; 7] = [11, 17, 25, 33, 41, 49, 57];
+    let mut s = String::new();
+    for (i, stop) in STOPS.iter().enumerate() {
+        s.push_str(fields.get(i).map_or("-", |f| f.as_str()));
+        let len = s.chars().count();
+        if len < *stop {
+            s.push_str(&" ".repeat(stop - len));
+        } else {
+            s.push(' ');
+        }
+    }
+    s.push_str(fields.get(7).map_or("", |f| f.as_str()));
+    s
 }
 
 /// Splits `host:port`, `[v6]:port` or `port`.
@@ -400,6 +415,14 @@ mod tests {
         assert_eq!(
             m.services[0].format_line(),
             "smtp       inet  n       -       n       -       -       smtpd"
+        );
+        let dgram: Vec<String> = "postlog unix-dgram n - n - 1 postlogd"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            columns(&dgram),
+            "postlog    unix-dgram n  -       n       -       1       postlogd"
         );
     }
 

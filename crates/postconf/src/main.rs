@@ -331,6 +331,9 @@ fn master_mode(args: &Args, dir: &Path) -> Result<(), String> {
     if args.master && (args.edit || args.remove || args.comment) {
         return edit_master_cf(args, &path);
     }
+    if (args.fields || args.master_params) && (args.edit || args.remove) {
+        return edit_master_fields(args, &path);
+    }
     let master = match MasterCf::load(&path) {
         Ok(m) => m,
         Err(ConfigError::Io { error, .. }) => {
@@ -405,6 +408,102 @@ fn fold(line: &str) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Renders an edited entry as Postfix writes it: the fields in `-M` columns, the command
+/// and its arguments, then each `-o` setting on a continuation line.
+fn render_entry(fields: &[String], overrides: &[(String, String)], args: &[String]) -> String {
+    let mut s = oxipost_config::mastercf::columns(fields);
+    for a in args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    for (n, v) in overrides {
+        s.push_str(&format!("\n    -o {n}={v}"));
+    }
+    s
+}
+
+/// `-Fe service/type/field=value`, `-Pe service/type/name=value`, `-PX service/type/name`.
+fn edit_master_fields(args: &Args, path: &Path) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("open {}: {}", path.display(), e))?;
+    let master = MasterCf::parse(path, &text).map_err(|e| e.to_string())?;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for a in &args.names {
+        let (sel, value) = match a.split_once('=') {
+            Some((s, v)) => (s.trim(), Some(v.trim())),
+            None => (a.trim(), None),
+        };
+        let (name, kind, rest) = selector(sel);
+        let (Some(kind), Some(rest)) = (kind, rest) else {
+            return Err(format!("invalid service/type/name: \"{sel}\""));
+        };
+        let key = format!("{name}/{kind}");
+        let current = pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, e)| e.clone());
+        let svc = match &current {
+            Some(line) => MasterCf::parse(path, line)
+                .ok()
+                .and_then(|m| m.services.into_iter().next()),
+            None => master.services.iter().find(|s| s.key() == key).cloned(),
+        }
+        .ok_or_else(|| format!("no master.cf entry for \"{key}\""))?;
+        let mut fields: Vec<String> = svc.fields.iter().take(8).cloned().collect();
+        let mut cmd_args = svc.args.clone();
+        let mut overrides = svc.overrides.clone();
+        if args.fields {
+            let value = value.ok_or_else(|| format!("-F requires field=value: \"{a}\""))?;
+            let idx = FIELD_NAMES
+                .iter()
+                .position(|f| *f == rest)
+                .ok_or_else(|| format!("invalid field name: \"{rest}\""))?;
+            if idx == 7 {
+                let mut words = value.split_whitespace().map(String::from);
+                fields[7] = words.next().ok_or("empty command")?;
+                cmd_args = words.collect();
+                overrides.clear();
+            } else {
+                fields[idx] = value.to_string();
+            }
+        } else if args.edit {
+            let value = value.ok_or_else(|| format!("-Pe requires name=value: \"{a}\""))?;
+            if value.contains(char::is_whitespace) {
+                return Err("-Pe does not accept whitespace in parameter value".into());
+            }
+            match overrides.iter_mut().find(|(n, _)| n == &rest) {
+                Some(o) => o.1 = value.to_string(),
+                None => overrides.push((rest.clone(), value.to_string())),
+            }
+        } else {
+            overrides.retain(|(n, _)| n != &rest);
+        }
+        if overrides
+            .iter()
+            .any(|(_, v)| v.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "\"{key}\": an -o value with white space cannot be edited here"
+            ));
+        }
+        let line = render_entry(&fields, &overrides, &cmd_args);
+        // The result must still be a valid entry for the same service.
+        let check = MasterCf::parse(Path::new("master.cf"), &line).map_err(|e| e.to_string())?;
+        if check.services.first().map(|s| s.key()) != Some(key.clone()) {
+            return Err(format!("edit would change the service key of \"{key}\""));
+        }
+        pairs.retain(|(k, _)| *k != key);
+        pairs.push((key, line));
+    }
+    let new = edit::edit_master(&text, &MasterEdit::Set(pairs));
+    MasterCf::parse(path, &new).map_err(|e| format!("edit would break master.cf: {e}"))?;
+    if new != text {
+        edit::write_atomically(path, new.as_bytes())
+            .map_err(|e| format!("write {}: {}", path.display(), e))?;
+    }
+    Ok(())
 }
 
 fn edit_master_cf(args: &Args, path: &Path) -> Result<(), String> {
