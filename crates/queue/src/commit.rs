@@ -5,11 +5,19 @@
 //!
 //! 1. starts write-back of all of them at once (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on
 //!    Linux), so the disk sees one batch of writes;
-//! 2. `fdatasync`s each file, on up to `sync_threads` threads side by side so that the file
-//!    system can merge the flushes into one journal commit;
-//! 3. renames each to its queue-id name;
-//! 4. fsyncs each distinct target directory once, covering all the renames;
-//! 5. reports each file's result.
+//! 2. renames each (complete, end marker written) file to its queue-id name;
+//! 3. `fdatasync`s each file, on up to `sync_threads` threads side by side so that the file
+//!    system can merge the flushes into one journal commit — which on a journalling file
+//!    system also carries the renames, so that
+//! 4. the fsync of each distinct target directory, still done for every round because
+//!    only it guarantees the names, usually finds nothing left to write;
+//! 5. reports each file's result. Nothing is acknowledged before steps 3 and 4.
+//!
+//! Renaming before the data sync costs nothing in safety: the file is complete in memory
+//! when it gets its name, and a name that survives a crash without its data is a file
+//! without its end marker, which the reader never takes for a message (and no client was
+//! told it was queued). It saves a journal commit per round: rename-after-sync made every
+//! round pay for two.
 //!
 //! While a round runs, new submissions queue up and form the next round, so batching grows by
 //! itself under load and costs nothing when idle.
@@ -350,14 +358,20 @@ fn run_round(
             start_writeback(job.file.file());
         }
     }
-    // Phase 1: data (fdatasync in parallel, so the file system can merge the flushes into
-    // one journal commit), then names.
+    // Phase 1: names, then data (fdatasync in parallel, so the file system can merge the
+    // flushes, renames included, into one journal commit).
+    let mut batch = batch;
+    let published: Vec<Result<PathBuf>> = batch.iter_mut().map(|j| j.file.publish()).collect();
     let synced = sync_all_data(&batch, options.sync_threads);
     let mut staged: Vec<(Job, Result<PathBuf>)> = Vec::with_capacity(batch.len());
-    for (mut job, synced) in batch.into_iter().zip(synced) {
-        let r = match synced {
-            Ok(()) => job.file.publish(),
-            Err(e) => Err(e.into()),
+    for ((mut job, published), synced) in batch.into_iter().zip(published).zip(synced) {
+        let r = match (published, synced) {
+            (Ok(dir), Ok(())) => Ok(dir),
+            (Ok(_), Err(e)) => {
+                job.file.unpublish();
+                Err(e.into())
+            }
+            (Err(e), _) => Err(e),
         };
         staged.push((job, r));
     }

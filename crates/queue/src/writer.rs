@@ -413,11 +413,11 @@ impl PreparedFile {
         &self.file
     }
 
-    /// Commits alone: fdatasync, rename, directory fsync.
+    /// Commits alone: rename, fdatasync, directory fsync (see the `commit` module for why
+    /// the name comes before the data sync).
     pub fn commit(mut self) -> Result<QueueId> {
-        self.file.sync_data()?;
         let dir = self.publish()?;
-        if let Err(e) = sync_dir(&dir) {
+        if let Err(e) = self.file.sync_data().and_then(|_| sync_dir(&dir)) {
             self.unpublish();
             return Err(e.into());
         }
