@@ -1,6 +1,6 @@
 //! The streaming header filter: message content goes in as it arrives, cleaned content goes
-//! out to the queue writer, and at most one physical header line (bounded by
-//! `header_size_limit`) is held in memory.
+//! out to the queue writer, and at most one logical header (bounded by `header_size_limit`)
+//! and, with `body_checks`, one body line are held in memory.
 //!
 //! Rules, as Postfix's cleanup:
 //! - The header ends at the first empty line, or at the first line that is neither a header
@@ -16,15 +16,78 @@
 //! - Added lines use the message's own line ending (that of its first line; CRLF when
 //!   there is none). The body passes through untouched, byte for byte.
 //!
-//! **Hook points.** Header address rewriting (canonical_maps, masquerading) and
-//! `header_checks` act per logical header: they belong where [`Cleanup`] starts a new field
-//! (`field_start`) and where a field is complete (before the next field starts or the header
-//! ends). `body_checks` act per body line in the body phase of [`Cleanup::feed`].
+//! - With [`CleanupSettings`] ([`Cleanup::with_settings`]), each complete logical header goes
+//!   through `header_checks` (see [`crate::checks`]) and then, when the entry point allows
+//!   header rewriting, canonical mapping and masquerading of the addresses in sender and
+//!   recipient headers (`From:`, `To:`, ...; see [`crate::rewrite`]), each address replaced
+//!   in place. Body lines go through `body_checks` up to `body_checks_size_limit`. What the
+//!   checks decide about the whole message is [`CleanupResult::verdict`]; what they want
+//!   logged is [`CleanupResult::events`] (cleanup itself never logs).
 
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::address::{quote_address, rewrite_address_list, unquote_address};
+use crate::checks::Action;
 use crate::date::{mail_date, message_id_stamp};
+use crate::rewrite::Role;
+use crate::settings::CleanupSettings;
+
+/// What header or body checks decided about the whole message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Verdict {
+    /// Queue it as usual.
+    #[default]
+    Accept,
+    /// `HOLD`: queue it in `hold/` (the text is for the log).
+    Hold(String),
+    /// `DISCARD`: answer as if queued, then throw it away.
+    Discard(String),
+    /// `REJECT`: refuse it; the reply text with its DSN code (`5.7.1 ...`; a `4.x.x`
+    /// code means a temporary refusal, `451`).
+    Reject(String),
+    /// A table could not answer: `451 4.3.0`; the text is for the log.
+    Defer(String),
+}
+
+impl Verdict {
+    fn rank(&self) -> u8 {
+        match self {
+            Verdict::Accept => 0,
+            Verdict::Hold(_) => 1,
+            Verdict::Discard(_) => 2,
+            Verdict::Reject(_) | Verdict::Defer(_) => 3,
+        }
+    }
+
+    /// True when no further checks matter.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Discard(_) | Verdict::Reject(_) | Verdict::Defer(_)
+        )
+    }
+}
+
+/// One thing header or body checks want logged, as Postfix's
+/// `QUEUEID: ACTION: CONTEXT from CLIENT; from=<...> to=<...>: TEXT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckEvent {
+    /// `reject`, `warning`, `hold`, `discard`, `info`, `replace`.
+    pub action: &'static str,
+    /// `header Subject: x` or `body some text` (bounded, one line).
+    pub context: String,
+    /// The action's text.
+    pub text: String,
+}
+
+/// At most this many events are kept per message.
+const MAX_EVENTS: usize = 50;
+/// Longest logged context.
+const MAX_CONTEXT: usize = 200;
+/// Body lines longer than this are checked in pieces (Postfix's `line_length_limit`).
+const BODY_LINE_MAX: usize = 2048;
 
 /// What cleanup needs to know about the message; filled by the entry point.
 #[derive(Debug, Clone)]
@@ -53,6 +116,10 @@ pub struct CleanupResult {
     pub header_truncated: bool,
     /// Bytes of header, as written.
     pub header_size: u64,
+    /// What header and body checks decided.
+    pub verdict: Verdict,
+    /// What the checks want logged.
+    pub events: Vec<CheckEvent>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +154,16 @@ pub struct Cleanup {
     seen_from: bool,
     eol: Option<&'static [u8]>,
     result: CleanupResult,
+    /// Tables for rewriting and checks (none: the plain filter).
+    settings: Option<Arc<CleanupSettings>>,
+    /// The entry point allows header address rewriting for this client.
+    rewrite_headers: bool,
+    /// The current logical header, complete with line ends, until the next one starts.
+    field: Vec<u8>,
+    /// The body line being collected for body_checks.
+    body_line: Vec<u8>,
+    /// Body bytes seen by body_checks so far.
+    body_checked: u64,
 }
 
 impl Cleanup {
@@ -105,7 +182,26 @@ impl Cleanup {
             seen_from: false,
             eol: None,
             result: CleanupResult::default(),
+            settings: None,
+            rewrite_headers: false,
+            field: Vec::new(),
+            body_line: Vec::new(),
+            body_checked: 0,
         }
+    }
+
+    /// A filter that also applies header/body checks and (when `rewrite_headers`, which
+    /// the entry point decides per client as `local_header_rewrite_clients` does) header
+    /// address rewriting.
+    pub fn with_settings(
+        opts: CleanupOptions,
+        settings: Arc<CleanupSettings>,
+        rewrite_headers: bool,
+    ) -> Self {
+        let mut c = Cleanup::new(opts);
+        c.rewrite_headers = rewrite_headers && settings.rewrites_headers();
+        c.settings = Some(settings);
+        c
     }
 
     fn limit(&self) -> usize {
@@ -149,7 +245,7 @@ impl Cleanup {
             }
         }
         if self.phase == Phase::Body && !data.is_empty() {
-            out.write_all(data)?;
+            self.body_feed(data, out)?;
         }
         Ok(())
     }
@@ -162,15 +258,17 @@ impl Cleanup {
             if !line.is_empty() && !self.skipping {
                 let is_header = self.classify(&line) != LineKind::Other;
                 self.header_line(&line, out)?;
-                if is_header && self.phase == Phase::Header {
+                if is_header && self.phase == Phase::Header && !self.field_cut {
                     let eol = self.eol();
-                    out.write_all(eol)?;
-                    self.result.header_size += eol.len() as u64;
+                    self.field.extend_from_slice(eol);
                 }
             }
             if self.phase == Phase::Header {
                 self.add_missing(out)?;
             }
+        } else if !self.body_line.is_empty() {
+            let line = std::mem::take(&mut self.body_line);
+            self.check_body_line(&line, out)?;
         }
         Ok(self.result)
     }
@@ -210,8 +308,8 @@ impl Cleanup {
             LineKind::Other => {
                 self.add_missing(out)?;
                 out.write_all(self.eol())?;
-                out.write_all(line)?;
                 self.phase = Phase::Body;
+                self.body_feed(line, out)?;
             }
             LineKind::Continuation => {
                 self.field_len = self.field_len.saturating_add(line.len());
@@ -227,6 +325,7 @@ impl Cleanup {
                 }
             }
             LineKind::Field => {
+                self.flush_field(out)?;
                 self.field_start(line);
                 self.field_len = line.len();
                 self.field_cut = false;
@@ -252,8 +351,8 @@ impl Cleanup {
                 // The body starts here; the rest of the line follows as body bytes.
                 self.add_missing(out)?;
                 out.write_all(self.eol())?;
-                out.write_all(line)?;
                 self.phase = Phase::Body;
+                self.body_feed(line, out)?;
             }
             LineKind::Field | LineKind::Continuation => {
                 let mut cut = line.to_vec();
@@ -268,9 +367,222 @@ impl Cleanup {
         Ok(())
     }
 
-    fn write_header<W: Write + ?Sized>(&mut self, bytes: &[u8], out: &mut W) -> io::Result<()> {
+    /// Adds to the current logical header (written when it is complete).
+    fn write_header<W: Write + ?Sized>(&mut self, bytes: &[u8], _out: &mut W) -> io::Result<()> {
+        self.field.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn emit<W: Write + ?Sized>(&mut self, bytes: &[u8], out: &mut W) -> io::Result<()> {
         self.result.header_size += bytes.len() as u64;
         out.write_all(bytes)
+    }
+
+    fn set_verdict(&mut self, v: Verdict) {
+        if v.rank() > self.result.verdict.rank() {
+            self.result.verdict = v;
+        }
+    }
+
+    fn event(&mut self, action: &'static str, kind: &str, line: &str, text: &str) {
+        if self.result.events.len() >= MAX_EVENTS {
+            return;
+        }
+        let mut context = format!("{kind} {}", line.replace(['\r', '\n', '\t'], " "));
+        if context.len() > MAX_CONTEXT {
+            let mut cut = MAX_CONTEXT;
+            while !context.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            context.truncate(cut);
+        }
+        self.result.events.push(CheckEvent {
+            action,
+            context,
+            text: text.to_string(),
+        });
+    }
+
+    /// Acts on a check result that does not change the line; returns the line edit.
+    fn act(&mut self, action: Action, kind: &str, line: &str) -> Action {
+        match action {
+            Action::Reject(text) => {
+                self.event("reject", kind, line, &text);
+                self.set_verdict(Verdict::Reject(text));
+                Action::Dunno
+            }
+            Action::Hold(text) => {
+                self.event("hold", kind, line, &text);
+                self.set_verdict(Verdict::Hold(text));
+                Action::Dunno
+            }
+            Action::Discard(text) => {
+                self.event("discard", kind, line, &text);
+                self.set_verdict(Verdict::Discard(text));
+                Action::Dunno
+            }
+            Action::Warn(text) => {
+                self.event("warning", kind, line, &text);
+                Action::Dunno
+            }
+            Action::Info(text) => {
+                self.event("info", kind, line, &text);
+                Action::Dunno
+            }
+            Action::Unsupported(text) => {
+                self.event("warning", kind, line, &text);
+                Action::Dunno
+            }
+            Action::Replace(text) => {
+                self.event("replace", kind, line, &text);
+                Action::Replace(text)
+            }
+            other => other,
+        }
+    }
+
+    /// The check tables, unless switched off or already decided.
+    fn checking(&self) -> Option<Arc<CleanupSettings>> {
+        self.settings
+            .as_ref()
+            .filter(|s| !s.no_header_body_checks && !self.result.verdict.is_final())
+            .cloned()
+    }
+
+    /// A logical header is complete: checks, rewriting, then out.
+    fn flush_field<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<()> {
+        if self.field.is_empty() {
+            return Ok(());
+        }
+        let mut field = std::mem::take(&mut self.field);
+        let eol_len = field.len() - strip_eol(&field).len();
+        if let Some(s) = self.checking().filter(|s| !s.header_checks.is_empty()) {
+            let text = String::from_utf8_lossy(strip_eol(&field)).replace("\r\n", "\n");
+            match s.header_checks.check(&text) {
+                Err(e) => {
+                    self.event("warning", "header", &text, &e);
+                    self.set_verdict(Verdict::Defer(e));
+                }
+                Ok(None) => {}
+                Ok(Some(action)) => match self.act(action, "header", &text) {
+                    Action::Ignore => return Ok(()),
+                    Action::Replace(new) => {
+                        let eol = field[field.len() - eol_len..].to_vec();
+                        field = new.into_bytes();
+                        field.extend_from_slice(if eol.is_empty() { self.eol() } else { &eol });
+                    }
+                    Action::Prepend(new) => {
+                        let mut line = new.into_bytes();
+                        line.extend_from_slice(self.eol());
+                        self.emit(&line, out)?;
+                    }
+                    _ => {}
+                },
+            }
+        }
+        if self.rewrite_headers
+            && let Some(new) = self.rewrite_field(&field)
+        {
+            field = new;
+        }
+        self.emit(&field, out)
+    }
+
+    /// Canonical mapping and masquerading of the addresses in a sender or recipient
+    /// header; `None` when nothing changes (or the header is not UTF-8).
+    fn rewrite_field(&mut self, field: &[u8]) -> Option<Vec<u8>> {
+        let settings = self.settings.clone()?;
+        let s = std::str::from_utf8(field).ok()?;
+        let colon = s.find(':')?;
+        let role = header_role(s[..colon].trim_end())?;
+        let end = s.len() - (s.len() - strip_eol(field).len());
+        let value = &s[colon + 1..end];
+        let r = rewrite_address_list(value, |a| {
+            let internal = unquote_address(a);
+            if internal.is_empty() {
+                return Ok(None);
+            }
+            let new = settings
+                .rewriter
+                .canonicalize(&settings.classes, &internal, role)?;
+            Ok((new != internal).then(|| quote_address(&new)))
+        });
+        match r {
+            Ok(Some(v)) => Some(format!("{}{v}{}", &s[..=colon], &s[end..]).into_bytes()),
+            Ok(None) => None,
+            Err(e) => {
+                let e: oxipost_maps::MapError = e;
+                self.set_verdict(Verdict::Defer(e.message));
+                None
+            }
+        }
+    }
+
+    /// Body content: through body_checks line by line while they apply, else straight out.
+    fn body_feed<W: Write + ?Sized>(&mut self, mut data: &[u8], out: &mut W) -> io::Result<()> {
+        while !data.is_empty() {
+            let active = self.checking().is_some_and(|s| {
+                !s.body_checks.is_empty() && self.body_checked < s.body_checks_size_limit
+            });
+            if !active {
+                if !self.body_line.is_empty() {
+                    let line = std::mem::take(&mut self.body_line);
+                    out.write_all(&line)?;
+                }
+                return out.write_all(data);
+            }
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.body_line.extend_from_slice(&data[..=i]);
+                    data = &data[i + 1..];
+                    let line = std::mem::take(&mut self.body_line);
+                    self.check_body_line(&line, out)?;
+                }
+                None => {
+                    let room = BODY_LINE_MAX.saturating_sub(self.body_line.len());
+                    let take = room.min(data.len());
+                    self.body_line.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.body_line.len() >= BODY_LINE_MAX {
+                        let line = std::mem::take(&mut self.body_line);
+                        self.check_body_line(&line, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One body line (with its line end, if any) through body_checks.
+    fn check_body_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<()> {
+        self.body_checked = self.body_checked.saturating_add(line.len() as u64);
+        let Some(s) = self.checking().filter(|s| !s.body_checks.is_empty()) else {
+            return out.write_all(line);
+        };
+        let content = strip_eol(line);
+        let eol = &line[content.len()..];
+        let text = String::from_utf8_lossy(content).into_owned();
+        match s.body_checks.check(&text) {
+            Err(e) => {
+                self.event("warning", "body", &text, &e);
+                self.set_verdict(Verdict::Defer(e));
+                out.write_all(line)
+            }
+            Ok(None) => out.write_all(line),
+            Ok(Some(action)) => match self.act(action, "body", &text) {
+                Action::Ignore => Ok(()),
+                Action::Replace(new) => {
+                    out.write_all(new.as_bytes())?;
+                    out.write_all(eol)
+                }
+                Action::Prepend(new) => {
+                    out.write_all(new.as_bytes())?;
+                    out.write_all(self.eol())?;
+                    out.write_all(line)
+                }
+                _ => out.write_all(line),
+            },
+        }
     }
 
     /// A new header field begins: note the fields cleanup cares about. (Hook point for
@@ -314,6 +626,7 @@ impl Cleanup {
     }
 
     fn add_missing<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<()> {
+        self.flush_field(out)?;
         self.in_field = false;
         if !self.opts.add_missing_headers {
             return Ok(());
@@ -345,7 +658,7 @@ impl Cleanup {
             added.push_str(&format!("From: {from}{eol}"));
             self.seen_from = true;
         }
-        self.write_header(added.as_bytes(), out)
+        self.emit(added.as_bytes(), out)
     }
 }
 
@@ -355,6 +668,39 @@ enum LineKind {
     Field,
     Continuation,
     Other,
+}
+
+/// Whether a header carries sender or recipient addresses (for the address classes).
+fn header_role(name: &str) -> Option<Role> {
+    const SENDER: [&str; 10] = [
+        "from",
+        "sender",
+        "reply-to",
+        "errors-to",
+        "return-receipt-to",
+        "return-path",
+        "resent-from",
+        "resent-sender",
+        "resent-reply-to",
+        "disposition-notification-to",
+    ];
+    const RECIPIENT: [&str; 7] = [
+        "to",
+        "cc",
+        "bcc",
+        "apparently-to",
+        "resent-to",
+        "resent-cc",
+        "resent-bcc",
+    ];
+    let n = name.to_ascii_lowercase();
+    if SENDER.contains(&n.as_str()) {
+        Some(Role::HeaderSender)
+    } else if RECIPIENT.contains(&n.as_str()) {
+        Some(Role::HeaderRecipient)
+    } else {
+        None
+    }
 }
 
 fn strip_eol(line: &[u8]) -> &[u8] {
@@ -486,5 +832,57 @@ mod tests {
         let m = b"Subject: s\r\n\r\n\0\xff\r.\r\n.\n";
         let (out, _) = run(m, o, 3);
         assert_eq!(out, m);
+    }
+
+    fn checked(header: &str, body: &str, msg: &[u8]) -> (String, CleanupResult) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = dir.path().join("h");
+        let b = dir.path().join("b");
+        std::fs::write(&h, header).expect("write");
+        std::fs::write(&b, body).expect("write");
+        let mc = oxipost_maps::MapConfig::default();
+        let mut s = CleanupSettings::default();
+        s.header_checks.maps =
+            oxipost_maps::Maps::open(&format!("regexp:{}", h.display()), &mc).expect("h");
+        s.body_checks.maps =
+            oxipost_maps::Maps::open(&format!("regexp:{}", b.display()), &mc).expect("b");
+        s.body_checks_size_limit = 51200;
+        s.rewriter.masquerade_domains = vec!["example.com".into()];
+        s.rewriter.masquerade_classes.header_sender = true;
+        let mut c = Cleanup::with_settings(opts(), Arc::new(s), true);
+        let mut out = Vec::new();
+        for piece in msg.chunks(7) {
+            c.feed(piece, &mut out).expect("vec write");
+        }
+        let r = c.finish(&mut out).expect("vec write");
+        (String::from_utf8(out).expect("utf8"), r)
+    }
+
+    #[test]
+    fn header_and_body_checks_edit_and_decide() {
+        let (out, r) = checked(
+            "/^X-Drop:/ IGNORE\n/^X-Old: (.*)/ REPLACE X-New: $1\n/^Subject: .*tag/ PREPEND X-Tagged: yes\n/^X-Warn/ WARN look\n",
+            "/^secret/ REPLACE [removed]\n/^hold me/ HOLD held\n",
+            b"From: Joe <joe@mail.example.com>\r\nX-Drop: a\r\n b\r\nX-Old: v\r\nSubject: a tag\r\nX-Warn: 1\r\nDate: d\r\nMessage-Id: <i>\r\n\r\nsecret stuff\r\nhold me\r\nend",
+        );
+        assert_eq!(
+            out,
+            "From: Joe <joe@example.com>\r\nX-New: v\r\nX-Tagged: yes\r\nSubject: a tag\r\nX-Warn: 1\r\nDate: d\r\nMessage-Id: <i>\r\n\r\n[removed]\r\nhold me\r\nend"
+        );
+        assert_eq!(r.verdict, Verdict::Hold("held".into()));
+        let actions: Vec<&str> = r.events.iter().map(|e| e.action).collect();
+        assert_eq!(actions, vec!["replace", "warning", "replace", "hold"]);
+        assert_eq!(r.events[1].context, "header X-Warn: 1");
+    }
+
+    #[test]
+    fn reject_is_final() {
+        let (_, r) = checked(
+            "/^Subject: spam/ REJECT no spam here\n/^X-Later/ DISCARD\n",
+            "/x/ DISCARD\n",
+            b"Subject: spam\nX-Later: 1\n\nx\n",
+        );
+        assert_eq!(r.verdict, Verdict::Reject("5.7.1 no spam here".into()));
+        assert_eq!(r.events.len(), 1);
     }
 }

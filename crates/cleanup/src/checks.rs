@@ -1,0 +1,137 @@
+//! `header_checks` and `body_checks`: each logical header (continuation lines joined with
+//! a newline, line ends removed) or body line is looked up in the tables, and the first
+//! table that answers gives an action, as in Postfix's header_checks(5):
+//!
+//! | action | effect |
+//! |---|---|
+//! | `REJECT [text]` | the whole message is refused (`550 5.7.1 text`, or `4.x.x` text: `451`) |
+//! | `HOLD [text]` | the message goes to the `hold` queue |
+//! | `DISCARD [text]` | the message is accepted and thrown away |
+//! | `WARN [text]`, `INFO [text]` | logged only |
+//! | `IGNORE` | the header or line is deleted |
+//! | `REPLACE text` | the header or line is replaced by `text` |
+//! | `PREPEND text` | `text` is inserted before it |
+//! | `DUNNO`, `OK` | nothing |
+//!
+//! `REJECT` and `DISCARD` end the checks for the message; a later `HOLD` after a `HOLD` is
+//! idempotent. Actions oxipost does not implement (`FILTER`, `REDIRECT`, `BCC`) are logged
+//! as warnings and otherwise ignored; an unknown action is a warning too. A table that
+//! cannot answer defers the message (`451 4.3.0`).
+
+use oxipost_maps::Maps;
+
+/// What a matched line asks for, after parsing the table value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `REJECT`: the reply text with its DSN code (`5.7.1 message content rejected`).
+    Reject(String),
+    Hold(String),
+    Discard(String),
+    Warn(String),
+    Info(String),
+    Ignore,
+    Replace(String),
+    Prepend(String),
+    Dunno,
+    /// An action we do not implement, or an unknown one: (name, warning text).
+    Unsupported(String),
+}
+
+/// The generic text of `REJECT` without text.
+pub const DEFAULT_REJECT: &str = "5.7.1 message content rejected";
+
+/// A DSN code at the start of `text` (`5.7.1`, `4.2.0`).
+fn has_dsn(text: &str) -> bool {
+    let w = text.split_whitespace().next().unwrap_or("");
+    let parts: Vec<&str> = w.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Parses a table value into an action.
+pub fn parse_action(value: &str) -> Action {
+    let value = value.trim();
+    let (cmd, text) = match value.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&value[..i], value[i..].trim()),
+        None => (value, ""),
+    };
+    match cmd.to_ascii_uppercase().as_str() {
+        "REJECT" => Action::Reject(if text.is_empty() {
+            DEFAULT_REJECT.to_string()
+        } else if has_dsn(text) {
+            text.to_string()
+        } else {
+            format!("5.7.1 {text}")
+        }),
+        "HOLD" => Action::Hold(text.to_string()),
+        "DISCARD" => Action::Discard(text.to_string()),
+        "WARN" => Action::Warn(text.to_string()),
+        "INFO" => Action::Info(text.to_string()),
+        "IGNORE" => Action::Ignore,
+        "REPLACE" if !text.is_empty() => Action::Replace(text.to_string()),
+        "PREPEND" if !text.is_empty() => Action::Prepend(text.to_string()),
+        "REPLACE" | "PREPEND" => Action::Unsupported(format!("{cmd} action without text")),
+        "DUNNO" | "OK" => Action::Dunno,
+        "FILTER" | "REDIRECT" | "BCC" | "PASS" | "STRIP" => {
+            Action::Unsupported(format!("{cmd} action is not supported; ignored"))
+        }
+        _ => Action::Unsupported(format!("unknown command in table: {value}")),
+    }
+}
+
+/// One table list for header or body checks.
+#[derive(Debug, Default)]
+pub struct Checks {
+    pub maps: Maps,
+}
+
+impl Checks {
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+
+    /// The action for one line (`Ok(None)`: no table matched). `Err`: temporary failure.
+    pub fn check(&self, line: &str) -> Result<Option<Action>, String> {
+        if self.maps.is_empty() {
+            return Ok(None);
+        }
+        match self.maps.lookup(line) {
+            Ok(Some(v)) => Ok(Some(parse_action(&v))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions() {
+        assert_eq!(
+            parse_action("REJECT"),
+            Action::Reject(DEFAULT_REJECT.into())
+        );
+        assert_eq!(
+            parse_action("reject no spam"),
+            Action::Reject("5.7.1 no spam".into())
+        );
+        assert_eq!(
+            parse_action("REJECT 4.7.0 later"),
+            Action::Reject("4.7.0 later".into())
+        );
+        assert_eq!(parse_action("HOLD"), Action::Hold(String::new()));
+        assert_eq!(
+            parse_action("PREPEND X-Seen: yes"),
+            Action::Prepend("X-Seen: yes".into())
+        );
+        assert_eq!(parse_action("IGNORE"), Action::Ignore);
+        assert_eq!(parse_action("dunno"), Action::Dunno);
+        assert!(matches!(parse_action("FROB"), Action::Unsupported(_)));
+        assert!(matches!(parse_action("REPLACE"), Action::Unsupported(_)));
+    }
+}
