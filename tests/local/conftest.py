@@ -91,6 +91,8 @@ class Agent:
             "recipient_delimiter": "+",
             "deliver_lock_attempts": "2",
             "deliver_lock_delay": "1s",
+            # Never the host's /etc/aliases (its .db may be Berkeley DB from Postfix).
+            "alias_maps": "",
         }
         cf.update(params)
         (self.etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in cf.items()))

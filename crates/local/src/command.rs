@@ -5,7 +5,7 @@
 //! `From ` line and the prepended headers, and `command_time_limit` enforced by killing the
 //! whole group. The exit status is read as sendmail's sysexits: `EX_TEMPFAIL` (75) and
 //! `EX_OSERR` (71) defer, other sysexits and any other non-zero status bounce, a signal
-//! defers, a time-out bounces; up to 1 KiB of the command's output goes into the reason.
+//! defers, and so does a time-out (the whole process group is killed); up to 1 KiB of the command's output goes into the reason.
 //!
 //! The caller has already switched to the recipient's rights (see [`crate::privs`]).
 
@@ -76,9 +76,12 @@ pub fn map_exit(exit: Exit, command: &str, output: &str) -> CommandResult {
             "2.0.0",
             format!("delivered to command: {command}"),
         ),
+        // Postfix bounces here; oxipost defers (issue 5): a hung command is usually a
+        // transient fault (a stuck lock, a slow filter), and a retry costs less than
+        // returning the mail.
         Exit::TimedOut => (
-            Outcome::Bounced,
-            "5.3.0",
+            Outcome::Deferred,
+            "4.3.0",
             format!("Command time limit exceeded: \"{command}\"{out}"),
         ),
         Exit::Signal(sig) => (
@@ -314,7 +317,7 @@ mod tests {
         let r = map_exit(Exit::Signal(9), "/x", "");
         assert_eq!((r.outcome, r.dsn), (Outcome::Deferred, "4.3.0"));
         let r = map_exit(Exit::TimedOut, "/x", "");
-        assert_eq!((r.outcome, r.dsn), (Outcome::Bounced, "5.3.0"));
+        assert_eq!((r.outcome, r.dsn), (Outcome::Deferred, "4.3.0"));
         let r = map_exit(Exit::Code(0), "/x", "");
         assert_eq!(r.text, "delivered to command: /x");
     }
@@ -375,7 +378,7 @@ mod tests {
             b"",
             &b"x"[..],
         );
-        assert_eq!(r.outcome, Outcome::Bounced, "{r:?}");
+        assert_eq!(r.outcome, Outcome::Deferred, "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
         // A command that never reads a large input must not hang the writer.
         let big = vec![b'x'; 4 << 20];

@@ -21,11 +21,14 @@ use oxipost_mailbox::{
     DeliverOptions, Maildir, MaildirBatch, MboxOptions, count_delivered_to, deliver_mbox,
     delivered_to_header, from_line, original_to_header, return_path_header,
 };
-use oxipost_queue::QueueFile;
+use oxipost_queue::{Layout, QueueFile};
 
+use crate::aliasdb;
 use crate::command::{self, Invocation};
+use crate::expand::{self, LeafKind};
 use crate::privs::{self, Identity};
-use crate::resolve::{self, Address, Resolution, UserInfo};
+use crate::reinject;
+use crate::resolve::{self, Address, UserInfo};
 use crate::settings::Settings;
 
 /// Where one recipient's copy goes.
@@ -38,6 +41,13 @@ pub enum Target {
         spool: bool,
     },
     Command(String),
+    /// A `/file` from an alias, `.forward` or include (mbox format; a trailing `/`: Maildir).
+    File(PathBuf),
+    /// Remote addresses of an expansion, queued again with this envelope sender.
+    Forward {
+        sender: String,
+        recipients: Vec<String>,
+    },
 }
 
 /// Postfix's mailbox choice for a user.
@@ -66,16 +76,20 @@ pub fn is_loop(header: &[u8], address: &str) -> bool {
     count_delivered_to(header, address) > 0
 }
 
-/// One recipient that is to be delivered.
+/// One delivery of a recipient (a recipient expands to one or more).
 #[derive(Debug, Clone)]
 struct Job {
     /// Position in the request.
     pos: usize,
     index: u32,
+    /// The recipient as the request names it (headers and the command environment).
     addr: Address,
     orig: String,
+    /// Whose mailbox, or whose rights a command or file runs with.
     user: UserInfo,
     target: Target,
+    /// The envelope sender (`Return-Path:`); an `owner-` alias changes it.
+    sender: String,
 }
 
 fn result(index: u32, outcome: Outcome, dsn: &str, text: impl Into<String>) -> RcptResult {
@@ -101,7 +115,9 @@ fn outcome_of(temporary: bool) -> Outcome {
 struct Plan<'a> {
     req: &'a DeliveryRequest,
     qf: Option<QueueFile>,
-    results: Vec<Option<RcptResult>>,
+    /// Per recipient: the results of its deliveries so far (one, or one per leaf of an
+    /// expansion); combined by [`combine`].
+    parts: Vec<Vec<RcptResult>>,
     groups: BTreeMap<Identity, Vec<Job>>,
 }
 
@@ -109,12 +125,12 @@ fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
     let mut p = Plan {
         req,
         qf: None,
-        results: vec![None; req.recipients.len()],
+        parts: vec![Vec::new(); req.recipients.len()],
         groups: BTreeMap::new(),
     };
     let defer_all = |p: &mut Plan, text: String| {
         for (pos, r) in req.recipients.iter().enumerate() {
-            p.results[pos] = Some(result(r.index, Outcome::Deferred, "4.3.0", text.clone()));
+            p.parts[pos].push(result(r.index, Outcome::Deferred, "4.3.0", text.clone()));
         }
     };
     let qf = match QueueFile::open(&req.path) {
@@ -132,9 +148,20 @@ fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
         }
     };
     p.qf = Some(qf);
+    let alias = |name: &str| s.aliases.lookup(name);
+    let rights = || s.aliases.rights(&s.default_privs);
+    let read =
+        |path: &Path, user: &UserInfo| privs::read_as(&Identity::user(user.uid, user.gid), path);
+    let user = |name: &str| resolve::lookup_user(name, s, resolve::system_user);
+    let sources = expand::Sources {
+        alias: &alias,
+        user: &user,
+        read: &read,
+        alias_rights: &rights,
+    };
     for (pos, rcpt) in req.recipients.iter().enumerate() {
         if is_loop(&header, &rcpt.address) {
-            p.results[pos] = Some(result(
+            p.parts[pos].push(result(
                 rcpt.index,
                 Outcome::Bounced,
                 "5.4.6",
@@ -142,33 +169,132 @@ fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
             ));
             continue;
         }
-        match resolve::resolve(&rcpt.address, s, resolve::system_user) {
-            Resolution::Bounce { dsn, text } => {
-                p.results[pos] = Some(result(rcpt.index, Outcome::Bounced, dsn, text));
-            }
-            Resolution::Defer { dsn, text } => {
-                p.results[pos] = Some(result(rcpt.index, Outcome::Deferred, dsn, text));
-            }
-            Resolution::Deliver(addr, user) => {
-                let target = choose_target(s, &user);
-                let job = Job {
+        let addr = Address::parse(&rcpt.address, s);
+        if let Some(domain) = addr.domain.as_deref()
+            && !s.is_local_domain(domain)
+        {
+            // qmgr sends only mydestination recipients here; keep anything else queued.
+            p.parts[pos].push(result(
+                rcpt.index,
+                Outcome::Deferred,
+                "4.3.5",
+                format!("mail for {domain} is not local: the domain is not in mydestination"),
+            ));
+            continue;
+        }
+        let orig = resolve::original_recipient(&rcpt.address, rcpt.orcpt.as_deref());
+        let mut forwards: Vec<(String, Vec<String>)> = Vec::new();
+        let mut jobs = Vec::new();
+        for leaf in expand::expand(s, &sources, &addr, &req.sender) {
+            let (user, target) = match leaf.kind {
+                LeafKind::Mailbox(user) => {
+                    let target = choose_target(s, &user);
+                    (user, target)
+                }
+                LeafKind::Command { command, rights } => (rights, Target::Command(command)),
+                LeafKind::File { path, rights } => (rights, Target::File(path)),
+                LeafKind::Forward(address) => {
+                    match forwards.iter_mut().find(|(snd, _)| *snd == leaf.sender) {
+                        Some((_, v)) => v.push(address),
+                        None => forwards.push((leaf.sender, vec![address])),
+                    }
+                    continue;
+                }
+                LeafKind::Discard(text) => {
+                    p.parts[pos].push(result(rcpt.index, Outcome::Delivered, "2.0.0", text));
+                    continue;
+                }
+                LeafKind::Failed {
+                    temporary,
+                    dsn,
+                    text,
+                } => {
+                    p.parts[pos].push(result(rcpt.index, outcome_of(temporary), dsn, text));
+                    continue;
+                }
+            };
+            jobs.push(Job {
+                pos,
+                index: rcpt.index,
+                addr: addr.clone(),
+                orig: orig.clone(),
+                user,
+                target,
+                sender: leaf.sender,
+            });
+        }
+        for (sender, recipients) in forwards {
+            match aliasdb::current_user().and_then(|me| forwarder(s, me)) {
+                Ok(user) => jobs.push(Job {
                     pos,
                     index: rcpt.index,
-                    orig: resolve::original_recipient(&rcpt.address, rcpt.orcpt.as_deref()),
-                    addr,
+                    addr: addr.clone(),
+                    orig: orig.clone(),
                     user,
-                    target,
-                };
-                match identity_for(s, &job) {
-                    Ok(id) => p.groups.entry(id).or_default().push(job),
-                    Err(text) => {
-                        p.results[pos] = Some(result(rcpt.index, Outcome::Deferred, "4.3.0", text));
-                    }
+                    target: Target::Forward { sender, recipients },
+                    sender: req.sender.clone(),
+                }),
+                Err(text) => {
+                    p.parts[pos].push(result(rcpt.index, Outcome::Deferred, "4.3.0", text));
+                }
+            }
+        }
+        for job in jobs {
+            match identity_for(s, &job) {
+                Ok(id) => p.groups.entry(id).or_default().push(job),
+                Err(text) => {
+                    p.parts[pos].push(result(rcpt.index, Outcome::Deferred, "4.3.0", text));
                 }
             }
         }
     }
     p
+}
+
+/// Whose rights forwarded mail is queued with: `mail_owner` when local runs as root (the
+/// queue belongs to it), else this process's own user.
+fn forwarder(s: &Settings, me: UserInfo) -> Result<UserInfo, String> {
+    if !privs::privileged() {
+        return Ok(me);
+    }
+    resolve::system_user(&s.mail_owner)?
+        .ok_or_else(|| format!("mail_owner {} does not exist", s.mail_owner))
+}
+
+/// One result for a recipient from the results of its deliveries: any deferral defers it
+/// (it is retried whole, as Postfix does), else any bounce bounces it, else it is
+/// delivered. Several deliveries are summarised in one text.
+fn combine(index: u32, mut parts: Vec<RcptResult>) -> RcptResult {
+    if parts.len() == 1
+        && let Some(r) = parts.pop()
+    {
+        return r;
+    }
+    if parts.is_empty() {
+        return result(
+            index,
+            Outcome::Deferred,
+            "4.3.0",
+            "internal error: no delivery result",
+        );
+    }
+    for want in [Outcome::Deferred, Outcome::Bounced] {
+        if let Some(r) = parts.iter().find(|r| r.outcome == want) {
+            return r.clone();
+        }
+    }
+    let mut texts: Vec<&str> = Vec::new();
+    for r in &parts {
+        if !texts.contains(&r.text.as_str()) {
+            texts.push(&r.text);
+        }
+    }
+    result(
+        index,
+        Outcome::Delivered,
+        "2.0.0",
+        format!("alias expansion: {}", texts.join("; ")),
+    )
 }
 
 /// Delivers several requests together: all jobs that run with the same rights share one
@@ -186,6 +312,7 @@ pub fn deliver_batch(s: &Settings, reqs: &[DeliveryRequest]) -> Vec<Vec<RcptResu
                 .extend(jobs.into_iter().map(|j| (pi, j)));
         }
     }
+    let mut forwarded = false;
     for (id, jobs) in by_id {
         let outcome = privs::run_as(&id, || deliver_group(s, &plans, &jobs));
         let results = match outcome {
@@ -211,25 +338,22 @@ pub fn deliver_batch(s: &Settings, reqs: &[DeliveryRequest]) -> Vec<Vec<RcptResu
             }
         };
         for ((pi, job), r) in jobs.iter().zip(results) {
-            plans[*pi].results[job.pos] = Some(r);
+            if matches!(job.target, Target::Forward { .. }) && r.outcome == Outcome::Delivered {
+                forwarded = true;
+            }
+            plans[*pi].parts[job.pos].push(r);
         }
+    }
+    if forwarded {
+        reinject::wake_qmgr(s.queue.queue_directory.as_path());
     }
     plans
         .into_iter()
         .map(|p| {
-            p.results
+            p.parts
                 .into_iter()
                 .zip(&p.req.recipients)
-                .map(|(r, rcpt)| {
-                    r.unwrap_or_else(|| {
-                        result(
-                            rcpt.index,
-                            Outcome::Deferred,
-                            "4.3.0",
-                            "internal error: no delivery result",
-                        )
-                    })
-                })
+                .map(|(parts, rcpt)| combine(rcpt.index, parts))
                 .collect()
         })
         .collect()
@@ -262,6 +386,17 @@ fn deliver_group(s: &Settings, plans: &[Plan], jobs: &[(usize, Job)]) -> Vec<Rcp
             },
             Target::Mbox { path, spool } => Some(ctx.mbox(job, path, *spool)),
             Target::Command(cmd) => Some(ctx.command(job, cmd)),
+            Target::File(path) if path.as_os_str().as_encoded_bytes().ends_with(b"/") => {
+                match ctx.stage_maildir(&mut batch, job, path) {
+                    Ok(()) => {
+                        staged.push(k);
+                        None
+                    }
+                    Err(r) => Some(r),
+                }
+            }
+            Target::File(path) => Some(ctx.file(job, path)),
+            Target::Forward { sender, recipients } => Some(ctx.forward(job, sender, recipients)),
         };
     }
     for (k, r) in staged.into_iter().zip(batch.commit()) {
@@ -292,7 +427,7 @@ fn identity_for(s: &Settings, job: &Job) -> Result<Identity, String> {
     }
     match &job.target {
         // Postfix: "command delivery for root executes with $default_privs privileges".
-        Target::Command(_) if job.user.uid == 0 => {
+        Target::Command(_) | Target::File(_) if job.user.uid == 0 => {
             let d = resolve::system_user(&s.default_privs)?
                 .ok_or_else(|| format!("default_privs user {} does not exist", s.default_privs))?;
             Ok(Identity::user(d.uid, d.gid))
@@ -361,7 +496,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn headers(&self, job: &Job, delivered_to: bool) -> Vec<String> {
-        let mut h = vec![return_path_header(&self.req.sender)];
+        let mut h = vec![return_path_header(&job.sender)];
         h.extend(original_to_header(&job.orig));
         if delivered_to {
             h.push(delivered_to_header(&job.addr.address));
@@ -410,7 +545,7 @@ impl Ctx<'_> {
         let existed = std::fs::symlink_metadata(path).is_ok();
         let headers = self.headers(job, true);
         let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-        match deliver_mbox(path, &self.req.sender, &refs, self.qf.content(), &opts) {
+        match deliver_mbox(path, &job.sender, &refs, self.qf.content(), &opts) {
             Ok(d) => {
                 for w in d.warnings {
                     oxipost_log::warning!("{}: {w}", self.req.queue_id);
@@ -444,7 +579,7 @@ impl Ctx<'_> {
     }
 
     fn command(&self, job: &Job, cmd: &str) -> RcptResult {
-        let mut prefix = from_line(&self.req.sender, SystemTime::now());
+        let mut prefix = from_line(&job.sender, SystemTime::now());
         prefix.push('\n');
         for h in self.headers(job, self.s.delivered_to_command) {
             prefix.push_str(&h);
@@ -457,13 +592,86 @@ impl Ctx<'_> {
         };
         let inv = Invocation {
             command: cmd,
-            env: command_env(&self.req.sender, job, &self.req.attributes),
+            env: command_env(&job.sender, job, &self.req.attributes),
             export: &self.s.export_environment,
             cwd,
             time_limit: self.s.command_time_limit,
         };
         let r = command::deliver(&inv, prefix.as_bytes(), self.qf.content());
         result(job.index, r.outcome, r.dsn, r.text)
+    }
+
+    /// A `/file` destination: appended in mbox format, created `0600` when missing.
+    fn file(&self, job: &Job, path: &Path) -> RcptResult {
+        let opts = MboxOptions {
+            lock: self.s.lock.clone(),
+            mailbox_size_limit: Some(self.s.mailbox_size_limit),
+            message_size_limit: Some(self.s.message_size_limit),
+            create_mode: 0o600,
+        };
+        let headers = self.headers(job, self.s.delivered_to_file);
+        let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+        match deliver_mbox(path, &job.sender, &refs, self.qf.content(), &opts) {
+            Ok(d) => {
+                for w in d.warnings {
+                    oxipost_log::warning!("{}: {w}", self.req.queue_id);
+                }
+                result(
+                    job.index,
+                    Outcome::Delivered,
+                    "2.0.0",
+                    format!("delivered to file: {}", path.display()),
+                )
+            }
+            Err(e) => result(
+                job.index,
+                outcome_of(e.is_temporary()),
+                e.dsn(),
+                format!("cannot append message to file {}: {e}", path.display()),
+            ),
+        }
+    }
+
+    /// Remote destinations of an expansion: one new queue file.
+    fn forward(&self, job: &Job, sender: &str, recipients: &[String]) -> RcptResult {
+        let rcpt = self.req.recipients.iter().find(|r| r.index == job.index);
+        let orig = reinject::Original {
+            address: &job.addr.address,
+            orcpt: rcpt.and_then(|r| r.orcpt.as_deref()),
+            notify: rcpt.and_then(|r| r.notify.as_deref()),
+        };
+        let layout = match Layout::new(self.s.queue.clone()) {
+            Ok(l) => l,
+            Err(e) => return result(job.index, Outcome::Deferred, "4.3.0", e.to_string()),
+        };
+        match reinject::forward(
+            &layout,
+            self.qf,
+            &orig,
+            sender,
+            recipients,
+            self.s.delivered_to_forward,
+        ) {
+            Ok(id) => {
+                oxipost_log::info!(
+                    "{}: {id}: forwarded from <{}> to {}",
+                    self.req.queue_id,
+                    job.addr.address,
+                    recipients
+                        .iter()
+                        .map(|r| format!("<{r}>"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                result(
+                    job.index,
+                    Outcome::Delivered,
+                    "2.0.0",
+                    format!("forwarded as {id}"),
+                )
+            }
+            Err(e) => result(job.index, Outcome::Deferred, "4.3.0", e),
+        }
     }
 }
 

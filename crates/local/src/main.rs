@@ -9,9 +9,13 @@
 //! (the request and the mailboxes), [`command`] (mailbox_command), [`privs`] (rights),
 //! [`report`] (log lines), [`service`] (the protocol with qmgr).
 
+mod alias;
+mod aliasdb;
 mod command;
 mod deliver;
+mod expand;
 mod privs;
+mod reinject;
 mod report;
 mod resolve;
 mod service;

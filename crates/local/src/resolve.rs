@@ -2,10 +2,7 @@
 //! extension cut at `recipient_delimiter`), the domain check against `mydestination`, and the
 //! user lookup (a system account through `getpwnam`, else an entry of `local_users`).
 //!
-//! Aliases (`alias_maps`) and `.forward` files come in a later issue. Postfix consults them
-//! in this order, and they hook in here: aliases in [`resolve`] before the user lookup (an alias
-//! wins over an account of the same name), `.forward` right after a user is found (see the
-//! `HOOK` comments).
+//! Aliases and `.forward` files are consulted around the user lookup by [`crate::expand`].
 
 use std::path::PathBuf;
 
@@ -179,45 +176,6 @@ pub fn system_user(name: &str) -> Result<Option<UserInfo>, String> {
     }
 }
 
-/// What to do with one recipient before any mailbox is touched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
-    Deliver(Address, UserInfo),
-    Defer { dsn: &'static str, text: String },
-    Bounce { dsn: &'static str, text: String },
-}
-
-/// Resolves one recipient: domain check, (aliases,) user lookup.
-pub fn resolve(
-    address: &str,
-    s: &Settings,
-    getpw: impl Fn(&str) -> Result<Option<UserInfo>, String>,
-) -> Resolution {
-    let addr = Address::parse(address, s);
-    if let Some(domain) = addr.domain.as_deref()
-        && !s.is_local_domain(domain)
-    {
-        // Postfix would forward it; until there is a way to re-inject mail, keep it queued.
-        return Resolution::Defer {
-            dsn: "4.3.5",
-            text: format!("mail for {domain} is not local: the domain is not in mydestination"),
-        };
-    }
-    // HOOK (aliases): look up addr.local, then addr.user, in alias_maps here.
-    match lookup_user(&addr.user, s, getpw) {
-        // HOOK (.forward): expand forward_path for the user here.
-        Ok(Some(user)) => Resolution::Deliver(addr, user),
-        Ok(None) => Resolution::Bounce {
-            dsn: "5.1.1",
-            text: format!("unknown user: \"{}\"", addr.local),
-        },
-        Err(e) => Resolution::Defer {
-            dsn: "4.3.0",
-            text: e,
-        },
-    }
-}
-
 /// The original recipient for `X-Original-To:` and `orig_to=`: the DSN `ORCPT` when it is an
 /// `rfc822;` address (xtext decoded), else the address itself.
 pub fn original_recipient(address: &str, orcpt: Option<&str>) -> String {
@@ -264,7 +222,6 @@ fn xtext_decode(s: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::settings::LocalUser;
 
     pub(crate) fn settings() -> Settings {
         let main = oxipost_config::MainCf::parse(
@@ -343,36 +300,6 @@ pub(crate) mod tests {
             .expect("found");
         assert!(!u.listed, "a system account wins over local_users");
         assert!(system_user("root").expect("getpwnam").is_some());
-    }
-
-    #[test]
-    fn resolution_outcomes() {
-        let s = settings();
-        assert!(matches!(
-            resolve("alice+x@EXAMPLE.org", &s, no_system),
-            Resolution::Deliver(_, _)
-        ));
-        assert!(matches!(
-            resolve("alice", &s, no_system),
-            Resolution::Deliver(_, _)
-        ));
-        assert_eq!(
-            resolve("Carol+x@example.org", &s, no_system),
-            Resolution::Bounce {
-                dsn: "5.1.1",
-                text: "unknown user: \"carol+x\"".into()
-            }
-        );
-        assert!(matches!(
-            resolve("alice@elsewhere.net", &s, no_system),
-            Resolution::Defer { dsn: "4.3.5", .. }
-        ));
-        let failing = |_: &str| Err("nss down".to_string());
-        assert!(matches!(
-            resolve("alice@example.org", &s, failing),
-            Resolution::Defer { dsn: "4.3.0", .. }
-        ));
-        let _ = LocalUser::parse("x");
     }
 
     #[test]

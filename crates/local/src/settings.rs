@@ -59,6 +59,26 @@ pub struct Settings {
     pub delivered_to_command: bool,
     /// How much of the message header is read for the `Delivered-To:` loop check.
     pub header_size_limit: u64,
+    /// `prepend_delivered_header` contains `file`.
+    pub delivered_to_file: bool,
+    /// `prepend_delivered_header` contains `forward`.
+    pub delivered_to_forward: bool,
+    /// `allow_mail_to_commands`: the expansion classes (`alias`, `forward`, `include`)
+    /// whose `|command` entries are delivered.
+    pub allow_mail_to_commands: Vec<String>,
+    /// `allow_mail_to_files`: the same for `/file` entries.
+    pub allow_mail_to_files: Vec<String>,
+    /// `forward_path`, unexpanded: its `$home`, `$user`, ... are the recipient's.
+    pub forward_path: String,
+    /// `myorigin`: the domain of `owner-` senders.
+    pub myorigin: String,
+    pub expand_owner_alias: bool,
+    /// `mail_owner`: forwarded mail is queued with its rights.
+    pub mail_owner: String,
+    /// The queue forwarded mail is written to.
+    pub queue: oxipost_queue::QueueConfig,
+    /// The tables of `alias_maps`, opened on first use.
+    pub aliases: std::sync::Arc<crate::aliasdb::AliasDb>,
 }
 
 impl Settings {
@@ -91,6 +111,10 @@ impl Settings {
                 u
             })
             .collect();
+        let lower = |n: &str| -> Result<Vec<String>, String> {
+            Ok(list(n)?.into_iter().map(|w| w.to_lowercase()).collect())
+        };
+        let delivered = list("prepend_delivered_header")?;
         let methods = LockMethod::parse_list(&get("mailbox_delivery_lock")?)
             .map_err(|e| format!("mailbox_delivery_lock: {e}"))?;
         let attempts = cfg
@@ -121,11 +145,40 @@ impl Settings {
             lock,
             export_environment: list("export_environment")?,
             default_privs: get("default_privs")?,
-            delivered_to_command: list("prepend_delivered_header")?
-                .iter()
-                .any(|w| w.eq_ignore_ascii_case("command")),
+            delivered_to_command: delivered.iter().any(|w| w.eq_ignore_ascii_case("command")),
             header_size_limit: size("header_size_limit")?.max(1024),
+            delivered_to_file: delivered.iter().any(|w| w.eq_ignore_ascii_case("file")),
+            delivered_to_forward: delivered.iter().any(|w| w.eq_ignore_ascii_case("forward")),
+            aliases: std::sync::Arc::new(crate::aliasdb::AliasDb::new(&get("alias_maps")?)),
+            allow_mail_to_commands: lower("allow_mail_to_commands")?,
+            allow_mail_to_files: lower("allow_mail_to_files")?,
+            forward_path: cfg.raw("forward_path").unwrap_or_default(),
+            myorigin: get("myorigin")?.to_lowercase(),
+            expand_owner_alias: cfg
+                .get_bool("expand_owner_alias")
+                .map_err(|e| e.to_string())?,
+            mail_owner: get("mail_owner")?,
+            queue: oxipost_queue::QueueConfig::new(get("queue_directory")?)
+                .with_hash_queue_names(&get("hash_queue_names")?)
+                .with_hash_queue_depth(
+                    u32::try_from(
+                        cfg.get_int("hash_queue_depth")
+                            .map_err(|e| e.to_string())?
+                            .clamp(1, 16),
+                    )
+                    .unwrap_or(1),
+                ),
         })
+    }
+
+    /// True when `class` (`alias`, `forward`, `include`) may deliver to commands.
+    pub fn commands_allowed(&self, class: &str) -> bool {
+        self.allow_mail_to_commands.iter().any(|c| c == class)
+    }
+
+    /// True when `class` may deliver to files.
+    pub fn files_allowed(&self, class: &str) -> bool {
+        self.allow_mail_to_files.iter().any(|c| c == class)
     }
 
     /// True when `domain` (any case, trailing dot allowed) is one of `mydestination`.

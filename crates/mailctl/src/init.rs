@@ -111,7 +111,10 @@ pub fn main_cf(dir: &Path, bin_dir: &Path) -> String {
          smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n\
          # The demo user: a local recipient without a system account.\n\
          local_users = demo\n\
-         local_home_base = {d}/home\n",
+         local_home_base = {d}/home\n\
+         # The instance's own aliases: never the host's /etc/aliases.\n\
+         alias_maps = hash:{d}/etc/aliases\n\
+         alias_database = hash:{d}/etc/aliases\n",
         host = host_name()
     )
 }
@@ -129,6 +132,7 @@ pub fn init(dir: &Path, port_base: u16) -> Result<Vec<PathBuf>, String> {
     let files = [
         (etc.join("main.cf"), main_cf(&dir, &bin_dir)),
         (etc.join("master.cf"), master_cf(port_base)?),
+        (etc.join("aliases"), STARTER_ALIASES.to_string()),
     ];
     for (p, _) in &files {
         if p.exists() {
@@ -145,7 +149,37 @@ pub fn init(dir: &Path, port_base: u16) -> Result<Vec<PathBuf>, String> {
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
         written.push(p);
     }
+    written.push(build_aliases(&bin_dir, &etc)?);
     Ok(written)
+}
+
+/// The aliases(5) file of an init'ed directory.
+const STARTER_ALIASES: &str = "\
+# aliases(5) of this oxipost instance. After editing, run: newaliases
+# (with MAIL_CONFIG set to this directory's etc/), or postalias on this file.
+postmaster: demo
+MAILER-DAEMON: postmaster
+";
+
+/// Builds DIR/etc/aliases.db with the suite's postalias; returns the index path.
+fn build_aliases(bin_dir: &Path, etc: &Path) -> Result<PathBuf, String> {
+    let postalias = bin_dir.join("postalias");
+    let source = etc.join("aliases");
+    let status = std::process::Command::new(&postalias)
+        .arg("-c")
+        .arg(etc)
+        .arg(format!("hash:{}", source.display()))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("run {}: {e}", postalias.display()))?;
+    if !status.success() {
+        return Err(format!(
+            "{} {}: {status}",
+            postalias.display(),
+            source.display()
+        ));
+    }
+    Ok(etc.join("aliases.db"))
 }
 
 #[cfg(test)]
