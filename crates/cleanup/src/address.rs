@@ -76,11 +76,11 @@ pub fn address_ranges(value: &str) -> Vec<Range<usize>> {
     let mut angle: Option<usize> = None;
     let mut last_angle: Option<Range<usize>> = None;
     let mut elem_has_comment = false;
-    let mut finish = |s: usize,
-                      e: usize,
-                      last_angle: &mut Option<Range<usize>>,
-                      comment: bool,
-                      out: &mut Vec<Range<usize>>| {
+    let finish = |s: usize,
+                  e: usize,
+                  last_angle: &mut Option<Range<usize>>,
+                  comment: bool,
+                  out: &mut Vec<Range<usize>>| {
         if let Some(r) = last_angle.take() {
             if r.end > r.start {
                 out.push(r);

@@ -1,7 +1,22 @@
 //! Which transport and next hop a recipient goes to, as Postfix's trivial-rewrite resolves
-//! it: local (`mydestination`), virtual (`virtual_mailbox_domains`), relay
-//! (`relay_domains`), or the default transport (`relayhost` or the domain itself).
-//! transport_maps will come with the lookup tables.
+//! it. First the address class of the domain ([`oxipost_cleanup::AddressClasses`], shared
+//! with smtpd and cleanup): local (`mydestination`, `myhostname`) → `local_transport`;
+//! virtual alias domain (an address cleanup did not expand) → `error:5.1.1 User unknown in
+//! virtual alias table`; virtual mailbox domain → `virtual_transport`; relay domain →
+//! `relay_transport`; anything else → `default_transport`, with `relayhost` as next hop
+//! when set.
+//!
+//! Then `transport_maps` may override the result, looked up as transport(5) says: the full
+//! address (every table, patterns included), the address without its extension, the
+//! domain, each parent domain as `.parent` (or as `parent` when
+//! `parent_domain_matches_subdomains` names `transport_maps`), then `*` — partial keys in
+//! exact-key tables only. A value is `transport:nexthop`; an empty transport keeps the
+//! class's, an empty next hop becomes the recipient domain (nothing for `error`/`retry`).
+//! A table that cannot answer sends the recipient to `retry:4.3.0 transport_maps lookup
+//! failure`, so it is deferred and tried again, never misrouted.
+
+use oxipost_cleanup::AddressClass;
+use oxipost_maps::{MapError, MatchKind};
 
 use crate::settings::Settings;
 
@@ -33,26 +48,123 @@ pub fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
+/// The route of a recipient (see the module documentation).
 pub fn resolve(s: &Settings, address: &str) -> Route {
     let domain = domain_of(address)
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let is_local = domain.is_empty() || s.mydestination.contains(&domain) || domain == s.myhostname;
-    if is_local {
-        return split_transport(&s.local_transport, &s.myhostname);
+    let route = match class_route(s, &domain) {
+        Ok(r) => r,
+        Err(e) => return lookup_failure(address, "address class", &e),
+    };
+    match transport_lookup(s, address, &domain) {
+        Ok(Some(value)) => apply_transport(route, &value, &domain),
+        Ok(None) => route,
+        Err(e) => lookup_failure(address, "transport_maps", &e),
     }
-    if s.virtual_mailbox_domains.contains(&domain) {
-        return split_transport(&s.virtual_transport, &domain);
+}
+
+/// A table that could not answer: defer through the `retry` service.
+fn lookup_failure(address: &str, what: &str, e: &MapError) -> Route {
+    oxipost_log::warning!("{what} lookup for {address}: {}", e.message);
+    Route {
+        transport: "retry".into(),
+        nexthop: format!("4.3.0 {what} lookup failure"),
+    }
+}
+
+/// The route by address class alone.
+fn class_route(s: &Settings, domain: &str) -> Result<Route, MapError> {
+    if domain.is_empty() || domain == s.myhostname {
+        return Ok(split_transport(&s.local_transport, &s.myhostname));
     }
     let nexthop = if s.relayhost.is_empty() {
-        domain.clone()
+        domain.to_string()
     } else {
         s.relayhost.clone()
     };
-    if s.relay_domains.contains(&domain) {
-        return split_transport(&s.relay_transport, &nexthop);
+    Ok(match s.classes.classify(domain)? {
+        AddressClass::Local => split_transport(&s.local_transport, &s.myhostname),
+        AddressClass::VirtualAlias => Route {
+            transport: "error".into(),
+            nexthop: "5.1.1 User unknown in virtual alias table".into(),
+        },
+        AddressClass::VirtualMailbox => split_transport(&s.virtual_transport, domain),
+        AddressClass::Relay => split_transport(&s.relay_transport, &nexthop),
+        AddressClass::Default => split_transport(&s.default_transport, &nexthop),
+    })
+}
+
+/// The `transport_maps` value for an address, in transport(5)'s order.
+fn transport_lookup(s: &Settings, address: &str, domain: &str) -> Result<Option<String>, MapError> {
+    let maps = &s.transport_maps;
+    if maps.is_empty() {
+        return Ok(None);
     }
-    split_transport(&s.default_transport, &nexthop)
+    if let Some(v) = maps.lookup(address)? {
+        return Ok(Some(v));
+    }
+    let partial = Some(MatchKind::Fixed);
+    if let Some((local, dom)) = address.rsplit_once('@')
+        && !s.recipient_delimiter.is_empty()
+        && let Some(i) = local.find(|c: char| s.recipient_delimiter.contains(c))
+        && i > 0
+        && let Some(v) = maps.lookup_kind(&format!("{}@{dom}", &local[..i]), partial)?
+    {
+        return Ok(Some(v));
+    }
+    if !domain.is_empty() {
+        if let Some(v) = maps.lookup_kind(domain, partial)? {
+            return Ok(Some(v));
+        }
+        let mut rest = domain;
+        while let Some(i) = rest.find('.') {
+            let parent = &rest[i..];
+            let key = if s.transport_parent_matches {
+                &parent[1..]
+            } else {
+                parent
+            };
+            if !key.is_empty()
+                && let Some(v) = maps.lookup_kind(key, partial)?
+            {
+                return Ok(Some(v));
+            }
+            rest = &rest[i + 1..];
+        }
+    }
+    maps.lookup_kind("*", partial)
+}
+
+/// Applies a `transport:nexthop` table value to the class's route (Postfix's
+/// `update_entry`).
+fn apply_transport(route: Route, value: &str, domain: &str) -> Route {
+    let value = value.trim();
+    let (t, n) = match value.split_once(':') {
+        Some((t, n)) => (t.trim(), n.trim()),
+        None => (value, ""),
+    };
+    if t.is_empty() {
+        return Route {
+            nexthop: if n.is_empty() {
+                route.nexthop
+            } else {
+                n.to_string()
+            },
+            transport: route.transport,
+        };
+    }
+    let nexthop = if !n.is_empty() {
+        n.to_string()
+    } else if t == "error" || t == "retry" {
+        String::new()
+    } else {
+        domain.to_string()
+    };
+    Route {
+        transport: t.to_string(),
+        nexthop,
+    }
 }
 
 #[cfg(test)]
@@ -72,5 +184,50 @@ mod tests {
         assert_eq!(split_transport("relay:", "d").nexthop, "d");
         assert_eq!(domain_of("a@b.c"), "b.c");
         assert_eq!(domain_of("postmaster"), "");
+    }
+
+    #[test]
+    fn table_values() {
+        let r = || Route {
+            transport: "smtp".into(),
+            nexthop: "relay.example".into(),
+        };
+        let t = |tr: &str, n: &str| Route {
+            transport: tr.into(),
+            nexthop: n.into(),
+        };
+        assert_eq!(
+            apply_transport(r(), "discard:", "d.example"),
+            t("discard", "d.example")
+        );
+        assert_eq!(
+            apply_transport(r(), "error:5.1.1 go away", "d.example"),
+            t("error", "5.1.1 go away")
+        );
+        assert_eq!(apply_transport(r(), "error", "d.example"), t("error", ""));
+        assert_eq!(
+            apply_transport(r(), ":[gw.example]", "d"),
+            t("smtp", "[gw.example]")
+        );
+        assert_eq!(apply_transport(r(), "relay", "d"), t("relay", "d"));
+    }
+
+    #[test]
+    fn lookup_order() {
+        let mut s = crate::settings::tests::settings(
+            "transport_maps = inline:{ {a+x@d.example=t1:}, b@d.example=t2:, d.example=t3:, .sub.example=t4:, *=t5: }\n\
+             recipient_delimiter = +\nmydestination = localhost\n",
+        );
+        let tr = |s: &Settings, a: &str| resolve(s, a).transport;
+        assert_eq!(tr(&s, "a+x@d.example"), "t1");
+        assert_eq!(tr(&s, "b+y@d.example"), "t2");
+        assert_eq!(tr(&s, "c@d.example"), "t3");
+        assert_eq!(tr(&s, "c@x.sub.example"), "t4");
+        assert_eq!(tr(&s, "c@sub.example"), "t5");
+        assert_eq!(tr(&s, "c@other.example"), "t5");
+        s.transport_maps = std::sync::Arc::new(
+            oxipost_maps::Maps::open("fail:x", &oxipost_maps::MapConfig::default()).expect("fail"),
+        );
+        assert_eq!(tr(&s, "c@other.example"), "retry");
     }
 }

@@ -1,9 +1,12 @@
 //! qmgr's typed settings, read once at start from main.cf and master.cf.
 
+use oxipost_cleanup::AddressClasses;
 use oxipost_config::{Config, MasterCf, ServiceType};
+use oxipost_maps::{MapConfig, Maps};
 use oxipost_queue::{Layout, QueueConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -21,9 +24,14 @@ pub struct Settings {
     pub layout: Layout,
     pub private_dir: PathBuf,
     pub myhostname: String,
-    pub mydestination: Vec<String>,
-    pub virtual_mailbox_domains: Vec<String>,
-    pub relay_domains: Vec<String>,
+    /// The address classes (local, virtual alias, virtual mailbox, relay) with their tables.
+    pub classes: Arc<AddressClasses>,
+    /// `transport_maps`, open.
+    pub transport_maps: Arc<Maps>,
+    /// `parent_domain_matches_subdomains` names `transport_maps`.
+    pub transport_parent_matches: bool,
+    /// `recipient_delimiter`, for the transport_maps key without extension.
+    pub recipient_delimiter: String,
     pub local_transport: String,
     pub virtual_transport: String,
     pub relay_transport: String,
@@ -40,15 +48,6 @@ pub struct Settings {
     pub ipc_timeout: Duration,
     pub transport_retry_time: Duration,
     pub transports: HashMap<String, TransportLimits>,
-}
-
-fn lower_list(cfg: &Config, name: &str) -> Result<Vec<String>, String> {
-    Ok(cfg
-        .get_list(name)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|d| d.to_ascii_lowercase())
-        .collect())
 }
 
 impl Settings {
@@ -95,13 +94,26 @@ impl Settings {
                 },
             );
         }
+        let transport_maps = Maps::open(
+            &cfg.get("transport_maps").map_err(e)?,
+            &MapConfig::default(),
+        )
+        .map_err(|err| format!("parameter transport_maps: {}", err.message))?;
+        for w in transport_maps.warnings() {
+            oxipost_log::warning!("{w}");
+        }
         Ok(Settings {
+            classes: Arc::new(AddressClasses::from_config(cfg)?),
+            transport_maps: Arc::new(transport_maps),
+            transport_parent_matches: cfg
+                .get_list("parent_domain_matches_subdomains")
+                .map_err(e)?
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case("transport_maps")),
+            recipient_delimiter: cfg.get("recipient_delimiter").map_err(e)?,
             private_dir: PathBuf::from(&queue_directory).join("private"),
             layout,
             myhostname: cfg.get("myhostname").map_err(e)?.to_ascii_lowercase(),
-            mydestination: lower_list(cfg, "mydestination")?,
-            virtual_mailbox_domains: lower_list(cfg, "virtual_mailbox_domains")?,
-            relay_domains: lower_list(cfg, "relay_domains")?,
             local_transport: cfg.get("local_transport").map_err(e)?,
             virtual_transport: cfg.get("virtual_transport").map_err(e)?,
             relay_transport: cfg.get("relay_transport").map_err(e)?,
@@ -132,5 +144,23 @@ impl Settings {
                 destination_concurrency: 1,
                 destination_recipients: 1,
             })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Settings from a main.cf text, with an empty master.cf.
+    pub fn settings(text: &str) -> Settings {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("master.cf"), "").expect("master.cf");
+        let main = oxipost_config::MainCf::parse(
+            &dir.path().join("main.cf"),
+            &format!("queue_directory = {}\n{text}", dir.path().display()),
+        )
+        .expect("main.cf");
+        let cfg = Config::from_main(dir.path(), main, true);
+        Settings::from_config(&cfg).expect("settings")
     }
 }
