@@ -1,0 +1,99 @@
+//! `pop3d`: oxipost's POP3 server (the role of Dovecot's pop3-login and pop3 processes).
+//! master runs it for the `pop3` (110, STLS) and `pop3s` (995, implicit TLS) services;
+//! one process serves many sessions on the multi-client skeleton's event loop, so a
+//! thousand idle clients cost one process.
+//!
+//! It owns the POP3 session's decisions: logins through the authentication service
+//! (never reading credentials itself), the per-address, per-user and per-connection
+//! limits, opening and locking the user's mailbox (Maildir or mbox, see [`store`]), the
+//! UPDATE state's removals, and Dovecot-style log lines (`Login: user=<...>` and
+//! `Disconnected: Logged out top=, retr=, del=, size=`). The protocol is
+//! `oxipost-pop3-proto`'s; the mailbox formats are `oxipost-mailbox`'s.
+//!
+//! Privileges: pop3d runs as `mail_owner` (master.cf's unprivileged column) and reads
+//! mailboxes with that user's rights. In the quick start every mailbox belongs to that
+//! user. With a root-run suite and system users whose mailboxes only they can read, pop3d
+//! cannot open them (the login gets `-ERR [SYS/TEMP]` and a warning names the file);
+//! per-user privilege switching is not implemented.
+
+mod auth;
+mod service;
+mod settings;
+mod store;
+
+use service::{Pop3Service, Shared};
+use settings::Settings;
+
+const USAGE: &str = "\
+usage: pop3d [-n service] [-t type] [-u] [-r] [-v] [-o name=value]...
+
+oxipost's POP3 server (RFC 1939, CAPA, AUTH, STLS; Maildir and mbox). It is started by
+master(8) with the listening socket on descriptor 5 (OXIPOST_LISTEN_FDS=1) and reads
+main.cf from MAIL_CONFIG; it is not meant to be run by hand. Parameters: pop3d_* in
+postconf(5); see pop3d(8).
+";
+
+fn main() {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return;
+    }
+    let worker = oxipost_daemon::Worker::start("pop3d");
+    let mut settings = match Settings::from_config(&worker.config) {
+        Ok(s) => s,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    // Keys are read before the privilege drop, so they may stay readable by root only.
+    let mut tls = None;
+    if settings.tls.enabled {
+        if settings.tls.files.is_empty() {
+            oxipost_log::warning!(
+                "TLS is enabled for pop3d but no certificate is configured (pop3d_tls_cert_file)"
+            );
+        } else {
+            match oxipost_tls::server_config(&settings.tls.files) {
+                Ok(c) => tls = Some(c),
+                Err(e) => oxipost_log::warning!("cannot load TLS certificates: {e}"),
+            }
+        }
+        if tls.is_none() {
+            if settings.tls.wrapper {
+                // Implicit TLS without a certificate cannot serve anyone: fail closed.
+                oxipost_log::fatal!("pop3d_tls_wrappermode = yes but TLS is unusable");
+            }
+            // STLS is then not offered; required TLS keeps refusing plaintext logins
+            // (loopback clients excepted).
+            settings.tls.enabled = false;
+        }
+    }
+    if let Err(e) = worker.drop_privileges() {
+        oxipost_log::fatal!("{e}");
+    }
+    raise_descriptor_limit();
+    let mechanisms = auth::mechanisms(&settings.auth_socket, "pop3");
+    let local_ip = worker.listeners.first().and_then(|l| match l {
+        oxipost_daemon::Listener::Tcp(t) => t
+            .local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified()),
+        _ => None,
+    });
+    let tls_offered = settings.tls.enabled;
+    let shared = match Shared::new(settings, mechanisms, tls_offered, local_ip) {
+        Ok(s) => s,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    oxipost_daemon::multi_server(worker, Pop3Service::new(shared, tls));
+}
+
+/// Thousands of connections need thousands of descriptors: lift the soft limit to the
+/// hard one, as qmgr does.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
