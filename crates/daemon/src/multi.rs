@@ -97,6 +97,11 @@ pub trait MultiService {
     }
     /// A connection is gone.
     fn disconnected(&mut self, _id: usize) {}
+    /// Whether `max_use` applies (see the event loop): false by default for multi-client
+    /// services.
+    fn honours_max_use(&self) -> bool {
+        false
+    }
     /// Most clients one process holds; master starts another process beyond it.
     fn max_clients(&self) -> usize {
         1000
@@ -351,7 +356,11 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
             }
         }
         // Capacity and lifetime bookkeeping; master learns when this process is full.
-        let spent = worker.max_use > 0 && served >= worker.max_use;
+        // max_use recycles processes that serve one client at a time; a multi-client
+        // process under steady load would otherwise restart every max_use connections
+        // (a fork, exec and configuration load each time) for no benefit. It is honoured
+        // only by services that ask for it, and max_idle still recycles idle processes.
+        let spent = service.honours_max_use() && worker.max_use > 0 && served >= worker.max_use;
         let want_accept = draining.is_none() && !spent && live < service.max_clients();
         if want_accept != accepting {
             accepting = want_accept;
