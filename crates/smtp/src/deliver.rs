@@ -1,0 +1,598 @@
+//! One delivery request: read the message from the queue file, find the servers for the
+//! next hop, open a session (or reuse the cached one: a batch of messages for one
+//! destination goes over one connection, with `RSET` between transactions), run the
+//! transaction, and turn every recipient's reply into a result: 2xx delivered, 4xx
+//! deferred, 5xx bounced, with the server's text as Postfix words it. A recipient left
+//! without a reply (the connection broke) is deferred.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oxipost_dns::Resolver;
+use oxipost_ipc::{DeliveryRequest, Outcome, RcptResult};
+use oxipost_queue::QueueFile;
+use oxipost_queue::format::{BodyType, Ret};
+use oxipost_smtp_client_proto::{Body, MailSpec, RcptSpec, Transaction, TxOptions, content};
+use rustls::RootCertStore;
+
+use crate::conn::{Failure, Payload, Plan, Session};
+use crate::dest::{self, Nexthop};
+use crate::report::Line;
+use crate::sasl;
+use crate::settings::Settings;
+use crate::tls::{TlsLevel, TlsPolicy};
+
+/// The agent's state across requests: settings, resolver, trust anchors and the cached
+/// session.
+pub struct Agent {
+    pub s: Settings,
+    dns: Result<Resolver, String>,
+    roots: Arc<RootCertStore>,
+    cache: Option<Cached>,
+}
+
+struct Cached {
+    key: String,
+    session: Session,
+    idle_since: Instant,
+}
+
+/// A message read from its queue file.
+struct Message {
+    mail: MailSpec,
+    content: Vec<u8>,
+}
+
+/// A decided result before it becomes an [`RcptResult`].
+#[derive(Clone)]
+struct Decided {
+    outcome: Outcome,
+    dsn: String,
+    text: String,
+    relay: String,
+}
+
+impl Agent {
+    /// Prepares the agent: the resolver (failures are reported per request, as
+    /// temporary) and the trust anchors for TLS.
+    pub fn new(s: Settings) -> Agent {
+        let dns = Resolver::from_param(&s.dns_servers).map_err(|e| e.to_string());
+        let roots = match crate::tls::root_store(s.tls_ca_file.as_deref(), s.tls_ca_path.as_deref())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                oxipost_log::warning!("TLS trust anchors: {e}");
+                RootCertStore::empty()
+            }
+        };
+        Agent {
+            s,
+            dns,
+            roots: Arc::new(roots),
+            cache: None,
+        }
+    }
+
+    /// True while a session is cached.
+    pub fn has_cached(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Closes the cached session with QUIT.
+    pub fn close_cached(&mut self) {
+        if let Some(c) = self.cache.take() {
+            c.session.quit();
+        }
+    }
+
+    /// Closes the cached session when it has been idle longer than the cache time limit.
+    pub fn expire_cached(&mut self) {
+        if self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.idle_since.elapsed() >= self.s.cache_time_limit)
+        {
+            self.close_cached();
+        }
+    }
+
+    /// Delivers one request and logs one line per recipient.
+    pub fn deliver(&mut self, req: &DeliveryRequest) -> Vec<RcptResult> {
+        let received = SystemTime::now();
+        let before = arrival_delay(req.arrival, received);
+        let start = Instant::now();
+        let mut timing = (Duration::ZERO, Duration::ZERO, 1u32);
+        let decided = match read_message(req) {
+            Ok(msg) => self.deliver_message(req, &msg, start, &mut timing),
+            Err(text) => vec![
+                Decided {
+                    outcome: Outcome::Deferred,
+                    dsn: "4.3.0".into(),
+                    text,
+                    relay: "none".into(),
+                };
+                req.recipients.len()
+            ],
+        };
+        let (setup, xfer, conn_use) = timing;
+        req.recipients
+            .iter()
+            .zip(decided)
+            .map(|(r, d)| {
+                let orig = r
+                    .orcpt
+                    .as_deref()
+                    .and_then(|o| o.split_once(';').map(|(_, a)| a));
+                let line = Line {
+                    queue_id: &req.queue_id,
+                    to: &r.address,
+                    orig_to: orig,
+                    relay: &d.relay,
+                    conn_use,
+                    delays: [before, setup, xfer],
+                    dsn: &d.dsn,
+                    outcome: d.outcome,
+                    text: &d.text,
+                };
+                oxipost_log::info!("{}", line.render());
+                RcptResult {
+                    index: r.index,
+                    outcome: d.outcome,
+                    status: d.dsn,
+                    text: d.text,
+                    relay: d.relay,
+                }
+            })
+            .collect()
+    }
+
+    fn deliver_message(
+        &mut self,
+        req: &DeliveryRequest,
+        msg: &Message,
+        start: Instant,
+        timing: &mut (Duration, Duration, u32),
+    ) -> Vec<Decided> {
+        let n = req.recipients.len();
+        let all = |outcome, dsn: &str, text: String, relay: &str| {
+            vec![
+                Decided {
+                    outcome,
+                    dsn: dsn.into(),
+                    text,
+                    relay: relay.into(),
+                };
+                n
+            ]
+        };
+        let default_port = if self.s.lmtp { 24 } else { 25 };
+        let nexthop_text = if req.nexthop.trim().is_empty() {
+            req.recipients
+                .first()
+                .and_then(|r| r.address.rsplit_once('@'))
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default()
+        } else {
+            req.nexthop.trim().to_string()
+        };
+        let nexthop = match Nexthop::parse(&nexthop_text, default_port, self.s.lmtp) {
+            Ok(n) => n,
+            Err(e) => {
+                return all(
+                    Outcome::Deferred,
+                    "4.3.5",
+                    format!("bad next-hop destination {nexthop_text}: {e}"),
+                    "none",
+                );
+            }
+        };
+        let key = nexthop_text.to_ascii_lowercase();
+        let rcpts: Vec<RcptSpec> = req
+            .recipients
+            .iter()
+            .map(|r| RcptSpec {
+                address: r.address.clone(),
+                notify: r.notify.clone(),
+                orcpt: r.orcpt.clone(),
+            })
+            .collect();
+
+        // A cached session to the same destination first.
+        if let Some(c) = self.cache.take() {
+            if c.key == key && !c.session.broken {
+                let mut session = c.session;
+                let t0 = Instant::now();
+                let attempt = self.transact(&mut session, msg, &rcpts, true);
+                timing.1 = t0.elapsed();
+                timing.2 = session.transactions;
+                match attempt {
+                    Ok(decided) => {
+                        self.keep(key, session);
+                        return decided;
+                    }
+                    // The server closed the idle connection or refused RSET: open a
+                    // new one below.
+                    Err(_) => session.quit(),
+                }
+            } else {
+                c.session.quit();
+            }
+        }
+
+        let (level, matches) = self.tls_policy(&nexthop_text);
+        let level = match level {
+            TlsLevel::Dane => TlsLevel::May,
+            TlsLevel::DaneOnly => TlsLevel::Encrypt,
+            l => l,
+        };
+        let targets: Vec<(
+            String,
+            Option<std::net::SocketAddr>,
+            Option<std::path::PathBuf>,
+        )> = match &nexthop {
+            Nexthop::Unix(p) => vec![(p.display().to_string(), None, Some(p.clone()))],
+            Nexthop::Inet { host, port, mx } => {
+                let dns: &dyn dest::Lookup = match &self.dns {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return all(
+                            Outcome::Deferred,
+                            "4.4.3",
+                            format!("Name service error: {e}"),
+                            "none",
+                        );
+                    }
+                };
+                match dest::candidates(host, *port, *mx, &self.s, dns) {
+                    Ok(c) => c
+                        .into_iter()
+                        .map(|c| (c.name, Some(c.addr), None))
+                        .collect(),
+                    Err(e) => {
+                        let o = if e.permanent {
+                            Outcome::Bounced
+                        } else {
+                            Outcome::Deferred
+                        };
+                        return all(o, &e.dsn, e.text, "none");
+                    }
+                }
+            }
+        };
+        let nexthop_host = match &nexthop {
+            Nexthop::Inet { host, .. } => host.clone(),
+            Nexthop::Unix(_) => String::new(),
+        };
+        let mut last: Option<(Failure, String)> = None;
+        let mut sessions_tried = 0;
+        for (name, addr, unix) in &targets {
+            let credentials =
+                match self.credentials(&nexthop_text, name, addr.map_or(0, |a| a.port())) {
+                    Ok(c) => c,
+                    Err(e) => return all(Outcome::Deferred, "4.3.0", e, "none"),
+                };
+            let tls_names = self.tls_names(level, matches.as_deref(), name, &nexthop_host);
+            let mut plan = Plan {
+                name: name.clone(),
+                addr: *addr,
+                unix: unix.as_deref(),
+                tls_level: level,
+                tls_names,
+                roots: self.roots.clone(),
+                credentials,
+            };
+            let mut opened = Session::open(&self.s, &plan);
+            if let Err((Failure::TlsFallback(why), _, relay)) = &opened {
+                oxipost_log::info!("{relay}: {why}; retrying without TLS");
+                plan.tls_level = TlsLevel::None;
+                opened = Session::open(&self.s, &plan);
+            }
+            match opened {
+                Ok(mut session) => {
+                    timing.0 = start.elapsed();
+                    let t0 = Instant::now();
+                    let attempt = self.transact(&mut session, msg, &rcpts, false);
+                    timing.1 = t0.elapsed();
+                    timing.2 = session.transactions;
+                    match attempt {
+                        Ok(decided) => {
+                            self.keep(key, session);
+                            return decided;
+                        }
+                        Err((f, partial)) => {
+                            let (dsn, perm, text) =
+                                f.describe(&session.peer, self.s.skip_5xx_greeting);
+                            let relay = session.relay.clone();
+                            session.quit();
+                            return partial
+                                .into_iter()
+                                .map(|d| {
+                                    d.unwrap_or_else(|| Decided {
+                                        outcome: if perm {
+                                            Outcome::Bounced
+                                        } else {
+                                            Outcome::Deferred
+                                        },
+                                        dsn: dsn.clone(),
+                                        text: text.clone(),
+                                        relay: relay.clone(),
+                                    })
+                                })
+                                .collect();
+                        }
+                    }
+                }
+                Err((f, peer, relay)) => {
+                    let (_, _, text) = f.describe(&peer, self.s.skip_5xx_greeting);
+                    if !matches!(f, Failure::Connect(_)) {
+                        sessions_tried += 1;
+                    }
+                    oxipost_log::info!("{}: {text}", req.queue_id);
+                    let stop = !f.try_next()
+                        || (self.s.mx_session_limit > 0
+                            && sessions_tried >= self.s.mx_session_limit);
+                    last = Some((f, peer));
+                    if stop {
+                        break;
+                    }
+                    let _ = relay;
+                }
+            }
+        }
+        timing.0 = start.elapsed();
+        match last {
+            Some((f, peer)) => {
+                let (dsn, perm, text) = f.describe(&peer, self.s.skip_5xx_greeting);
+                let o = if perm {
+                    Outcome::Bounced
+                } else {
+                    Outcome::Deferred
+                };
+                all(o, &dsn, text, "none")
+            }
+            None => all(
+                Outcome::Deferred,
+                "4.4.4",
+                format!("no server found for {nexthop_text}"),
+                "none",
+            ),
+        }
+    }
+
+    fn keep(&mut self, key: String, session: Session) {
+        if session.broken {
+            session.quit();
+            return;
+        }
+        self.cache = Some(Cached {
+            key,
+            session,
+            idle_since: Instant::now(),
+        });
+    }
+
+    /// One transaction on an open session. `Err` carries the failure and what was
+    /// decided before it (a reused session that failed before any decision is
+    /// `Err` with nothing decided, and the caller opens a new one).
+    #[allow(clippy::type_complexity)]
+    fn transact(
+        &self,
+        session: &mut Session,
+        msg: &Message,
+        rcpts: &[RcptSpec],
+        reused: bool,
+    ) -> Result<Vec<Decided>, (Failure, Vec<Option<Decided>>)> {
+        let n = rcpts.len();
+        let relay = session.relay.clone();
+        let peer = session.peer.clone();
+        let local = |o: Outcome, dsn: &str, text: String| {
+            vec![
+                Decided {
+                    outcome: o,
+                    dsn: dsn.into(),
+                    text,
+                    relay: relay.clone(),
+                };
+                n
+            ]
+        };
+        // Content for this server.
+        let mut crlf = content::to_crlf(&msg.content);
+        let mut eight = content::has_8bit(&crlf);
+        if eight
+            && !session.ext.eightbitmime
+            && let Some(c) = content::downgrade_8bit(&crlf)
+        {
+            crlf = c;
+            eight = false;
+        }
+        if !session.ext.size_ok(crlf.len() as u64) {
+            return Ok(local(
+                Outcome::Bounced,
+                "5.3.4",
+                format!(
+                    "message size {} exceeds size limit {} of server {peer}",
+                    crlf.len(),
+                    session.ext.size.unwrap_or(0)
+                ),
+            ));
+        }
+        let needs_utf8 = !msg.mail.sender.is_ascii() || rcpts.iter().any(|r| !r.address.is_ascii());
+        if msg.mail.smtputf8 && needs_utf8 && !session.ext.smtputf8 {
+            return Ok(local(
+                Outcome::Bounced,
+                "5.6.7",
+                format!("SMTPUTF8 is required, but was not offered by host {peer}"),
+            ));
+        }
+        let mut mail = msg.mail.clone();
+        mail.size = crlf.len() as u64;
+        let opts = TxOptions {
+            lmtp: self.s.lmtp,
+            pipelining: true,
+            chunking: true,
+            rset_first: reused,
+        };
+        let mut tx = Transaction::new(&mail, rcpts, &session.ext, opts, eight);
+        let mut payload = Payload {
+            crlf,
+            stuffed: None,
+        };
+        let run = session.run(&mut tx, &mut payload);
+        let results = tx.results();
+        let decided: Vec<Option<Decided>> = results
+            .into_iter()
+            .map(|r| {
+                r.map(|r| {
+                    let outcome = match r.reply.class() {
+                        2 => Outcome::Delivered,
+                        5 => Outcome::Bounced,
+                        _ => Outcome::Deferred,
+                    };
+                    let text = if outcome == Outcome::Delivered {
+                        r.reply.text()
+                    } else {
+                        format!(
+                            "host {peer} said: {} ({})",
+                            r.reply.text(),
+                            r.stage.in_reply_to()
+                        )
+                    };
+                    Decided {
+                        outcome,
+                        dsn: r.reply.dsn(),
+                        text,
+                        relay: relay.clone(),
+                    }
+                })
+            })
+            .collect();
+        if reused && (tx.rset_failed() || (run.is_err() && decided.iter().all(Option::is_none))) {
+            return Err((
+                run.err()
+                    .unwrap_or(Failure::Lost(oxipost_smtp_client_proto::Stage::Rset)),
+                decided,
+            ));
+        }
+        if let Err(f) = run {
+            return Err((f, decided));
+        }
+        Ok(decided
+            .into_iter()
+            .map(|d| {
+                d.unwrap_or_else(|| Decided {
+                    outcome: Outcome::Deferred,
+                    dsn: "4.4.2".into(),
+                    text: format!("lost connection with {peer} while sending RCPT TO"),
+                    relay: relay.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// The TLS level and `match=` names for a destination: `smtp_tls_policy_maps`
+    /// (the next hop as written, then the bare domain), else the global level.
+    fn tls_policy(&self, nexthop: &str) -> (TlsLevel, Option<Vec<String>>) {
+        if let Some(maps) = &self.s.tls_policy_maps {
+            let bare = nexthop
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or(nexthop)
+                .to_string();
+            for key in [nexthop.to_string(), bare] {
+                match maps.lookup(&key) {
+                    Ok(Some(v)) => match TlsPolicy::parse(&v) {
+                        Some(p) => return (p.level, p.matches),
+                        None => {
+                            oxipost_log::warning!("smtp_tls_policy_maps: bad policy for {key}: {v}")
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(e) => {
+                        // A table that cannot answer must not weaken security.
+                        oxipost_log::warning!("smtp_tls_policy_maps: {e}");
+                        return (TlsLevel::Encrypt, None);
+                    }
+                }
+            }
+        }
+        (self.s.tls_level, None)
+    }
+
+    /// The names a certificate may match at `verify`/`secure`.
+    fn tls_names(
+        &self,
+        level: TlsLevel,
+        matches: Option<&[String]>,
+        host: &str,
+        nexthop: &str,
+    ) -> Vec<String> {
+        let strategies: Vec<String> = match matches {
+            Some(m) => m.to_vec(),
+            None if level == TlsLevel::Secure => self.s.tls_secure_cert_match.clone(),
+            None => self.s.tls_verify_cert_match.clone(),
+        };
+        let mut out = Vec::new();
+        for m in strategies {
+            match m.as_str() {
+                "hostname" => out.push(host.to_string()),
+                "nexthop" | "dot-nexthop" => out.push(nexthop.to_string()),
+                other => out.push(other.to_string()),
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    fn credentials(
+        &self,
+        nexthop: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<sasl::Credentials>, String> {
+        if !self.s.sasl_enable {
+            return Ok(None);
+        }
+        match &self.s.sasl_password_maps {
+            Some(m) => sasl::lookup(m, nexthop, host, port),
+            None => Ok(None),
+        }
+    }
+}
+
+fn arrival_delay(arrival: u64, received: SystemTime) -> Duration {
+    if arrival == 0 {
+        return Duration::ZERO;
+    }
+    received
+        .duration_since(UNIX_EPOCH + Duration::from_secs(arrival))
+        .unwrap_or(Duration::ZERO)
+}
+
+fn read_message(req: &DeliveryRequest) -> Result<Message, String> {
+    let qf = QueueFile::open(&req.path)
+        .map_err(|e| format!("cannot read queue file {}: {e}", req.path))?;
+    let mut content = Vec::with_capacity(qf.content_len() as usize);
+    qf.content()
+        .read_to_end(&mut content)
+        .map_err(|e| format!("error reading message: {e}"))?;
+    let p = &qf.envelope().params;
+    let mail = MailSpec {
+        sender: req.sender.clone(),
+        size: content.len() as u64,
+        body: match p.body {
+            Some(BodyType::EightBitMime) | Some(BodyType::BinaryMime) => Body::EightBitMime,
+            Some(BodyType::SevenBit) => Body::SevenBit,
+            None => Body::Unspecified,
+        },
+        smtputf8: p.smtputf8,
+        ret: p.ret.map(|r| match r {
+            Ret::Full => "FULL".to_string(),
+            Ret::Hdrs => "HDRS".to_string(),
+        }),
+        envid: p.envid.clone(),
+    };
+    Ok(Message { mail, content })
+}
