@@ -27,6 +27,7 @@ libnet-ssleay-perl
 libio-socket-ssl-perl
 libauthen-sasl-perl
 openssl
+fetchmail
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be

@@ -184,9 +184,18 @@ pub struct MaildirStore {
 impl MaildirStore {
     fn open(root: &Path) -> Result<(Store, Vec<Message>), OpenError> {
         let dir = Maildir::new(root);
-        if !root.join("cur").is_dir() && dir.create().is_err() {
-            // No Maildir and none can be made here: an empty mailbox.
-            return Ok((Store::Empty, Vec::new()));
+        match std::fs::metadata(root.join("cur")) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Err(e) = dir.create() {
+                    // No Maildir and none can be made (no home yet): an empty mailbox.
+                    oxipost_log::info!("cannot create {}: {e}", root.display());
+                    return Ok((Store::Empty, Vec::new()));
+                }
+            }
+            Err(e) => {
+                return Err(OpenError::Failed(format!("{}: {e}", root.display())));
+            }
         }
         let lock_path = root.join(LOCK_NAME);
         let lock = OpenOptions::new()
