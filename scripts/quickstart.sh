@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-run="$top/run"
+run="${OXIPOST_RUN_DIR:-$top/run}"
+profile="${OXIPOST_PROFILE:-release}"   # the tests use debug to save a release build
 
 need_pkgs=()
 command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
@@ -19,9 +20,13 @@ if [ "$(id -u)" = 0 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
         { apt-get update -q >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
 fi
 
-echo "== building (release)"
-cargo build --release --workspace --quiet
-bin="$top/target/release"
+echo "== building ($profile)"
+if [ "$profile" = release ]; then
+    cargo build --release --workspace --quiet
+else
+    cargo build --workspace --quiet
+fi
+bin="$top/target/$profile"
 
 as_user=()
 if [ "$(id -u)" = 0 ]; then
@@ -34,6 +39,8 @@ if [ -f "$run/etc/main.cf" ]; then
 else
     mkdir -p "$run"
     [ ${#as_user[@]} -eq 0 ] || chown oxipost: "$run"
+    # The suite's user must reach the checkout's binaries and the run directory.
+    [ ${#as_user[@]} -eq 0 ] || chmod o+x "$(dirname "$run")" 2>/dev/null || true
     "${as_user[@]}" "$bin/mailctl" init "$run" >/dev/null
 fi
 [ ${#as_user[@]} -eq 0 ] || chown -R oxipost: "$run"
