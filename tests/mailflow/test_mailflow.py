@@ -155,21 +155,39 @@ def test_mail_queued_while_local_fails_is_delivered_after_recovery(suite):
 
 
 def test_queued_mail_survives_stop_and_start(suite):
+    """Mail in deferred/, hold/ and incoming/ (and active/, if qmgr holds some when the
+    suite stops) survives mailctl stop and start and is delivered afterwards."""
     suite.postconf("minimal_backoff_time = 1s", "maximal_backoff_time = 2s", "queue_run_delay = 1s",
                    "service_throttle_time = 1s", "transport_retry_time = 1s")
     break_local(suite)
     suite.start()
-    for i in range(5):
+    for i in range(6):
         send(suite, ["demo@localhost"], f"Subject: survive {i}\r\n\r\nx\r\n".encode())
+    queued = lambda: sum(len(suite.queue_files(q)) for q in ("incoming", "active", "deferred", "hold"))
     deadline = time.time() + 60
-    while time.time() < deadline and len(suite.queue_files("deferred")) + len(suite.queue_files("active")) < 5:
+    while time.time() < deadline and len(suite.queue_files("deferred")) < 6:
         time.sleep(0.2)
+    assert len(suite.queue_files("deferred")) == 6, suite.log()[-2000:]
+    # One message on hold (postsuper -h), one back in incoming (as if just received).
+    held, requeued = suite.queue_files("deferred")[:2]
+    run(BIN / "postsuper", "-c", suite.etc, "-h", held.name, as_suite_user=True)
     suite.stop()
-    assert len(suite.queue_files("deferred")) + len(suite.queue_files("active")) + len(suite.queue_files("incoming")) == 5
+    incoming = suite.root / "spool" / "incoming" / requeued.name
+    requeued.rename(incoming)
+    assert len(suite.queue_files("hold")) == 1 and len(suite.queue_files("incoming")) == 1
+    assert queued() == 6
     fix_local(suite)
     suite.start()
     suite.mailctl("flush")
     suite.wait_for_mail(5)
+    assert len(suite.queue_files("hold")) == 1, "held mail stays held"
+    run(BIN / "postsuper", "-c", suite.etc, "-H", "ALL", as_suite_user=True)
+    suite.mailctl("flush")
+    suite.wait_for_mail(6)
+    deadline = time.time() + 30
+    while time.time() < deadline and queued():
+        time.sleep(0.1)
+    assert queued() == 0
 
 
 def test_kill_minus_9_during_load_loses_no_acknowledged_message(suite):
