@@ -4,8 +4,9 @@
 //! deferred with back-off, or bounced. All state changes on disk are renames or one-byte
 //! done-marks, so a crash at any point leaves each message in a queue it is picked up from.
 
-use crate::bounce::{self, BounceInfo, Failed};
+use crate::defer_log;
 use crate::dispatch::{Dispatcher, Done, Job};
+use crate::notify::{Notifier, RcptOutcome};
 use crate::resolve::{Route, resolve};
 use crate::settings::Settings;
 use oxipost_ipc::{DeliveryReply, DeliveryRequest, Outcome, RcptRef};
@@ -28,9 +29,10 @@ struct Message {
     arrival: SystemTime,
     recipients: Vec<Recipient>,
     pending_jobs: usize,
-    delivered: Vec<usize>,
-    deferred: Vec<(usize, String, String)>,
-    bounced: Vec<(usize, String, String)>,
+    /// Results of this attempt: (recipient index, status, text, relay).
+    delivered: Vec<RcptOutcome>,
+    deferred: Vec<RcptOutcome>,
+    bounced: Vec<RcptOutcome>,
 }
 
 struct Pending {
@@ -58,6 +60,8 @@ pub struct Scheduler {
     dead_until: HashMap<String, Instant>,
     /// The last incoming scan stopped at qmgr_message_active_limit.
     incoming_backlog: bool,
+    /// qmgr itself queued mail (a notification) that incoming/ should be scanned for.
+    new_mail: bool,
 }
 
 impl Scheduler {
@@ -75,6 +79,7 @@ impl Scheduler {
             next_key: 1,
             dead_until: HashMap::new(),
             incoming_backlog: false,
+            new_mail: false,
         })
     }
 
@@ -101,8 +106,20 @@ impl Scheduler {
         self.dispatch();
     }
 
-    /// New mail: move what fits from incoming/ to active/.
+    /// New mail: move what fits from incoming/ to active/; again while doing so made
+    /// qmgr queue notifications of its own.
     pub fn scan_incoming(&mut self) {
+        self.new_mail = false;
+        self.scan_incoming_once();
+        for _ in 0..8 {
+            if !std::mem::take(&mut self.new_mail) {
+                break;
+            }
+            self.scan_incoming_once();
+        }
+    }
+
+    fn scan_incoming_once(&mut self) {
         let entries = match self.s.layout.list(Queue::Incoming) {
             Ok(e) => e,
             Err(e) => {
@@ -350,8 +367,9 @@ impl Scheduler {
             self.complete(done);
         }
         self.dispatch();
-        // Freed active slots may admit new mail that the last scan had to leave behind.
-        if self.incoming_backlog && self.messages.len() < self.s.active_limit {
+        // Freed active slots may admit new mail that the last scan had to leave behind,
+        // and notifications queued just now wait in incoming/.
+        if (self.incoming_backlog || self.new_mail) && self.messages.len() < self.s.active_limit {
             self.scan_incoming();
         }
     }
@@ -408,10 +426,11 @@ impl Scheduler {
                 };
                 answered[pos] = true;
                 let idx = r.index as usize;
+                let o = (idx, r.status, r.text, r.relay);
                 match r.outcome {
-                    Outcome::Delivered => msg.delivered.push(idx),
-                    Outcome::Deferred => msg.deferred.push((idx, r.status, r.text)),
-                    Outcome::Bounced => msg.bounced.push((idx, r.status, r.text)),
+                    Outcome::Delivered => msg.delivered.push(o),
+                    Outcome::Deferred => msg.deferred.push(o),
+                    Outcome::Bounced => msg.bounced.push(o),
                 }
             }
         }
@@ -426,6 +445,7 @@ impl Scheduler {
                     r.index as usize,
                     "4.3.0".into(),
                     "mail transport unavailable".into(),
+                    "none".into(),
                 ));
             }
         }
@@ -435,7 +455,7 @@ impl Scheduler {
         }
     }
 
-    /// Every request of a message has an answer: bounce, defer or remove it.
+    /// Every request of a message has an answer: notify, then defer or remove it.
     fn finish(&mut self, qid: &str) {
         let Some(mut msg) = self.messages.remove(qid) else {
             return;
@@ -450,22 +470,28 @@ impl Scheduler {
         };
         if !msg.deferred.is_empty() && age >= lifetime {
             // Too old: what is still deferred now bounces, with its last reason.
-            for (i, status, text) in std::mem::take(&mut msg.deferred) {
+            for (i, status, text, relay) in std::mem::take(&mut msg.deferred) {
                 let status = format!("5{}", status.get(1..).unwrap_or(".4.7"));
                 let addr = msg.recipients[i].address.clone();
                 oxipost_log::info!(
                     "{qid}: to=<{addr}>, relay=none, dsn={status}, status=expired, returned to sender ({text})"
                 );
-                msg.bounced.push((i, status, text));
+                msg.bounced.push((i, status, text, relay));
             }
         }
         if !msg.bounced.is_empty() {
             self.send_bounce(qid, &mut msg);
         }
+        if !msg.delivered.is_empty() {
+            let n = self.notifier(qid, &msg);
+            if n.success(&msg.delivered) {
+                self.new_mail = true;
+            }
+        }
         if !msg.deferred.is_empty() {
             // Partly delivered: record what is final so the next attempt skips it.
-            let mut finals = std::mem::take(&mut msg.delivered);
-            finals.extend(msg.bounced.iter().map(|(i, _, _)| *i));
+            let mut finals: Vec<usize> = msg.delivered.iter().map(|o| o.0).collect();
+            finals.extend(msg.bounced.iter().map(|o| o.0));
             if !finals.is_empty() {
                 let r = QueueFile::open_for_update(&msg.path)
                     .and_then(|mut f| f.mark_done_many(&finals, true));
@@ -473,6 +499,7 @@ impl Scheduler {
                     oxipost_log::warning!("{qid}: mark recipients done: {e}");
                 }
             }
+            self.record_deferral(qid, &msg, age);
             let backoff = age.clamp(
                 self.s.minimal_backoff,
                 self.s.maximal_backoff.max(self.s.minimal_backoff),
@@ -496,67 +523,77 @@ impl Scheduler {
             }
             return;
         }
+        defer_log::remove(&self.s.layout, &msg.id);
         match self.s.layout.remove(Queue::Active, &msg.id) {
             Ok(_) => oxipost_log::info!("{qid}: removed"),
             Err(e) => oxipost_log::warning!("{qid}: remove: {e}"),
         }
     }
 
-    /// Queues the notification for `msg.bounced`; on failure those recipients move to
-    /// `deferred` so the bounce is retried with the message.
-    fn send_bounce(&mut self, qid: &str, msg: &mut Message) {
-        let bounced = std::mem::take(&mut msg.bounced);
-        let sender = msg.sender.clone();
-        // RFC 3461: NOTIFY=NEVER, or a NOTIFY list without FAILURE, asks for no report.
-        let wanted: Vec<&(usize, String, String)> = bounced
+    fn notifier<'a>(&'a self, qid: &'a str, msg: &'a Message) -> Notifier<'a> {
+        Notifier {
+            s: &self.s,
+            qid,
+            path: &msg.path,
+            sender: &msg.sender,
+            recipients: &msg.recipients,
+        }
+    }
+
+    /// The defer log (so `mailq` shows why) and, once per message after
+    /// `delay_warning_time`, the delay warning.
+    fn record_deferral(&mut self, qid: &str, msg: &Message, age: Duration) {
+        let mut warned = defer_log::warned(&self.s.layout, &msg.id);
+        let warn_after = self.s.notify.delay_warning_time;
+        if warned.is_none() && !warn_after.is_zero() && age >= warn_after {
+            match self.notifier(qid, msg).delay(&msg.deferred, age) {
+                Ok(queued) => {
+                    self.new_mail |= queued;
+                    warned = Some(defer_log::now_secs());
+                }
+                Err(e) => oxipost_log::warning!("{qid}: cannot queue delay notification: {e}"),
+            }
+        }
+        let entries: Vec<defer_log::Entry> = msg
+            .deferred
             .iter()
-            .filter(|(i, _, _)| {
-                let n = msg.recipients[*i].notify;
-                n.is_unspecified() || n.contains(oxipost_queue::Notify::FAILURE)
+            .map(|(i, status, text, _)| {
+                let r = &msg.recipients[*i];
+                defer_log::Entry {
+                    address: &r.address,
+                    index: *i,
+                    orcpt: r.orcpt.as_deref(),
+                    notify: r.notify.0,
+                    status,
+                    reason: text,
+                }
             })
             .collect();
-        if !sender.is_empty() && !wanted.is_empty() {
-            let failed: Vec<Failed> = wanted
-                .iter()
-                .map(|(i, status, text)| {
-                    let r = &msg.recipients[*i];
-                    Failed {
-                        address: r.address.clone(),
-                        orcpt: r.orcpt.clone(),
-                        status: status.clone(),
-                        text: text.clone(),
-                    }
-                })
-                .collect();
-            let info = BounceInfo {
-                myhostname: &self.s.myhostname,
-                mail_name: &self.s.mail_name,
-                queue_id: qid,
-                bounce_size_limit: self.s.bounce_size_limit,
-            };
-            let text = QueueFile::open(&msg.path)
-                .map_err(|e| e.to_string())
-                .map(|f| bounce::build(&info, &f, &failed));
-            match text.and_then(|t| bounce::queue(&self.s.layout, &sender, &t)) {
-                Ok(new_id) => {
-                    oxipost_log::info!("{qid}: sender non-delivery notification: {new_id}")
-                }
-                Err(e) => {
-                    // Keep the recipients pending: the bounce is retried with the message.
-                    oxipost_log::warning!("{qid}: cannot queue bounce: {e}");
-                    for (i, s, t) in bounced {
-                        msg.deferred.push((i, s, t));
-                    }
-                    return;
-                }
-            }
-        } else if sender.is_empty() {
-            oxipost_log::info!("{qid}: undeliverable notification discarded (null sender)");
+        if let Err(e) = defer_log::write(
+            &self.s.layout,
+            &msg.id,
+            &defer_log::render(&entries, warned),
+        ) {
+            oxipost_log::warning!("{qid}: write defer log: {e}");
         }
-        // Final now; marked on disk by finish() if the message stays queued.
-        msg.bounced = bounced
-            .into_iter()
-            .map(|(i, _, _)| (i, String::new(), String::new()))
-            .collect();
+    }
+
+    /// Queues the notifications for `msg.bounced`; on failure those recipients move to
+    /// `deferred` so the notice is retried with the message.
+    fn send_bounce(&mut self, qid: &str, msg: &mut Message) {
+        let bounced = std::mem::take(&mut msg.bounced);
+        let r = self.notifier(qid, msg).failure(&bounced);
+        match r {
+            Ok(queued) => {
+                self.new_mail |= queued;
+                // Final now; marked on disk by finish() if the message stays queued.
+                msg.bounced = bounced;
+            }
+            Err(e) => {
+                // Keep the recipients pending: the notice is retried with the message.
+                oxipost_log::warning!("{qid}: cannot queue bounce: {e}");
+                msg.deferred.extend(bounced);
+            }
+        }
     }
 }

@@ -7,7 +7,9 @@
 mod active;
 mod bounce;
 mod date;
+mod defer_log;
 mod dispatch;
+mod notify;
 mod resolve;
 mod settings;
 

@@ -48,6 +48,8 @@ pub struct Settings {
     pub ipc_timeout: Duration,
     pub transport_retry_time: Duration,
     pub transports: HashMap<String, TransportLimits>,
+    /// What notifications go where (see [`crate::notify`]).
+    pub notify: crate::notify::NotifySettings,
 }
 
 impl Settings {
@@ -130,6 +132,7 @@ impl Settings {
             ipc_timeout: cfg.get_time("ipc_timeout").map_err(e)?,
             transport_retry_time: cfg.get_time("transport_retry_time").map_err(e)?,
             transports,
+            notify: crate::notify::NotifySettings::from_config(cfg)?,
         })
     }
 
