@@ -25,6 +25,7 @@ use oxipost_ipc::{Hello, read_frame, write_frame};
 /// How long one request may wait for the service (covers its brute-force delay).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_RETRIES: u32 = 100;
 
 /// The answer to one step of an exchange: the service's reply, or why there is none.
 pub type StepResult = Result<AuthReply, String>;
@@ -102,8 +103,27 @@ impl Exchange {
     }
 }
 
+/// Connects to the service, retrying for a few seconds while no process accepts (master
+/// replaces an auth process that reached `max_use`; meanwhile a connect fails with
+/// `EAGAIN` or `ECONNREFUSED`). This runs on a helper thread, never on the event loop.
 fn connect(socket: &Path) -> io::Result<UnixStream> {
-    let s = UnixStream::connect(socket)?;
+    let mut tries = 0;
+    let s = loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => break s,
+            Err(e)
+                if tries < CONNECT_RETRIES
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
     s.set_write_timeout(Some(CONNECT_TIMEOUT))?;
     let mut r = &s;
