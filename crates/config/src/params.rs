@@ -172,6 +172,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_end_of_data_restrictions", Kind::Maps, "", "Restrictions applied at the end of message content.", false),
     p("smtpd_restriction_classes", Kind::List, "", "Names of user-defined restriction lists.", false),
     p("smtpd_delay_reject", Kind::Bool, "yes", "Delay client, HELO and sender rejections until RCPT TO.", false),
+    p("oxipost_dns_servers", Kind::List, "", "DNS servers (address or address:port) that smtpd and smtp ask instead of those of /etc/resolv.conf (oxipost).", false),
     p("disable_vrfy_command", Kind::Bool, "no", "Refuse the VRFY command.", false),
     p("strict_rfc821_envelopes", Kind::Bool, "no", "Require angle brackets and no comments around MAIL FROM and RCPT TO addresses.", false),
     p("smtpd_forbid_bare_newline", Kind::Str, "no", "What to do with a bare LF in SMTP commands or data: no, normalize or reject.", false),

@@ -9,6 +9,8 @@
 
 mod log;
 mod policy;
+mod recipients;
+mod restrict;
 mod sasl;
 mod service;
 mod session;
@@ -56,6 +58,22 @@ fn main() {
             }
         }
     }
+    // Lookup tables are opened before the drop, as Postfix does, so that they may be
+    // readable by root only.
+    let cleanup = match oxipost_cleanup::CleanupSettings::from_config(&worker.config) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    let recipients = match recipients::Recipients::from_config(
+        &worker.config,
+        std::sync::Arc::clone(&cleanup),
+    ) {
+        Ok(r) => r,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    for w in cleanup.warnings().into_iter().chain(recipients.warnings()) {
+        oxipost_log::warning!("{w}");
+    }
     if let Err(e) = worker.drop_privileges() {
         oxipost_log::fatal!("{e}");
     }
@@ -67,7 +85,7 @@ fn main() {
         };
         settings.server.auth_mechanisms = sasl::mechanisms(&settings.sasl.socket, options, "smtp");
     }
-    let shared = match Shared::new(settings) {
+    let shared = match Shared::new(settings, cleanup, recipients) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
     };

@@ -1,24 +1,16 @@
-//! The interim RCPT policy, until the restriction language (smtpd_*_restrictions) and the
-//! lookup tables arrive:
+//! Small policy helpers shared by the restriction engine ([`crate::restrict`]) and the
+//! session: `mynetworks` CIDR entries, the canonical form of IPv4-mapped client addresses,
+//! and the built-in local recipient rule.
 //!
-//! 1. **Relay control** (Postfix's default `permit_mynetworks, reject_unauth_destination`):
-//!    a recipient in a `mydestination` domain (case-insensitive, trailing dot ignored, the
-//!    bare `<postmaster>` included) is accepted from anyone; any other domain only from a
-//!    client in `mynetworks`; else `554 5.7.1 <addr>: Relay access denied` (`454 4.7.1`
-//!    when `smtpd_relay_restrictions` says `defer_unauth_destination`, Postfix's default
-//!    from compatibility level 1). Restriction lists naming anything beyond this built-in
-//!    policy make smtpd fail closed (see `Settings::unsupported`).
-//! 2. **Unknown local recipients** (`reject_unlisted_recipient`): when
-//!    `local_recipient_maps` is non-empty, a local-domain recipient is known when its local
-//!    part, lower-cased and cut at the first `recipient_delimiter` character, is a system
-//!    user (`getpwnam`), a name in `local_users`, or `postmaster`, `root` or `mailer-daemon`
-//!    (which every aliases file defines). The real maps (passwd.byname, `$alias_maps`) replace
-//!    this rule when lookup tables exist. Unknown ones get
-//!    `550 5.1.1 <addr>: Recipient address rejected: User unknown in local recipient table`.
+//! **Local recipients** (`reject_unlisted_recipient` with the default
+//! `local_recipient_maps`): a local-domain recipient is known when its local part,
+//! lower-cased and cut at the first `recipient_delimiter` character, is a system user
+//! (`getpwnam`), a name in `local_users`, or `postmaster`, `root` or `mailer-daemon`
+//! (which every aliases file defines). An explicit `local_recipient_maps` setting is
+//! looked up table by table instead (see [`crate::restrict`]). Unknown ones get
+//! `550 5.1.1 <addr>: Recipient address rejected: User unknown in local recipient table`.
 
 use std::net::IpAddr;
-
-use oxipost_smtp_proto::Address;
 
 use crate::settings::Settings;
 
@@ -83,92 +75,31 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses a `mynetworks` value. Table and file entries (`type:name`, `/file`) are not
-/// supported yet and are an error, so that a configuration is never silently more open or
-/// closed than written.
-pub fn parse_mynetworks(value: &str) -> Result<Vec<Cidr>, String> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            if s.starts_with('/') || (s.contains(':') && !looks_like_ip(s)) {
-                Err(format!("{s}: tables and files are not supported yet"))
-            } else {
-                Cidr::parse(s)
-            }
-        })
-        .collect()
-}
-
-fn looks_like_ip(s: &str) -> bool {
-    let a = s.split('/').next().unwrap_or(s);
-    let a = a.trim_start_matches('[').trim_end_matches(']');
-    a.parse::<IpAddr>().is_ok()
-}
-
-/// The answer to one RCPT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Reject {
-        code: u16,
-        enhanced: &'static str,
-        text: String,
-    },
-}
-
-/// True when the client may relay.
+/// True when the client may relay: `mynetworks` (tables and names included).
 pub fn in_mynetworks(settings: &Settings, ip: IpAddr) -> bool {
-    settings.mynetworks.iter().any(|n| n.contains(ip))
+    settings.restrictions.mynetworks.contains_ip(ip)
 }
 
-/// True for a `mydestination` domain (or the bare `<postmaster>`).
-pub fn is_local_domain(settings: &Settings, domain: &str) -> bool {
-    if domain.is_empty() {
-        return true;
-    }
-    let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    settings.mydestination.contains(&d)
-}
-
-/// Checks one recipient from `client`.
-pub fn check_rcpt(settings: &Settings, client: IpAddr, rcpt: &Address) -> Verdict {
-    let local = is_local_domain(settings, &rcpt.domain);
-    if !local && !in_mynetworks(settings, client) {
-        let (code, enhanced) = settings.relay_reject;
-        return Verdict::Reject {
-            code,
-            enhanced,
-            text: format!("<{rcpt}>: Relay access denied"),
-        };
-    }
-    if local && settings.check_local_recipients && !is_known_local(settings, &rcpt.local) {
-        return Verdict::Reject {
-            code: settings.unknown_local_code,
-            enhanced: "5.1.1",
-            text: format!(
-                "<{rcpt}>: Recipient address rejected: User unknown in local recipient table"
-            ),
-        };
-    }
-    Verdict::Accept
-}
-
-/// The interim local recipient table (see the module documentation).
-fn is_known_local(settings: &Settings, local: &str) -> bool {
+/// The built-in local recipient table (see the module documentation); `local` may be
+/// quoted.
+pub fn is_known_local_user(
+    local_users: &std::collections::HashSet<String>,
+    delimiter: &str,
+    local: &str,
+) -> bool {
     let unquoted = local
         .strip_prefix('"')
         .and_then(|l| l.strip_suffix('"'))
         .unwrap_or(local);
     let lower = unquoted.to_ascii_lowercase();
-    let base = match lower.find(|c: char| settings.recipient_delimiter.contains(c)) {
-        Some(i) if !settings.recipient_delimiter.is_empty() && i > 0 => &lower[..i],
+    let base = match lower.find(|c: char| delimiter.contains(c)) {
+        Some(i) if !delimiter.is_empty() && i > 0 => &lower[..i],
         _ => lower.as_str(),
     };
     if matches!(base, "postmaster" | "root" | "mailer-daemon") {
         return true;
     }
-    if settings.local_users.contains(base) {
+    if local_users.contains(base) {
         return true;
     }
     // getpwnam: a NUL or odd bytes simply find nobody.
@@ -185,8 +116,10 @@ mod tests {
 
     #[test]
     fn cidr_forms() {
-        let nets =
-            parse_mynetworks("127.0.0.0/8, [::1]/128 192.0.2.7 [2001:db8::]/32").expect("parses");
+        let nets: Vec<Cidr> = ["127.0.0.0/8", "[::1]/128", "192.0.2.7", "[2001:db8::]/32"]
+            .iter()
+            .filter_map(|s| Cidr::parse(s).ok())
+            .collect();
         let any = |a: &str| nets.iter().any(|n| n.contains(ip(a)));
         assert!(any("127.1.2.3"));
         assert!(any("::1"));
@@ -195,8 +128,7 @@ mod tests {
         assert!(!any("192.0.2.8"));
         assert!(any("2001:db8:1::5"));
         assert!(!any("2001:db9::5"));
-        assert!(parse_mynetworks("hash:/etc/x").is_err());
-        assert!(parse_mynetworks("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(
             Cidr::parse("0.0.0.0/0")
                 .expect("all")

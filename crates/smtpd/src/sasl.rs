@@ -188,21 +188,6 @@ pub fn filter_mechanisms(all: Vec<String>, options: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The `smtpd_client_restrictions` verdict (evaluated at RCPT, as with
-/// `smtpd_delay_reject = yes`): `true` permits.
-pub fn client_permitted(list: &[String], in_mynetworks: bool, authenticated: bool) -> bool {
-    for r in list {
-        match r.as_str() {
-            "permit_mynetworks" if in_mynetworks => return true,
-            "permit_sasl_authenticated" if authenticated => return true,
-            "permit" => return true,
-            "reject" => return false,
-            _ => {}
-        }
-    }
-    true
-}
-
 /// RFC 3461 xtext decoding for the MAIL `AUTH=` parameter (`+XX` escapes).
 pub fn xtext_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
@@ -233,14 +218,6 @@ mod tests {
             vec!["SCRAM-SHA-256".to_string()]
         );
         assert_eq!(filter_mechanisms(all, &["noanonymous".into()]).len(), 3);
-    }
-
-    #[test]
-    fn client_lists() {
-        let l: Vec<String> = vec!["permit_sasl_authenticated".into(), "reject".into()];
-        assert!(!client_permitted(&l, true, false));
-        assert!(client_permitted(&l, false, true));
-        assert!(client_permitted(&[], false, false));
     }
 
     #[test]

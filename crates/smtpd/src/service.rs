@@ -7,20 +7,25 @@
 //! `RefCell` behind an `Rc`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use oxipost_cleanup::CleanupSettings;
 use oxipost_daemon::proto::TRIGGER_SCAN_INCOMING;
 use oxipost_daemon::{MultiService, Peer};
-use oxipost_queue::{CommitterOptions, GroupCommitter, Layout, PreparedFile, QueueError, QueueId};
+use oxipost_queue::{
+    CommitterOptions, GroupCommitter, Layout, PreparedFile, Queue, QueueError, QueueId,
+};
 use oxipost_tls::rustls::ServerConfig as TlsConfig;
 
 use crate::log::Client;
 use crate::policy::in_mynetworks;
+use crate::recipients::Recipients;
+use crate::restrict::jobs::{JobResult, Jobs};
 use crate::sasl::{AuthResults, Exchange, StepResult};
 use crate::session::SmtpConn;
 use crate::settings::Settings;
@@ -28,9 +33,15 @@ use crate::settings::Settings;
 /// State shared by all sessions of this process.
 pub struct Shared {
     pub settings: Settings,
+    /// Cleanup's rewriting and checks, with their tables open.
+    pub cleanup: Arc<CleanupSettings>,
+    /// Virtual and relay recipient validity at RCPT.
+    pub recipients: Recipients,
     pub layout: Layout,
     committer: GroupCommitter,
     auth: AuthResults,
+    /// Restriction checks and client name lookups on helper threads.
+    pub jobs: Jobs,
     state: RefCell<State>,
 }
 
@@ -40,35 +51,52 @@ struct State {
     next_token: u64,
     /// Commit token -> connection id waiting for it.
     waiting: HashMap<u64, usize>,
+    /// Commit tokens of messages that header/body checks put on hold.
+    hold: HashSet<u64>,
     /// Results ready for their connections.
     results: HashMap<usize, Result<QueueId, QueueError>>,
     /// SASL step results ready for their connections: (exchange serial, result).
     auth_results: HashMap<usize, (u64, StepResult)>,
     next_exchange: u64,
+    /// Finished helper-thread jobs for their connections: (job serial, result).
+    job_results: HashMap<usize, (u64, JobResult)>,
 }
 
 impl Shared {
-    pub fn new(settings: Settings) -> Result<Shared, String> {
+    pub fn new(
+        settings: Settings,
+        cleanup: Arc<CleanupSettings>,
+        recipients: Recipients,
+    ) -> Result<Shared, String> {
         let layout = Layout::new(settings.queue.clone()).map_err(|e| e.to_string())?;
         let committer = GroupCommitter::start(CommitterOptions::default())
             .map_err(|e| format!("start queue committer: {e}"))?;
         let auth = AuthResults::new().map_err(|e| format!("auth result pipe: {e}"))?;
+        let jobs = Jobs::new().map_err(|e| format!("check result pipe: {e}"))?;
         Ok(Shared {
             settings,
+            cleanup,
+            recipients,
             layout,
             committer,
             auth,
+            jobs,
             state: RefCell::new(State::default()),
         })
     }
 
     /// Hands a finished message to the committer; the connection is woken with the result.
-    pub fn submit(&self, file: PreparedFile, conn: usize) -> Result<(), QueueError> {
+    /// `hold`: once durable, the file moves from `incoming/` to `hold/` before qmgr is
+    /// triggered (header/body checks said `HOLD`).
+    pub fn submit(&self, file: PreparedFile, conn: usize, hold: bool) -> Result<(), QueueError> {
         let mut st = self.state.borrow_mut();
         st.next_token = st.next_token.wrapping_add(1);
         let token = st.next_token;
         self.committer.submit(file, token)?;
         st.waiting.insert(token, conn);
+        if hold {
+            st.hold.insert(token);
+        }
         Ok(())
     }
 
@@ -97,6 +125,11 @@ impl Shared {
         self.state.borrow_mut().auth_results.remove(&conn)
     }
 
+    /// The helper-thread result for `conn`, once it has arrived.
+    pub fn take_job(&self, conn: usize) -> Option<(u64, JobResult)> {
+        self.state.borrow_mut().job_results.remove(&conn)
+    }
+
     /// Counts a new connection from `ip`; returns the count including it.
     fn arrive(&self, ip: IpAddr) -> usize {
         let mut st = self.state.borrow_mut();
@@ -123,6 +156,7 @@ impl Shared {
         st.waiting.retain(|_, c| *c != conn);
         st.results.remove(&conn);
         st.auth_results.remove(&conn);
+        st.job_results.remove(&conn);
     }
 }
 
@@ -163,7 +197,7 @@ impl MultiService for SmtpdService {
     }
 
     fn extra_wake_fds(&self) -> Vec<RawFd> {
-        vec![self.shared.auth.wake_fd()]
+        vec![self.shared.auth.wake_fd(), self.shared.jobs.wake_fd()]
     }
 
     fn tls_config(&self) -> Option<Arc<TlsConfig>> {
@@ -184,12 +218,26 @@ impl MultiService for SmtpdService {
                 .insert(conn, (serial, result));
             ids.push(conn);
         }
+        for (conn, serial, result) in self.shared.jobs.take() {
+            self.shared
+                .state
+                .borrow_mut()
+                .job_results
+                .insert(conn, (serial, result));
+            ids.push(conn);
+        }
         let mut queued = false;
         let completions = self.shared.committer.take_completions();
         {
             let mut st = self.shared.state.borrow_mut();
             for c in completions {
                 queued |= c.result.is_ok();
+                if st.hold.remove(&c.token)
+                    && let Ok(id) = &c.result
+                    && let Err(e) = self.shared.layout.move_to(id, Queue::Incoming, Queue::Hold)
+                {
+                    oxipost_log::warning!("{id}: cannot move to the hold queue: {e}");
+                }
                 match st.waiting.remove(&c.token) {
                     Some(conn) => {
                         st.results.insert(conn, c.result);

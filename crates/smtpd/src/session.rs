@@ -12,11 +12,22 @@
 //!
 //! Peer input never panics or errs here: every protocol error is the session's reply, and
 //! every local failure (queue file, disk) becomes `451 4.3.0 Error: queue file write error`.
+//!
+//! Cleanup's envelope work happens here, where the envelope is written: the sender is
+//! rewritten (canonical, masquerading) before it is stored, and each accepted RCPT becomes
+//! the recipients its rewriting and virtual alias expansion give (each expanded one keeps the
+//! original as its ORCPT). An expansion that fails (a loop, a table down) is answered at end
+//! of data, as Postfix does (`451 4.6.0 Alias expansion error`). At end of data the content
+//! checks' verdict decides: `REJECT` is `550 5.7.1 text` and nothing is queued, `DISCARD` is
+//! the usual `250` with nothing queued, `HOLD` queues into `hold/`.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use oxipost_cleanup::{Cleanup, CleanupOptions, ReceivedInfo, protocol_name, received_header};
+use oxipost_cleanup::{
+    CheckEvent, Cleanup, CleanupOptions, ReceivedInfo, RewriteError, protocol_name, received_header,
+};
 use oxipost_daemon::{Connection, Flow, TlsInfo};
 use oxipost_ipc::auth::{AuthReply, AuthRequest};
 use oxipost_queue::format::attr;
@@ -26,7 +37,9 @@ use oxipost_queue::{
 use oxipost_smtp_proto::{self as proto, Event, MailFrom, RcptTo, Session, Step};
 
 use crate::log::{Client, RejectContext, clean, reject};
-use crate::policy::{Verdict, check_rcpt, in_mynetworks, is_local_domain};
+use crate::recipients::RcptStatus;
+use crate::restrict::jobs::JobResult;
+use crate::restrict::{self, Actions, Context, Outcome, PeerStatus, Stage};
 use crate::sasl::{self, Exchange};
 use crate::service::Shared;
 
@@ -35,8 +48,12 @@ const WRITE_ERROR: &str = "Error: queue file write error";
 /// The mail transaction in progress.
 struct Txn {
     mail: MailFrom,
-    /// The envelope sender as stored (empty for `<>`).
+    /// The envelope sender as received (empty for `<>`).
     sender: String,
+    /// The envelope sender as queued (after canonical mapping and masquerading).
+    queued_sender: String,
+    /// Address rewriting failed: the end-of-data reply (`4.6.0 Alias expansion error`).
+    defer: Option<String>,
     /// Accepted recipients, for `Received:`.
     rcpts: Vec<String>,
     writer: Option<QueueWriter>,
@@ -44,6 +61,19 @@ struct Txn {
     cleanup: Option<Cleanup>,
     /// Why the message cannot be queued, once something failed.
     failed: Option<String>,
+    /// HOLD, DISCARD, FILTER, REDIRECT and PREPEND from access tables (crate::restrict).
+    actions: Actions,
+}
+
+/// A decision that waits for the restriction check of its stage ([`crate::restrict`]).
+enum Pending {
+    Connect,
+    Helo { extended: bool },
+    Mail,
+    Rcpt(RcptTo),
+    Vrfy,
+    Data,
+    Eod,
 }
 
 /// One client connection.
@@ -72,6 +102,17 @@ pub struct SmtpConn {
     auth_final: Option<String>,
     /// The login name after a successful AUTH, and its mechanism.
     sasl_user: Option<(String, String)>,
+    /// A restriction check (or the client name lookup) is out on a helper thread: input
+    /// waits; results carry `check_serial`.
+    check: Option<Pending>,
+    resolving: bool,
+    check_serial: u64,
+    /// Client name lookup results: name status, PTR name, PTR status.
+    peer: (PeerStatus, String, PeerStatus),
+    /// The client pipelined where it may not (`reject_unauth_pipelining`).
+    ill_pipelining: bool,
+    /// Message content is being read (no command pipelining scan).
+    in_data: bool,
 }
 
 impl SmtpConn {
@@ -93,6 +134,12 @@ impl SmtpConn {
             auth_waiting: false,
             auth_final: None,
             sasl_user: None,
+            check: None,
+            resolving: false,
+            check_serial: 0,
+            peer: (PeerStatus::Perm, "unknown".into(), PeerStatus::Perm),
+            ill_pipelining: false,
+            in_data: false,
         }
     }
 
@@ -131,10 +178,7 @@ impl SmtpConn {
         // A driver bug (answering with nothing pending) must not take the process down;
         // the session state stays consistent either way.
         let _ = match ev {
-            Event::Helo { extended, .. } => {
-                self.esmtp = extended;
-                self.session.accept()
-            }
+            Event::Helo { name, extended } => self.helo(name, extended),
             Event::Mail(m) if self.shared.settings.tls.required && !self.session.is_tls() => {
                 let _ = m;
                 self.session
@@ -146,24 +190,56 @@ impl SmtpConn {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default();
+                let (queued_sender, defer) = match self.shared.cleanup.rewrite_sender(&sender) {
+                    Ok(s) => (s, None),
+                    Err(e) => (sender.clone(), Some(self.rewrite_failed(&e))),
+                };
                 self.txn = Some(Txn {
                     mail: m,
                     sender,
+                    queued_sender,
+                    defer,
                     rcpts: Vec::new(),
                     writer: None,
                     cleanup: None,
                     failed: None,
+                    actions: Actions::default(),
                 });
-                self.session.accept()
+                let r = &self.shared.settings.restrictions;
+                if !r.delay_reject && !r.sender.is_empty() {
+                    let cx = self.context(Stage::Mail, None, None);
+                    self.run_check(Stage::Mail, Pending::Mail, cx)
+                } else {
+                    self.session.accept()
+                }
             }
             Event::Rcpt(r) => self.rcpt(r),
-            Event::Data => self.session.accept(),
+            Event::Data => {
+                self.in_data = true;
+                if self.shared.settings.restrictions.data.is_empty() {
+                    self.session.accept()
+                } else {
+                    let cx = self.context(Stage::Data, None, None);
+                    self.run_check(Stage::Data, Pending::Data, cx)
+                }
+            }
             Event::MessageData(chunk) => {
+                self.in_data = true;
                 self.content(&chunk);
                 Ok(())
             }
-            Event::MessageEnd { .. } => self.message_end(),
+            Event::MessageEnd { size } => {
+                self.in_data = false;
+                if self.shared.settings.restrictions.eod.is_empty() {
+                    self.message_end()
+                } else {
+                    let mut cx = self.context(Stage::Eod, None, None);
+                    cx.size = size;
+                    self.run_check(Stage::Eod, Pending::Eod, cx)
+                }
+            }
             Event::Reset => {
+                self.in_data = false;
                 // Dropping the writer removes its temporary file.
                 self.txn = None;
                 Ok(())
@@ -186,53 +262,55 @@ impl SmtpConn {
         };
     }
 
+    /// RCPT: the restrictions decide ([`crate::restrict`]), then [`Self::rcpt_accepted`].
     fn rcpt(&mut self, r: RcptTo) -> Result<(), proto::NoPendingDecision> {
+        let cx = self.context(Stage::Rcpt, None, Some(r.recipient.to_string()));
+        self.run_check(Stage::Rcpt, Pending::Rcpt(r), cx)
+    }
+
+    /// A recipient the restrictions accepted: validity in virtual and relay domains, then
+    /// the queue file.
+    fn rcpt_accepted(&mut self, r: RcptTo) -> Result<(), proto::NoPendingDecision> {
         let rcpt = r.recipient.to_string();
-        let settings = &self.shared.settings;
-        let authenticated = self.session.is_authenticated();
-        if !sasl::client_permitted(
-            &settings.sasl.client_restrictions,
-            in_mynetworks(settings, self.client.ip),
-            authenticated,
-        ) {
-            // smtpd_client_restrictions, evaluated at RCPT (smtpd_delay_reject = yes).
-            let text = format!(
-                "<{}>: Client host rejected: Access denied",
-                self.client.namaddr()
-            );
-            self.log_reject("RCPT", 554, "5.7.1", &text, Some(&rcpt));
-            return self.session.reject(554, "5.7.1", &text);
-        }
-        // permit_sasl_authenticated in the relay restrictions: an authenticated client may
-        // relay; the local recipient check still applies to local domains.
-        let sasl_relay = authenticated
-            && settings.sasl.relay_if_authenticated
-            && !is_local_domain(settings, &r.recipient.domain);
-        let verdict = if sasl_relay {
-            Verdict::Accept
-        } else {
-            check_rcpt(settings, self.client.ip, &r.recipient)
-        };
-        if let Verdict::Reject {
-            code,
-            enhanced,
-            text,
-        } = verdict
-        {
-            self.log_reject("RCPT", code, enhanced, &text, Some(&rcpt));
-            return self.session.reject(code, enhanced, &text);
+        // After the restrictions, as Postfix's smtpd_reject_unlisted_recipient: unknown
+        // recipients of virtual alias, virtual mailbox and relay domains (crate::recipients).
+        match self.shared.recipients.check(&rcpt) {
+            RcptStatus::Reject {
+                code,
+                enhanced,
+                text,
+            } => {
+                self.log_reject("RCPT", code, enhanced, &text, Some(&rcpt));
+                return self.session.reject(code, enhanced, &text);
+            }
+            RcptStatus::Defer { text } => {
+                self.log_reject("RCPT", 451, "4.3.0", &text, Some(&rcpt));
+                return self.session.reject(451, "4.3.0", &text);
+            }
+            RcptStatus::Accept(_) | RcptStatus::Other(_) => {}
         }
         if let Err(e) = self.open_queue_file() {
             oxipost_log::warning!("{}: queue file create: {e}", self.client.namaddr());
             self.log_reject("RCPT", 451, "4.3.0", WRITE_ERROR, Some(&rcpt));
             return self.session.reject(451, "4.3.0", WRITE_ERROR);
         }
+        let expanded = match self.shared.cleanup.rewrite_recipient(&rcpt) {
+            Ok(list) => list,
+            Err(e) => {
+                let why = self.rewrite_failed(&e);
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.defer.get_or_insert(why);
+                }
+                Vec::new()
+            }
+        };
+        let orcpt = r
+            .orcpt
+            .as_ref()
+            .map(|o| format!("{};{}", o.addr_type, xtext(&o.address)));
         let recipient = Recipient {
             address: rcpt.clone(),
-            orcpt: r
-                .orcpt
-                .as_ref()
-                .map(|o| format!("{};{}", o.addr_type, xtext(&o.address))),
+            orcpt: orcpt.clone(),
             notify: r.notify.map_or(Notify::default(), |n| {
                 let mut v = Notify::default();
                 if n.success {
@@ -254,7 +332,17 @@ impl SmtpConn {
                 .reject(503, "5.5.1", "Error: need MAIL command");
         };
         let written = match txn.writer.as_mut() {
-            Some(w) => w.add_recipient(&recipient),
+            Some(w) => expanded.iter().try_for_each(|address| {
+                let mut one = recipient.clone();
+                if !address.eq_ignore_ascii_case(&rcpt) {
+                    // The original recipient travels as ORCPT (X-Original-To:, DSNs).
+                    one.orcpt = orcpt
+                        .clone()
+                        .or_else(|| Some(format!("rfc822;{}", xtext(&rcpt))));
+                }
+                one.address = address.clone();
+                w.add_recipient(&one)
+            }),
             None => Err(QueueError::State("no queue file")),
         };
         if let Err(e) = written {
@@ -268,28 +356,189 @@ impl SmtpConn {
         self.session.accept()
     }
 
-    /// VRFY answers as RCPT would (relay and local recipient rules); known is `252`.
+    /// VRFY answers as RCPT would (the recipient restrictions); known is `252`.
     fn vrfy(&mut self, arg: &str) -> Result<(), proto::NoPendingDecision> {
         let bare = arg.trim().trim_start_matches('<').trim_end_matches('>');
-        let (local, domain) = match bare.rsplit_once('@') {
-            Some((l, d)) => (l, d),
-            None => (bare, self.shared.settings.myhostname.as_str()),
+        let addr = if bare.contains('@') || bare.eq_ignore_ascii_case("postmaster") {
+            bare.to_string()
+        } else {
+            format!("{bare}@{}", self.shared.settings.myhostname)
         };
-        let addr = proto::Address {
-            local: local.to_owned(),
-            domain: domain.to_owned(),
-        };
-        match check_rcpt(&self.shared.settings, self.client.ip, &addr) {
-            Verdict::Accept => self.session.accept(),
-            Verdict::Reject {
-                code,
-                enhanced,
-                text,
-            } => {
-                self.log_reject("VRFY", code, enhanced, &text, Some(bare));
-                self.session.reject(code, enhanced, &text)
+        let cx = self.context(Stage::Vrfy, None, Some(addr));
+        self.run_check(Stage::Vrfy, Pending::Vrfy, cx)
+    }
+
+    /// HELO/EHLO: with `smtpd_delay_reject = no` the HELO restrictions decide now.
+    fn helo(&mut self, name: String, extended: bool) -> Result<(), proto::NoPendingDecision> {
+        let r = &self.shared.settings.restrictions;
+        if r.delay_reject || r.helo.is_empty() {
+            self.esmtp = extended;
+            return self.session.accept();
+        }
+        let mut cx = self.context(Stage::Helo, Some(name), None);
+        cx.extended = extended;
+        self.run_check(Stage::Helo, Pending::Helo { extended }, cx)
+    }
+
+    /// What the restrictions see of this session.
+    fn context(&self, stage: Stage, helo: Option<String>, recipient: Option<String>) -> Context {
+        let txn = self.txn.as_ref();
+        let sasl = self
+            .sasl_user
+            .as_ref()
+            .filter(|_| self.session.is_authenticated());
+        Context {
+            stage: Some(stage),
+            extended: self.esmtp,
+            ip: Some(self.client.ip),
+            addr: self.client.addr.clone(),
+            port: self.client.port,
+            name: self.client.name.clone(),
+            name_status: self.peer.0,
+            reverse_name: self.peer.1.clone(),
+            reverse_status: self.peer.2,
+            helo: helo.or_else(|| self.session.helo_name().map(str::to_owned)),
+            sender: txn.map(|t| t.sender.clone()),
+            recipient,
+            rcpt_count: txn.map_or(0, |t| t.rcpts.len()),
+            protocol: self.protocol(),
+            queue_id: self.queue_id(),
+            sasl_method: sasl.map(|(_, m)| m.clone()),
+            sasl_username: sasl.map(|(u, _)| u.clone()),
+            sasl_sender: txn.and_then(|t| t.mail.auth.clone()),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|i| (i.protocol.clone(), i.cipher.clone(), u32::from(i.bits))),
+            ill_pipelining: self.ill_pipelining,
+            smtputf8: txn.is_some_and(|t| t.mail.smtputf8),
+            size: txn.and_then(|t| t.mail.size).unwrap_or(0),
+            instance: format!(
+                "{:x}.{:x}.{:x}",
+                std::process::id(),
+                self.id,
+                self.check_serial
+            ),
+        }
+    }
+
+    /// Runs the restrictions of `stage`: here when they need no network, else on a helper
+    /// thread (input waits; [`Connection::wake`] brings the result).
+    fn run_check(
+        &mut self,
+        stage: Stage,
+        pending: Pending,
+        cx: Context,
+    ) -> Result<(), proto::NoPendingDecision> {
+        let r = Arc::clone(&self.shared.settings.restrictions);
+        let actions = self
+            .txn
+            .as_ref()
+            .map(|t| t.actions.clone())
+            .unwrap_or_default();
+        if r.needs_io(stage) {
+            self.check_serial = self.check_serial.wrapping_add(1);
+            self.check = Some(pending);
+            self.shared.jobs.spawn(self.id, self.check_serial, move || {
+                JobResult::Check(restrict::check(&r, &cx, stage, actions))
+            });
+            return Ok(());
+        }
+        let out = restrict::check(&r, &cx, stage, actions);
+        self.check_done(pending, out)
+    }
+
+    /// Answers the decision a check was for.
+    fn check_done(
+        &mut self,
+        pending: Pending,
+        out: Outcome,
+    ) -> Result<(), proto::NoPendingDecision> {
+        if let Some(t) = self.txn.as_mut() {
+            t.actions = out.actions;
+        }
+        if let Some(rep) = out.reject {
+            return match pending {
+                Pending::Connect => {
+                    self.session.shutdown(rep.code, &rep.dsn, &rep.text);
+                    Ok(())
+                }
+                Pending::Mail | Pending::Eod => {
+                    // Dropping the transaction removes any queue file.
+                    self.txn = None;
+                    self.session.reject(rep.code, &rep.dsn, &rep.text)
+                }
+                Pending::Data => {
+                    self.in_data = false;
+                    self.session.reject(rep.code, &rep.dsn, &rep.text)
+                }
+                _ => self.session.reject(rep.code, &rep.dsn, &rep.text),
+            };
+        }
+        match pending {
+            Pending::Connect => {
+                self.session.greet();
+                Ok(())
+            }
+            Pending::Helo { extended } => {
+                self.esmtp = extended;
+                self.session.accept()
+            }
+            Pending::Mail | Pending::Vrfy | Pending::Data => self.session.accept(),
+            Pending::Rcpt(r) => self.rcpt_accepted(r),
+            Pending::Eod => self.message_end(),
+        }
+    }
+
+    /// Notes command pipelining that PIPELINING does not allow (Postfix's
+    /// `SMTPD_FLAG_ILL_PIPELINING`): more input after a command that must end a group, or
+    /// any pipelining by a client that did not say EHLO.
+    fn scan_pipelining(&mut self, data: &[u8]) {
+        if self.ill_pipelining || self.in_data {
+            return;
+        }
+        let mut rest = data;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let line = &rest[..i];
+            rest = &rest[i + 1..];
+            if rest.is_empty() {
+                break;
+            }
+            let word = line.split(|&b| b == b' ').next().unwrap_or(b"");
+            let verb = String::from_utf8_lossy(word).trim().to_ascii_uppercase();
+            let last = matches!(
+                verb.as_str(),
+                "EHLO" | "HELO" | "DATA" | "NOOP" | "VRFY" | "EXPN" | "STARTTLS" | "AUTH" | "QUIT"
+            );
+            if !self.esmtp || last {
+                self.ill_pipelining = true;
+                let next = String::from_utf8_lossy(&rest[..rest.len().min(100)]).into_owned();
+                oxipost_log::info!(
+                    "improper command pipelining after {} from {}: {}",
+                    clean(&verb),
+                    self.client.namaddr(),
+                    clean(next.trim_end())
+                );
+                return;
+            }
+            if verb == "BDAT" {
+                return;
             }
         }
+    }
+
+    /// After the client name lookup: log, apply the client restrictions now when
+    /// `smtpd_delay_reject = no`, greet.
+    fn connected(&mut self, out: &mut Vec<u8>) -> Flow {
+        oxipost_log::info!("connect from {}", self.client.namaddr());
+        let r = &self.shared.settings.restrictions;
+        if !r.delay_reject && !r.client.is_empty() {
+            let cx = self.context(Stage::Connect, None, None);
+            let _ = self.run_check(Stage::Connect, Pending::Connect, cx);
+            return self.drive(out);
+        }
+        self.session.greet();
+        self.drive(out)
     }
 
     /// Creates the queue file at the first accepted recipient and writes the envelope.
@@ -307,7 +556,7 @@ impl SmtpConn {
             Queue::Incoming,
             WriterOptions::default(),
         )?;
-        w.set_sender(&txn.sender)?;
+        w.set_sender(&txn.queued_sender)?;
         let params = mail_params(&txn.mail);
         if params != MailParams::default() {
             w.set_params(&params)?;
@@ -390,18 +639,26 @@ impl SmtpConn {
         if let Some(i) = received.find("\r\n") {
             received.insert_str(i + 2, &extra);
         }
+        // PREPEND actions of access tables come first, as Postfix's smtpd writes them.
+        for h in txn.actions.prepend.iter().rev() {
+            received.insert_str(0, &format!("{}\r\n", h.replace(['\r', '\n'], " ")));
+        }
         if let Err(e) = w.write_content(received.as_bytes()) {
             txn.failed = Some(e.to_string());
             return;
         }
-        txn.cleanup = Some(Cleanup::new(CleanupOptions {
-            myhostname: settings.myhostname.clone(),
-            queue_id,
-            arrival,
-            sender: txn.sender.clone(),
-            header_size_limit: settings.header_size_limit,
-            add_missing_headers: true,
-        }));
+        txn.cleanup = Some(Cleanup::with_settings(
+            CleanupOptions {
+                myhostname: settings.myhostname.clone(),
+                queue_id,
+                arrival,
+                sender: txn.queued_sender.clone(),
+                header_size_limit: settings.header_size_limit,
+                add_missing_headers: true,
+            },
+            Arc::clone(&self.shared.cleanup),
+            is_interface_address(self.client.ip),
+        ));
     }
 
     fn content(&mut self, chunk: &[u8]) {
@@ -419,50 +676,121 @@ impl SmtpConn {
         }
     }
 
-    /// End of data: finish the file and hand it to the committer; the reply waits for it.
+    /// End of data: finish the file, act on the content checks' verdict, and hand the file
+    /// to the committer; the reply waits for it.
     fn message_end(&mut self) -> Result<(), proto::NoPendingDecision> {
         self.start_content();
         let Some(mut txn) = self.txn.take() else {
             return self.session.reject(451, "4.3.0", WRITE_ERROR);
         };
-        let prepared = match (txn.failed.take(), txn.writer.take(), txn.cleanup.take()) {
-            (None, Some(mut w), Some(c)) => {
-                let id = w.id().to_string();
-                match c.finish(&mut w) {
-                    Ok(r) => {
-                        if let Some(mid) = &r.message_id {
-                            oxipost_log::info!("{id}: message-id={}", clean(mid));
-                        }
-                        if r.header_truncated {
-                            oxipost_log::warning!(
-                                "{id}: header longer than header_size_limit, excess discarded"
-                            );
-                        }
-                        w.prepare().map_err(|e| (id, e.to_string()))
-                    }
-                    Err(e) => Err((id, e.to_string())),
-                }
+        let (mut w, c) = match (txn.failed.take(), txn.writer.take(), txn.cleanup.take()) {
+            (None, Some(w), Some(c)) => (w, c),
+            (why, w, _) => {
+                let id = w.map(|w| w.id().to_string()).unwrap_or("NOQUEUE".into());
+                let why = why.unwrap_or_else(|| "no queue file".into());
+                oxipost_log::warning!("{id}: queue file write error: {why}");
+                return self.session.reject(451, "4.3.0", WRITE_ERROR);
             }
-            (why, w, _) => Err((
-                w.map(|w| w.id().to_string()).unwrap_or("NOQUEUE".into()),
-                why.unwrap_or_else(|| "no queue file".into()),
-            )),
         };
-        let submitted = prepared.and_then(|file| {
-            let id = file.id().to_string();
+        let id = w.id().to_string();
+        let r = match c.finish(&mut w) {
+            Ok(r) => r,
+            Err(e) => {
+                oxipost_log::warning!("{id}: queue file write error: {e}");
+                return self.session.reject(451, "4.3.0", WRITE_ERROR);
+            }
+        };
+        if let Some(mid) = &r.message_id {
+            oxipost_log::info!("{id}: message-id={}", clean(mid));
+        }
+        if r.header_truncated {
+            oxipost_log::warning!("{id}: header longer than header_size_limit, excess discarded");
+        }
+        self.log_events(&id, &txn, &r.events);
+        // Dropping `w` below removes the unfinished file: nothing is queued.
+        if let Some(why) = txn.defer.take() {
+            let (enhanced, text) = why.split_once(' ').unwrap_or(("4.3.0", WRITE_ERROR));
+            return self.session.reject(451, enhanced, text);
+        }
+        use oxipost_cleanup::Verdict as Content;
+        let hold = match r.verdict {
+            Content::Accept => false,
+            Content::Hold(_) => true,
+            Content::Reject(why) => {
+                let (enhanced, text) = why.split_once(' ').unwrap_or((why.as_str(), ""));
+                let code = if enhanced.starts_with('4') { 451 } else { 550 };
+                return self.session.reject(code, enhanced, text);
+            }
+            Content::Discard(_) => {
+                return self.session.accept_with(&format!("Ok: queued as {id}"));
+            }
+            Content::Defer(why) => {
+                oxipost_log::warning!("{id}: {}", clean(&why));
+                return self.session.reject(451, "4.3.0", WRITE_ERROR);
+            }
+        };
+        // Access-table actions (crate::restrict): DISCARD drops the message after the
+        // usual 250, HOLD queues into hold/, FILTER and REDIRECT are recorded for qmgr.
+        if txn.actions.discard.is_some() {
+            return self.session.accept_with(&format!("Ok: queued as {id}"));
+        }
+        let hold = hold || txn.actions.hold.is_some();
+        if let Err(e) = record_actions(&mut w, &txn.actions) {
+            oxipost_log::warning!("{id}: queue file write error: {e}");
+            return self.session.reject(451, "4.3.0", WRITE_ERROR);
+        }
+        let submitted = w.prepare().map_err(|e| e.to_string()).and_then(|file| {
             self.shared
-                .submit(file, self.id)
-                .map_err(|e| (id, e.to_string()))
+                .submit(file, self.id, hold)
+                .map_err(|e| e.to_string())
         });
         match submitted {
             Ok(()) => {
                 self.waiting = true;
                 Ok(())
             }
-            Err((id, why)) => {
+            Err(why) => {
                 oxipost_log::warning!("{id}: queue file write error: {why}");
                 self.session.reject(451, "4.3.0", WRITE_ERROR)
             }
+        }
+    }
+
+    /// Logs what header/body checks did, in Postfix's form:
+    /// `ID: reject: header Subject: x from host[addr]; from=<s> to=<r> proto=ESMTP helo=<h>: text`.
+    fn log_events(&self, id: &str, txn: &Txn, events: &[CheckEvent]) {
+        for e in events {
+            let to = txn.rcpts.first().map(String::as_str).unwrap_or("");
+            let mut line = format!(
+                "{id}: {}: {} from {}; from=<{}> to=<{}> proto={}",
+                e.action,
+                clean(&e.context),
+                self.client.namaddr(),
+                clean(&txn.sender),
+                clean(to),
+                self.protocol(),
+            );
+            if let Some(h) = self.session.helo_name() {
+                line.push_str(&format!(" helo=<{}>", clean(h)));
+            }
+            if !e.text.is_empty() {
+                line.push_str(&format!(": {}", clean(&e.text)));
+            }
+            if e.action == "warning" {
+                oxipost_log::warning!("{line}");
+            } else {
+                oxipost_log::info!("{line}");
+            }
+        }
+    }
+
+    /// Logs a failed envelope rewrite; returns the end-of-data reply text (with its code).
+    fn rewrite_failed(&self, e: &RewriteError) -> String {
+        let id = self.queue_id().unwrap_or_else(|| "NOQUEUE".into());
+        oxipost_log::warning!("{id}: {}", clean(&e.to_string()));
+        match e {
+            RewriteError::Expansion(_) => "4.6.0 Alias expansion error".into(),
+            RewriteError::Table(_) => format!("4.3.0 {WRITE_ERROR}"),
         }
     }
 
@@ -592,8 +920,8 @@ impl SmtpConn {
 
 impl Connection for SmtpConn {
     fn start(&mut self, out: &mut Vec<u8>) -> Flow {
-        oxipost_log::info!("connect from {}", self.client.namaddr());
         if let Some(count) = self.refused {
+            oxipost_log::info!("connect from {}", self.client.namaddr());
             let text = format!(
                 "{} Error: too many connections from {}",
                 self.shared.settings.myhostname, self.client.addr
@@ -608,6 +936,7 @@ impl Connection for SmtpConn {
             return self.drive(out);
         }
         if let Some(why) = &self.shared.settings.unsupported {
+            oxipost_log::info!("connect from {}", self.client.namaddr());
             oxipost_log::warning!("{why}: refusing mail service until it is supported");
             let text = format!(
                 "{} Server configuration error",
@@ -616,17 +945,32 @@ impl Connection for SmtpConn {
             self.session.shutdown(421, "4.3.5", &text);
             return self.drive(out);
         }
-        self.session.greet();
-        self.drive(out)
+        // The client's name from the DNS (PTR, confirmed by a forward lookup), on a helper
+        // thread; the greeting waits for it. Local (unix-socket) clients are not looked up.
+        let resolver = self.shared.settings.restrictions.resolver.clone();
+        if let Some(res) =
+            resolver.filter(|_| self.shared.settings.peername_lookup && self.client.port != 0)
+        {
+            let ip = self.client.ip;
+            self.resolving = true;
+            self.check_serial = self.check_serial.wrapping_add(1);
+            self.shared.jobs.spawn(self.id, self.check_serial, move || {
+                let (n, ns, rn, rs) = restrict::dns::peer_names(&res, ip);
+                JobResult::Peer(n, ns, rn, rs)
+            });
+            return Flow::Continue;
+        }
+        self.connected(out)
     }
 
     fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.scan_pipelining(data);
         self.session.feed(data);
         self.drive(out)
     }
 
     fn timeout(&mut self, out: &mut Vec<u8>) -> Flow {
-        if self.waiting || self.auth_waiting {
+        if self.waiting || self.auth_waiting || self.check.is_some() || self.resolving {
             // The disk is slow, not the client.
             return Flow::Continue;
         }
@@ -644,6 +988,26 @@ impl Connection for SmtpConn {
     }
 
     fn wake(&mut self, out: &mut Vec<u8>) -> Flow {
+        if (self.resolving || self.check.is_some())
+            && let Some((serial, result)) = self.shared.take_job(self.id)
+            && serial == self.check_serial
+        {
+            match result {
+                JobResult::Peer(name, ns, reverse, rs) if self.resolving => {
+                    self.resolving = false;
+                    self.client.name = name;
+                    self.peer = (ns, reverse, rs);
+                    return self.connected(out);
+                }
+                JobResult::Check(outcome) => {
+                    if let Some(p) = self.check.take() {
+                        let _ = self.check_done(p, outcome);
+                        return self.drive(out);
+                    }
+                }
+                JobResult::Peer(..) => {}
+            }
+        }
         if self.auth_waiting
             && let Some((serial, result)) = self.shared.take_auth(self.id)
             && self.auth.as_ref().is_some_and(|x| x.serial == serial)
@@ -670,7 +1034,11 @@ impl Connection for SmtpConn {
     }
 
     fn wants_input(&self) -> bool {
-        !self.waiting && !self.auth_waiting && self.session.wants_read()
+        !self.waiting
+            && !self.auth_waiting
+            && self.check.is_none()
+            && !self.resolving
+            && self.session.wants_read()
     }
 
     fn tls_established(&mut self, info: &TlsInfo, out: &mut Vec<u8>) -> Flow {
@@ -718,6 +1086,29 @@ impl Drop for SmtpConn {
         );
         self.shared.leave(self.client.ip);
     }
+}
+
+/// Whether `ip` is an address of this host (Postfix's `permit_inet_interfaces`, the
+/// default `local_header_rewrite_clients`): only such clients get their header addresses
+/// rewritten. Binding a socket to the address answers it exactly.
+fn is_interface_address(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Records what qmgr must honour for access-table actions, as queue-file attributes:
+/// `hold_reason` (the file itself goes to `hold/`), `filter` (transport:destination for
+/// every recipient) and `redirect` (one address replacing every recipient).
+fn record_actions(w: &mut QueueWriter, a: &Actions) -> Result<(), QueueError> {
+    if let Some(why) = &a.hold {
+        w.add_attribute("hold_reason", why)?;
+    }
+    if let Some(f) = &a.filter {
+        w.add_attribute("filter", f)?;
+    }
+    if let Some(r) = &a.redirect {
+        w.add_attribute("redirect", r)?;
+    }
+    Ok(())
 }
 
 fn mail_params(m: &MailFrom) -> MailParams {

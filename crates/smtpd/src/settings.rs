@@ -1,7 +1,6 @@
 //! Everything smtpd takes from main.cf (with master.cf `-o` overrides), resolved once at
 //! start into typed values. Nothing is looked up by name per session or per message.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +8,9 @@ use oxipost_config::Config;
 use oxipost_queue::QueueConfig;
 use oxipost_smtp_proto::{BareNewline, ServerConfig};
 
-use crate::policy::{Cidr, parse_mynetworks};
+use std::sync::Arc;
+
+use crate::restrict::Restrictions;
 
 /// smtpd's typed configuration.
 #[derive(Debug, Clone)]
@@ -27,28 +28,18 @@ pub struct Settings {
     pub queue: QueueConfig,
     /// `queue_directory/public/qmgr`: where new mail is announced.
     pub qmgr_trigger: PathBuf,
-    /// `mydestination`, lower-cased, without trailing dots.
-    pub mydestination: Vec<String>,
-    /// `mynetworks` (or its computed default).
-    pub mynetworks: Vec<Cidr>,
-    /// `local_recipient_maps` is non-empty: unknown local users are rejected at RCPT.
-    pub check_local_recipients: bool,
-    /// `recipient_delimiter` characters.
-    pub recipient_delimiter: String,
-    /// Names from `local_users` (lower-cased).
-    pub local_users: HashSet<String>,
-    /// `unknown_local_recipient_reject_code`.
-    pub unknown_local_code: u16,
+    /// The restriction lists, tables, `mynetworks` and address classes
+    /// ([`crate::restrict`]), shared with helper threads.
+    pub restrictions: Arc<Restrictions>,
+    /// `smtpd_peername_lookup`: look the client's name up in the DNS (PTR and forward
+    /// confirmation) before the greeting.
+    pub peername_lookup: bool,
     /// `smtpd_client_connection_count_limit` (0: none).
     pub connection_limit: usize,
     /// `header_size_limit`.
     pub header_size_limit: usize,
-    /// Reply for a recipient the client may not relay to: `554 5.7.1` for
-    /// `reject_unauth_destination` (or no relay restrictions), `454 4.7.1` for
-    /// `defer_unauth_destination` in `smtpd_relay_restrictions`, as Postfix.
-    pub relay_reject: (u16, &'static str),
-    /// Set when the configuration asks for something smtpd cannot do yet (TLS, SASL-only
-    /// access, restriction lists beyond the built-in policy). smtpd then fails closed:
+    /// Set when the configuration asks for something smtpd cannot do (required TLS without
+    /// a certificate, restriction lists without a relay guard). smtpd then fails closed:
     /// every client gets `421 4.3.5 Server configuration error` and nothing is accepted,
     /// rather than accepting mail the configuration meant to refuse.
     pub unsupported: Option<String>,
@@ -87,51 +78,6 @@ pub struct SaslSettings {
     pub tls_security_options: Vec<String>,
     /// `smtpd_sasl_authenticated_header`.
     pub authenticated_header: bool,
-    /// `smtpd_client_restrictions` (lower-cased), evaluated at RCPT (smtpd_delay_reject).
-    pub client_restrictions: Vec<String>,
-    /// `permit_sasl_authenticated` in `smtpd_relay_restrictions` or
-    /// `smtpd_recipient_restrictions`: authenticated clients may relay.
-    pub relay_if_authenticated: bool,
-}
-
-/// Restriction names whose meaning the built-in policy already implements (see
-/// [`crate::policy`]); a list made only of these is honoured, anything else fails closed.
-const BUILT_IN: [&str; 6] = [
-    "permit_mynetworks",
-    "permit_sasl_authenticated",
-    "reject_unauth_destination",
-    "defer_unauth_destination",
-    "reject_unlisted_recipient",
-    "permit_auth_destination",
-];
-
-/// Entries honoured in `smtpd_client_restrictions` only.
-const CLIENT_ONLY: [&str; 2] = ["permit", "reject"];
-
-/// Checks what smtpd cannot honour yet; returns the first problem.
-fn unsupported(cfg: &Config) -> Result<Option<String>, String> {
-    for name in [
-        "smtpd_client_restrictions",
-        "smtpd_helo_restrictions",
-        "smtpd_sender_restrictions",
-        "smtpd_relay_restrictions",
-        "smtpd_recipient_restrictions",
-        "smtpd_data_restrictions",
-        "smtpd_end_of_data_restrictions",
-    ] {
-        let list = cfg.get_list(name).map_err(|e| err(name, e))?;
-        // `permit` and `reject` are honoured in smtpd_client_restrictions (crate::sasl).
-        let client_only = |r: &str| name == "smtpd_client_restrictions" && CLIENT_ONLY.contains(&r);
-        if let Some(other) = list.iter().find(|r| {
-            let r = r.to_ascii_lowercase();
-            !BUILT_IN.contains(&r.as_str()) && !client_only(&r)
-        }) {
-            return Ok(Some(format!(
-                "{name}: restriction {other:?} is not supported yet"
-            )));
-        }
-    }
-    Ok(None)
 }
 
 fn err(name: &str, e: impl std::fmt::Display) -> String {
@@ -214,44 +160,15 @@ impl Settings {
         let queue = QueueConfig::new(&queue_directory)
             .with_hash_queue_names(&get("hash_queue_names")?)
             .with_hash_queue_depth(depth);
-        let mydestination = cfg
-            .get_list("mydestination")
-            .map_err(|e| err("mydestination", e))?
-            .into_iter()
-            .filter(|d| !d.starts_with('/') && !d.contains(':'))
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .collect();
-        let mynetworks = parse_mynetworks(&get("mynetworks")?).map_err(|e| err("mynetworks", e))?;
-        let local_users = cfg
-            .get_list("local_users")
-            .map_err(|e| err("local_users", e))?
-            .into_iter()
-            .map(|u| {
-                let name = u.split_once(':').map_or(u.as_str(), |(n, _)| n);
-                name.to_ascii_lowercase()
-            })
-            .collect();
-        let relay = cfg
-            .get_list("smtpd_relay_restrictions")
-            .map_err(|e| err("smtpd_relay_restrictions", e))?;
-        let relay_reject = if relay
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case("defer_unauth_destination"))
-        {
-            (454, "4.7.1")
-        } else {
-            (554, "5.7.1")
+        let (restrictions, unsupported) = match Restrictions::from_config(cfg) {
+            Ok(r) => (r, None),
+            Err(e) => (Restrictions::default(), Some(e)),
         };
+        for name in &restrictions.unknown_names {
+            oxipost_log::warning!("unknown smtpd restriction: \"{name}\"");
+        }
         let tls = tls_settings(cfg)?;
         let lower = |v: Vec<String>| v.into_iter().map(|r| r.to_ascii_lowercase()).collect();
-        let recipient = cfg
-            .get_list("smtpd_recipient_restrictions")
-            .map_err(|e| err("smtpd_recipient_restrictions", e))?;
-        let relay_if_authenticated = relay
-            .iter()
-            .chain(recipient.iter())
-            .any(|r| r.eq_ignore_ascii_case("permit_sasl_authenticated"));
         let sasl = SaslSettings {
             enabled: cfg
                 .get_bool("smtpd_sasl_auth_enable")
@@ -268,11 +185,6 @@ impl Settings {
             authenticated_header: cfg
                 .get_bool("smtpd_sasl_authenticated_header")
                 .map_err(|e| err("smtpd_sasl_authenticated_header", e))?,
-            client_restrictions: lower(
-                cfg.get_list("smtpd_client_restrictions")
-                    .map_err(|e| err("smtpd_client_restrictions", e))?,
-            ),
-            relay_if_authenticated,
         };
         server.starttls = tls.enabled && !tls.wrapper;
         server.tls_active = tls.wrapper;
@@ -283,8 +195,11 @@ impl Settings {
         Ok(Settings {
             tls,
             sasl,
-            relay_reject,
-            unsupported: unsupported(cfg)?,
+            restrictions: Arc::new(restrictions),
+            peername_lookup: cfg
+                .raw("smtpd_peername_lookup")
+                .is_none_or(|v| !v.trim().eq_ignore_ascii_case("no")),
+            unsupported,
             server,
             mail_name: get("mail_name")?.trim().to_owned(),
             service_name: get("service_name")?.trim().to_owned(),
@@ -294,18 +209,6 @@ impl Settings {
                 .max(Duration::from_secs(1)),
             qmgr_trigger: queue_directory.join("public").join("qmgr"),
             queue,
-            mydestination,
-            mynetworks,
-            check_local_recipients: !get("local_recipient_maps")?.trim().is_empty(),
-            recipient_delimiter: get("recipient_delimiter")?.trim().to_owned(),
-            local_users,
-            unknown_local_code: u16::try_from(usize_of(
-                cfg,
-                "unknown_local_recipient_reject_code",
-            )?)
-            .ok()
-            .filter(|c| (400..600).contains(c))
-            .unwrap_or(550),
             connection_limit: usize_of(cfg, "smtpd_client_connection_count_limit")?,
             header_size_limit: usize_of(cfg, "header_size_limit")?,
             myhostname,
