@@ -10,6 +10,11 @@
 //! next wakeup. A crash between writing the incoming file and removing the maildrop file
 //! may deliver a message twice, never lose it. pickup must not deliver, resolve
 //! recipients or talk to anything but qmgr's trigger.
+//!
+//! Cleanup's address rewriting (canonical maps, masquerading, virtual aliases) and
+//! header/body checks apply as for SMTP mail: `HOLD` queues into `hold/`, `DISCARD` and
+//! `REJECT` drop the message with a log line (a bounce to the local sender is not
+//! generated yet), a table that cannot answer leaves the file for the next wakeup.
 
 mod pick;
 
@@ -36,7 +41,14 @@ fn main() {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
     };
-    let p = match pick::Picker::new(settings) {
+    let cleanup = match oxipost_cleanup::CleanupSettings::from_config(&worker.config) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
+    for w in cleanup.warnings() {
+        oxipost_log::warning!("{w}");
+    }
+    let p = match pick::Picker::new(settings, cleanup) {
         Ok(p) => p,
         Err(e) => oxipost_log::fatal!("{e}"),
     };

@@ -2,9 +2,10 @@
 
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use oxipost_cleanup::{Cleanup, CleanupOptions, mail_date};
+use oxipost_cleanup::{Cleanup, CleanupOptions, CleanupSettings, Verdict, mail_date};
 use oxipost_postdrop::{ATTR_UID, Settings};
 use oxipost_queue::format::attr;
 use oxipost_queue::{Layout, Queue, QueueError, QueueFile, QueueId, QueueWriter, WriterOptions};
@@ -23,12 +24,26 @@ pub enum Outcome {
 pub struct Picker {
     settings: Settings,
     layout: Layout,
+    cleanup: Arc<CleanupSettings>,
+}
+
+/// What writing the incoming file came to.
+enum Written {
+    Queued(QueueId),
+    /// Header/body checks said DISCARD or REJECT: nothing queued.
+    Dropped,
+    /// Rewriting or checks could not answer now: try again at the next wakeup.
+    Retry(String),
 }
 
 impl Picker {
-    pub fn new(settings: Settings) -> Result<Picker, String> {
+    pub fn new(settings: Settings, cleanup: Arc<CleanupSettings>) -> Result<Picker, String> {
         let layout = settings.layout()?;
-        Ok(Picker { settings, layout })
+        Ok(Picker {
+            settings,
+            layout,
+            cleanup,
+        })
     }
 
     /// Takes every maildrop file; triggers qmgr when anything was queued.
@@ -87,11 +102,21 @@ impl Picker {
             .and_then(|u| u.parse::<u32>().ok())
             .unwrap_or_else(|| qf.file().metadata().map(|m| m.uid()).unwrap_or(0));
         match self.write_incoming(&qf, uid) {
-            Ok(new_id) => {
+            Ok(Written::Queued(new_id)) => {
                 if let Err(e) = std::fs::remove_file(&path) {
                     oxipost_log::warning!("{id}: remove maildrop file: {e}");
                 }
                 Outcome::Queued(new_id)
+            }
+            Ok(Written::Dropped) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    oxipost_log::warning!("{id}: remove maildrop file: {e}");
+                }
+                Outcome::Skipped
+            }
+            Ok(Written::Retry(why)) => {
+                oxipost_log::warning!("{id}: {why}; will try again");
+                Outcome::Skipped
             }
             Err(QueueError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
                 self.corrupt(id, &e.to_string())
@@ -111,14 +136,17 @@ impl Picker {
         }
     }
 
-    fn write_incoming(&self, qf: &QueueFile, uid: u32) -> Result<QueueId, QueueError> {
+    fn write_incoming(&self, qf: &QueueFile, uid: u32) -> Result<Written, QueueError> {
         let opts = WriterOptions {
             arrival: Some(qf.arrival()),
             ..WriterOptions::default()
         };
         let mut w = QueueWriter::create(&self.layout, Queue::Incoming, opts)?;
         let id = w.id().to_string();
-        let sender = self.qualify(qf.sender());
+        let sender = match self.cleanup.rewrite_sender(&self.qualify(qf.sender())) {
+            Ok(s) => s,
+            Err(e) => return Ok(Written::Retry(e.to_string())),
+        };
         w.set_sender(&sender)?;
         let env = qf.envelope();
         if env.params != oxipost_queue::MailParams::default() {
@@ -133,9 +161,20 @@ impl Picker {
         }
         for r in qf.recipients() {
             let mut r = r.clone();
-            r.address = self.qualify(&r.address);
+            let original = self.qualify(&r.address);
+            let expanded = match self.cleanup.rewrite_recipient(&original) {
+                Ok(list) => list,
+                Err(e) => return Ok(Written::Retry(e.to_string())),
+            };
             r.done = false;
-            w.add_recipient(&r)?;
+            for address in expanded {
+                let mut one = r.clone();
+                if !address.eq_ignore_ascii_case(&original) && one.orcpt.is_none() {
+                    one.orcpt = Some(format!("rfc822;{original}"));
+                }
+                one.address = address;
+                w.add_recipient(&one)?;
+            }
         }
         oxipost_log::info!("{id}: uid={uid} from=<{sender}>");
         // The maildrop content decides the line ending of what is added.
@@ -154,14 +193,18 @@ impl Picker {
             mail_date(SystemTime::now())
         );
         w.write_content(received.as_bytes())?;
-        let mut cleanup = Cleanup::new(CleanupOptions {
-            myhostname: self.settings.myhostname.clone(),
-            queue_id: id.clone(),
-            arrival: w.arrival(),
-            sender,
-            header_size_limit: self.settings.header_size_limit,
-            add_missing_headers: true,
-        });
+        let mut cleanup = Cleanup::with_settings(
+            CleanupOptions {
+                myhostname: self.settings.myhostname.clone(),
+                queue_id: id.clone(),
+                arrival: w.arrival(),
+                sender: sender.clone(),
+                header_size_limit: self.settings.header_size_limit,
+                add_missing_headers: true,
+            },
+            Arc::clone(&self.cleanup),
+            true,
+        );
         cleanup.feed(&first[..n], &mut w)?;
         let mut buf = first;
         loop {
@@ -175,8 +218,36 @@ impl Picker {
         if let Some(mid) = &r.message_id {
             oxipost_log::info!("{id}: message-id={}", mid.replace(['\r', '\n'], " "));
         }
+        let to = qf
+            .recipients()
+            .first()
+            .map(|r| r.address.as_str())
+            .unwrap_or("");
+        for e in &r.events {
+            let line = format!(
+                "{id}: {}: {} from local; from=<{sender}> to=<{to}>: {}",
+                e.action,
+                e.context.replace(['\r', '\n'], " "),
+                e.text
+            );
+            if e.action == "warning" {
+                oxipost_log::warning!("{line}");
+            } else {
+                oxipost_log::info!("{line}");
+            }
+        }
+        let hold = match r.verdict {
+            Verdict::Accept => false,
+            Verdict::Hold(_) => true,
+            // Dropping the writer removes the unfinished file.
+            Verdict::Discard(_) | Verdict::Reject(_) => return Ok(Written::Dropped),
+            Verdict::Defer(why) => return Ok(Written::Retry(why)),
+        };
         let new_id = w.finish()?;
-        Ok(new_id)
+        if hold && let Err(e) = self.layout.move_to(&new_id, Queue::Incoming, Queue::Hold) {
+            oxipost_log::warning!("{new_id}: cannot move to the hold queue: {e}");
+        }
+        Ok(Written::Queued(new_id))
     }
 }
 
@@ -211,7 +282,7 @@ mod tests {
     fn maildrop_to_incoming_and_corrupt() {
         let tmp = tempfile::tempdir().expect("tmp");
         let s = settings(tmp.path());
-        let p = Picker::new(s).expect("picker");
+        let p = Picker::new(s, Arc::default()).expect("picker");
         p.layout.create_all().expect("create");
         let sub = Submission {
             sender: "root".into(),
