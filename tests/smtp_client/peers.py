@@ -357,3 +357,56 @@ def server_context(certs):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(certs["cert"], certs["key"])
     return ctx
+
+
+class ScriptServer:
+    """Runs `script(conn)` for every connection on 127.0.0.1 (for misbehaving peers)."""
+
+    def __init__(self, script):
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn):
+        conn.settimeout(30)
+        try:
+            self.script(conn)
+        except (OSError, EOFError):
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def read_line(conn, buf=bytearray()):
+    """Reads one CRLF line (per-connection buffering is not needed by the scripts)."""
+    out = b""
+    while not out.endswith(b"\r\n"):
+        d = conn.recv(1)
+        if not d:
+            raise EOFError
+        out += d
+    return out[:-2]

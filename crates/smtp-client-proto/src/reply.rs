@@ -15,7 +15,8 @@ pub const MAX_LINES: usize = 100;
 /// One complete server reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// The three-digit reply code (of the first line).
+    /// The three-digit reply code of the last line (which decides, as in Postfix, when a
+    /// server mixes codes).
     pub code: u16,
     /// Every line as received, code included, without the line end (`250-PIPELINING`).
     /// Non-UTF-8 bytes and control characters are replaced, so a line is safe to log.
@@ -105,7 +106,6 @@ pub struct ReplyParser {
     line: Vec<u8>,
     line_overflow: bool,
     lines: Vec<String>,
-    code: Option<u16>,
     ready: VecDeque<Result<Reply, ReplyError>>,
 }
 
@@ -155,18 +155,15 @@ impl ReplyParser {
         let sep = b.get(3).copied();
         let (Some(code), Some(b' ' | b'-') | None) = (code, sep) else {
             self.lines.clear();
-            self.code = None;
             self.ready.push_back(Err(ReplyError::Garbage(line)));
             return;
         };
-        let first = *self.code.get_or_insert(code);
         if self.lines.len() < MAX_LINES {
             self.lines.push(line);
         }
         if sep != Some(b'-') {
-            self.code = None;
             self.ready.push_back(Ok(Reply {
-                code: first,
+                code,
                 lines: std::mem::take(&mut self.lines),
             }));
         }
@@ -249,6 +246,8 @@ mod tests {
     fn garbage_and_huge_banner() {
         let r = parse(b"HTTP/1.1 400 Bad\r\n");
         assert!(matches!(&r[0], Err(ReplyError::Garbage(l)) if l.starts_with("HTTP")));
+        let r = parse(b"220-hi\r\n554 no\r\n");
+        assert_eq!(r[0].clone().expect("ok").code, 554);
         let r = parse(b"999 no\r\n");
         assert!(r[0].is_err());
         let mut big = b"220-".to_vec();
