@@ -58,10 +58,12 @@ struct State {
     backlog: HashSet<usize>,
 }
 
-/// A helper thread that writes to a pipe every [`TICK`] while `armed`.
+/// A helper thread that writes to a pipe every [`TICK`] while `armed`, and sleeps (parked)
+/// otherwise, so an idle process does not wake.
 struct Ticker {
     read: OwnedFd,
     armed: Arc<AtomicBool>,
+    thread: std::thread::Thread,
 }
 
 impl Ticker {
@@ -71,17 +73,31 @@ impl Ticker {
                 .map_err(std::io::Error::from)?;
         let armed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&armed);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("ticker".into())
             .spawn(move || {
                 loop {
+                    if !flag.load(Ordering::Acquire) {
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(TICK);
                     if flag.load(Ordering::Acquire) {
                         let _ = nix::unistd::write(w.as_fd(), &[1]);
                     }
                 }
             })?;
-        Ok(Ticker { read: r, armed })
+        Ok(Ticker {
+            read: r,
+            armed,
+            thread: handle.thread().clone(),
+        })
+    }
+
+    fn arm(&self) {
+        if !self.armed.swap(true, Ordering::AcqRel) {
+            self.thread.unpark();
+        }
     }
 
     fn drain(&self) {
@@ -132,7 +148,7 @@ impl Shared {
 
     fn hold_back(&self, conn: usize) {
         self.state.borrow_mut().backlog.insert(conn);
-        self.ticker.armed.store(true, Ordering::Release);
+        self.ticker.arm();
     }
 
     /// Counts a logged-in session of `user`; false (not counted) when over the limit.
