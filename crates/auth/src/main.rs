@@ -81,6 +81,10 @@ fn main() {
     if let Err(e) = worker.drop_privileges() {
         oxipost_log::fatal!("{e}");
     }
+    // One process serves every client on its own thread (the brute-force guard must see
+    // all attempts), so it is recycled on max_idle only: exiting every max_use clients
+    // left callers waiting for a replacement while the old process drained.
+    worker.max_use = 0;
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = Arc::clone(&active);
     oxipost_daemon::single_server(worker, move |_w, client| {
