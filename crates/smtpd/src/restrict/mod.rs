@@ -551,17 +551,10 @@ impl Restrictions {
                 "defer_if_permit",
             )?
             .eq_ignore_ascii_case("defer_if_permit"),
-            default_rbl_reply: param(
-                cfg,
-                "default_rbl_reply",
-                "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}",
-            )
-            .or_else(|_| -> Result<String, String> {
-                // $rbl_* are not main.cf parameters: keep the template unexpanded.
-                Ok(cfg.raw("default_rbl_reply").unwrap_or_else(|| {
-                    "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}".into()
-                }))
-            })?,
+            // $rbl_* are not main.cf parameters: the template is expanded per reply.
+            default_rbl_reply: cfg.raw("default_rbl_reply").unwrap_or_else(|| {
+                "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}".into()
+            }),
             rbl_reply_maps: maps_param(cfg, "rbl_reply_maps", "")?,
             null_key: param(cfg, "smtpd_null_access_lookup_key", "<>")?,
             parent_style_access: param(
