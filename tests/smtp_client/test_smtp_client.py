@@ -238,3 +238,32 @@ def test_lmtp_over_unix_socket(suite, fakes):
     f.wait_transactions(1)
     log = wait_log(suite, "status=sent")
     assert f"relay={sock}" in log
+
+
+def test_dsn_parameters_passed_on(suite, fakes):
+    f = fakes()
+    relay_to(suite, f.port)
+    suite.start()
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=30) as c:
+        c.ehlo("client.test")
+        c.sendmail("demo@localhost", ["a@example.net"], b"Subject: dsn\r\n\r\nx\r\n",
+                   mail_options=["RET=HDRS", "ENVID=env+2Did"],
+                   rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;a@example.net"])
+    (tx,) = f.wait_transactions(1)
+    assert "RET=HDRS" in tx.mail and "ENVID=env-id" in tx.mail
+    assert "NOTIFY=SUCCESS,FAILURE" in tx.rcpts[0] and "ORCPT=rfc822;a@example.net" in tx.rcpts[0]
+
+
+def test_8bit_downgraded_for_server_without_8bitmime(suite, fakes):
+    f = fakes(ext=["PIPELINING"])
+    relay_to(suite, f.port)
+    suite.start()
+    body = ("From: demo@localhost\r\nSubject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\ncaf\u00e9\r\n").encode()
+    send(suite, ["a@example.net"], body=body)
+    (tx,) = f.wait_transactions(1)
+    assert "BODY=8BITMIME" not in tx.mail
+    assert all(b < 0x80 for b in tx.data), tx.data
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n" in tx.data
+    assert tx.data.endswith(b"caf=C3=A9\r\n")

@@ -9,6 +9,28 @@ pub fn clean(s: &str) -> String {
         .collect()
 }
 
+/// RFC 3461 xtext: `+`, `=`, and bytes outside `!`..`~` become `+XX`. Queue files keep
+/// ENVID and ORCPT decoded, so they are encoded again on the way out.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `ORCPT=` value: the address type stays, the address is xtext.
+pub fn orcpt(value: &str) -> String {
+    match value.split_once(';') {
+        Some((kind, addr)) => format!("{};{}", clean(kind), xtext(addr)),
+        None => format!("rfc822;{}", xtext(value)),
+    }
+}
+
 /// `EHLO name`.
 pub fn ehlo(name: &str) -> Vec<u8> {
     format!("EHLO {}\r\n", clean(name)).into_bytes()
@@ -74,6 +96,8 @@ mod tests {
     fn no_smuggling() {
         assert_eq!(ehlo("a\r\nRSET"), b"EHLO aRSET\r\n");
         assert_eq!(bdat(5, true), b"BDAT 5 LAST\r\n");
+        assert_eq!(xtext("env+id=1 x"), "env+2Bid+3D1+20x");
+        assert_eq!(orcpt("rfc822;a+b@x"), "rfc822;a+2Bb@x");
         assert_eq!(auth("PLAIN", Some("AGEAYg==")), b"AUTH PLAIN AGEAYg==\r\n");
     }
 }

@@ -245,7 +245,7 @@ impl Transaction {
                 m.push_str(&format!(" RET={}", clean(r)));
             }
             if let Some(e) = &mail.envid {
-                m.push_str(&format!(" ENVID={}", clean(e)));
+                m.push_str(&format!(" ENVID={}", command::xtext(e)));
             }
         }
         m.push_str("\r\n");
@@ -258,7 +258,7 @@ impl Transaction {
                         c.push_str(&format!(" NOTIFY={}", clean(n)));
                     }
                     if let Some(o) = &r.orcpt {
-                        c.push_str(&format!(" ORCPT={}", clean(o)));
+                        c.push_str(&format!(" ORCPT={}", command::orcpt(o)));
                     }
                 }
                 c.push_str("\r\n");
