@@ -30,15 +30,6 @@ pids_of = _mf.pids_of
 suite = _mf.suite  # the fixture
 
 
-def _start_with_diagnostics(self):
-    """`mailctl start`, with its output and the log in the failure message."""
-    r = self.mailctl("start", check=False)
-    if r.returncode != 0:
-        raise AssertionError(f"mailctl start failed: {r.stdout}{r.stderr}\nlog:\n{self.log()[-2000:]}")
-
-
-Suite.start = _start_with_diagnostics
-
 
 @pytest.fixture
 def fakes():
