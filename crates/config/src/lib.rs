@@ -47,10 +47,12 @@ mod tests {
         for p in crate::PARAMS {
             let e = cfg.expand(p.default);
             assert!(e.is_ok(), "default of {} does not expand: {:?}", p.name, e);
-            // forward_path refers to delivery-time attributes ($home, $extension), not
-            // to parameters; local(8) expands it with those.
+            // forward_path and default_rbl_reply refer to attributes filled in when they
+            // are used ($home, $extension; $rbl_code, $rbl_domain), not to parameters.
             assert!(
-                p.name == "forward_path" || e.map(|e| e.undefined).unwrap_or_default().is_empty(),
+                p.name == "forward_path"
+                    || p.name == "default_rbl_reply"
+                    || e.map(|e| e.undefined).unwrap_or_default().is_empty(),
                 "default of {} refers to an unknown parameter",
                 p.name
             );
