@@ -105,6 +105,7 @@ INTENDED = {
     "local_users": "oxipost extension, not in Postfix (params.rs)",
     "local_home_base": "oxipost extension, not in Postfix (params.rs)",
     "virtual_maps": "old name of virtual_alias_maps, kept by oxipost, gone from Postfix 3.7's table",
+    "oxipost_dns_servers": "oxipost extension: where the resolver sends queries (tests point it at a loopback server)",
     "alias_maps": "oxipost has no NIS client: the default drops nis:mail.aliases",
     "65-edit-no-final-newline": "Postfix appends `-e` settings onto an unterminated last line "
     "(joining them to it, which can swallow the setting into a comment); oxipost starts a new line",
