@@ -1,0 +1,682 @@
+//! One mailbox: a Maildir and its index `oxipost-index` (SQLite).
+//!
+//! Tables: `meta` (`uidvalidity`, `uidnext`, `highestmodseq`) and `msg` (`uid`, `base`,
+//! `name` — the current file name in `cur/` —, `flags` as Maildir letters, `keywords`
+//! space-separated, `modseq`, `internaldate` in Unix seconds, `size` in bytes with CRLF
+//! line ends, the size IMAP reports). Every write runs inside [`Mailbox::locked`]: the
+//! flock on `oxipost-index.lock` plus one SQLite transaction.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{Result, StoreError, base_name};
+
+const INDEX_NAME: &str = "oxipost-index";
+const LOCK_NAME: &str = "oxipost-index.lock";
+
+/// IMAP's system flags, stored as Maildir info letters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u8);
+
+impl Flags {
+    pub const SEEN: Flags = Flags(1);
+    pub const ANSWERED: Flags = Flags(2);
+    pub const FLAGGED: Flags = Flags(4);
+    pub const DELETED: Flags = Flags(8);
+    pub const DRAFT: Flags = Flags(16);
+    /// IMAP name, Maildir letter.
+    const TABLE: [(Flags, &'static str, char); 5] = [
+        (Flags::ANSWERED, "\\Answered", 'R'),
+        (Flags::FLAGGED, "\\Flagged", 'F'),
+        (Flags::DELETED, "\\Deleted", 'T'),
+        (Flags::SEEN, "\\Seen", 'S'),
+        (Flags::DRAFT, "\\Draft", 'D'),
+    ];
+
+    pub fn empty() -> Flags {
+        Flags(0)
+    }
+    pub fn contains(self, o: Flags) -> bool {
+        self.0 & o.0 == o.0
+    }
+    pub fn union(self, o: Flags) -> Flags {
+        Flags(self.0 | o.0)
+    }
+    pub fn minus(self, o: Flags) -> Flags {
+        Flags(self.0 & !o.0)
+    }
+    /// The flag named `name` (`\Seen`, case-insensitive).
+    pub fn from_imap(name: &str) -> Option<Flags> {
+        Self::TABLE
+            .iter()
+            .find(|(_, n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(f, _, _)| *f)
+    }
+    /// From Maildir info letters (unknown letters ignored).
+    pub fn from_letters(s: &str) -> Flags {
+        let mut f = Flags(0);
+        for c in s.chars() {
+            if let Some((fl, _, _)) = Self::TABLE.iter().find(|(_, _, l)| *l == c) {
+                f = f.union(*fl);
+            }
+        }
+        f
+    }
+    /// Maildir info letters, in ASCII order as the Maildir specification asks.
+    pub fn letters(self) -> String {
+        let mut v: Vec<char> = Self::TABLE
+            .iter()
+            .filter(|(f, _, _)| self.contains(*f))
+            .map(|(_, _, l)| *l)
+            .collect();
+        v.sort_unstable();
+        v.into_iter().collect()
+    }
+    /// IMAP names, space-separated.
+    pub fn imap_names(self) -> Vec<&'static str> {
+        Self::TABLE
+            .iter()
+            .filter(|(f, _, _)| self.contains(*f))
+            .map(|(_, n, _)| *n)
+            .collect()
+    }
+}
+
+/// One message as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub uid: u32,
+    pub base: String,
+    /// The file name in `cur/` when last indexed.
+    pub name: String,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    pub modseq: u64,
+    pub internal_date: i64,
+    pub size: u64,
+}
+
+/// The mailbox as the index has it at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highest_modseq: u64,
+    /// Sorted by UID.
+    pub messages: Vec<Message>,
+}
+
+/// An open mailbox.
+pub struct Mailbox {
+    root: PathBuf,
+    db: Connection,
+}
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn mtime(md: &fs::Metadata) -> i64 {
+    md.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The size with CRLF line ends (what FETCH sends): Dovecot's `,W=` when present,
+/// otherwise counted from the file.
+fn crlf_size(path: &Path, name: &str) -> u64 {
+    let info_start = name.find(':').unwrap_or(name.len());
+    if let Some(w) = name[..info_start]
+        .split(',')
+        .skip(1)
+        .find_map(|f| f.strip_prefix("W="))
+        .and_then(|s| s.parse().ok())
+    {
+        return w;
+    }
+    match fs::read(path) {
+        Ok(data) => crlf_len(&data),
+        Err(_) => 0,
+    }
+}
+
+/// The length of `data` once bare LFs become CRLF.
+pub fn crlf_len(data: &[u8]) -> u64 {
+    let mut n = data.len() as u64;
+    let mut prev = 0u8;
+    for &b in data {
+        if b == b'\n' && prev != b'\r' {
+            n += 1;
+        }
+        prev = b;
+    }
+    n
+}
+
+/// The info part for `flags`: `:2,<letters>`.
+fn file_name(base_and_fields: &str, flags: Flags) -> String {
+    format!("{base_and_fields}:2,{}", flags.letters())
+}
+
+/// The name up to its `:2,` info.
+fn without_info(name: &str) -> &str {
+    name.find(':').map_or(name, |i| &name[..i])
+}
+
+fn info_flags(name: &str) -> Flags {
+    name.find(":2,")
+        .map_or(Flags::empty(), |i| Flags::from_letters(&name[i + 3..]))
+}
+
+fn visible(name: &str) -> bool {
+    !name.starts_with('.') && !name.is_empty()
+}
+
+impl Mailbox {
+    /// Opens the mailbox at `root` (a Maildir), creating `cur/`, `new/`, `tmp/` and the
+    /// index when missing, rebuilding an unreadable index, and resynchronising the index
+    /// with `cur/` and `new/`.
+    pub fn open(root: &Path) -> Result<Mailbox> {
+        for d in ["cur", "new", "tmp"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        let db_path = root.join(INDEX_NAME);
+        let mut mb = match Self::open_db(root, &db_path, None) {
+            Ok(mb) => mb,
+            Err(StoreError::Db(_)) => {
+                // Corrupt: keep it aside for inspection, start over with a new UIDVALIDITY.
+                let _ = fs::rename(&db_path, root.join(format!("{INDEX_NAME}.corrupt")));
+                let _ = fs::remove_file(root.join(format!("{INDEX_NAME}-journal")));
+                Self::open_db(root, &db_path, None)?
+            }
+            Err(e) => return Err(e),
+        };
+        mb.resync()?;
+        Ok(mb)
+    }
+
+    fn open_db(root: &Path, db_path: &Path, old_validity: Option<u32>) -> Result<Mailbox> {
+        let db = Connection::open(db_path)?;
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL, flags TEXT NOT NULL, keywords TEXT NOT NULL,
+                modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL);",
+        )?;
+        let mb = Mailbox {
+            root: root.to_path_buf(),
+            db,
+        };
+        let have: Option<i64> = mb
+            .db
+            .query_row("SELECT value FROM meta WHERE key='uidvalidity'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if have.is_none() {
+            let v = (now() as u32).max(old_validity.map_or(1, |o| o.wrapping_add(1)));
+            mb.db.execute_batch(&format!(
+                "INSERT OR REPLACE INTO meta VALUES ('uidvalidity', {v});
+                 INSERT OR REPLACE INTO meta VALUES ('uidnext', 1);
+                 INSERT OR REPLACE INTO meta VALUES ('highestmodseq', 1);"
+            ))?;
+        }
+        Ok(mb)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs `f` with the index locked (flock) inside one transaction.
+    fn locked<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(LOCK_NAME))?;
+        lock.lock()?;
+        let root = self.root.clone();
+        let tx = self.db.transaction()?;
+        let mut t = Tx { tx, root };
+        let v = f(&mut t)?;
+        t.tx.commit()?;
+        drop(lock);
+        Ok(v)
+    }
+
+    fn meta(&self, key: &str) -> Result<i64> {
+        Ok(self
+            .db
+            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))?)
+    }
+
+    pub fn uidvalidity(&self) -> Result<u32> {
+        Ok(self.meta("uidvalidity")? as u32)
+    }
+
+    /// The highest MODSEQ: unchanged means nothing in the index changed.
+    pub fn highest_modseq(&self) -> Result<u64> {
+        Ok(self.meta("highestmodseq")? as u64)
+    }
+
+    /// Moves new deliveries from `new/` to `cur/` and indexes them; returns their UIDs.
+    pub fn refresh(&mut self) -> Result<Vec<u32>> {
+        let pending = list_dir(&self.root.join("new"))?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.locked(|t| {
+            let mut uids = Vec::new();
+            // Listed again under the lock: another session may have taken them.
+            for name in list_dir(&t.root.join("new"))? {
+                let target = if name.contains(":2,") {
+                    name.clone()
+                } else {
+                    format!("{name}:2,")
+                };
+                let from = t.root.join("new").join(&name);
+                let to = t.root.join("cur").join(&target);
+                match fs::rename(&from, &to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                if let Some(uid) = t.insert(&target)? {
+                    uids.push(uid);
+                }
+            }
+            Ok(uids)
+        })
+    }
+
+    /// The full comparison of the index with `cur/` (and `new/`): files renamed behind
+    /// the store's back get their flags re-read, vanished files are expunged, unknown
+    /// files get UIDs.
+    pub fn resync(&mut self) -> Result<()> {
+        self.refresh()?;
+        self.locked(|t| {
+            let mut on_disk: HashMap<String, String> = HashMap::new();
+            for name in list_dir(&t.root.join("cur"))? {
+                on_disk.insert(base_name(&name).to_owned(), name);
+            }
+            let rows: Vec<(u32, String, String)> = {
+                let mut st = t.tx.prepare("SELECT uid, base, name FROM msg")?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<std::result::Result<_, _>>()?
+            };
+            for (uid, base, name) in rows {
+                match on_disk.remove(&base) {
+                    Some(now_name) if now_name == name => {}
+                    Some(now_name) => {
+                        let m = t.bump()?;
+                        t.tx.execute(
+                            "UPDATE msg SET name=?1, flags=?2, modseq=?3 WHERE uid=?4",
+                            params![now_name, info_flags(&now_name).letters(), m, uid],
+                        )?;
+                    }
+                    None => {
+                        t.bump()?;
+                        t.tx.execute("DELETE FROM msg WHERE uid=?1", [uid])?;
+                    }
+                }
+            }
+            let mut rest: Vec<String> = on_disk.into_values().collect();
+            rest.sort();
+            for name in rest {
+                t.insert(&name)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Everything the index holds now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut st = self.db.prepare(
+            "SELECT uid, base, name, flags, keywords, modseq, internaldate, size FROM msg ORDER BY uid",
+        )?;
+        let messages = st
+            .query_map([], |r| {
+                let kw: String = r.get(4)?;
+                Ok(Message {
+                    uid: r.get(0)?,
+                    base: r.get(1)?,
+                    name: r.get(2)?,
+                    flags: Flags::from_letters(&r.get::<_, String>(3)?),
+                    keywords: kw.split_whitespace().map(str::to_owned).collect(),
+                    modseq: r.get::<_, i64>(5)? as u64,
+                    internal_date: r.get(6)?,
+                    size: r.get::<_, i64>(7)? as u64,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Snapshot {
+            uidvalidity: self.meta("uidvalidity")? as u32,
+            uidnext: self.meta("uidnext")? as u32,
+            highest_modseq: self.meta("highestmodseq")? as u64,
+            messages,
+        })
+    }
+
+    /// The file of `m`, following a rename by another session (flags changed).
+    pub fn path_of(&self, m: &Message) -> Option<PathBuf> {
+        let p = self.root.join("cur").join(&m.name);
+        if p.exists() {
+            return Some(p);
+        }
+        let now: Option<String> = self
+            .db
+            .query_row("SELECT name FROM msg WHERE uid=?1", [m.uid], |r| r.get(0))
+            .optional()
+            .ok()
+            .flatten();
+        now.map(|n| self.root.join("cur").join(n))
+            .filter(|p| p.exists())
+    }
+
+    /// The message's bytes as stored.
+    pub fn read(&self, m: &Message) -> Result<Vec<u8>> {
+        match self.path_of(m) {
+            Some(p) => Ok(fs::read(p)?),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// Sets the flags and keywords of `uid` (renaming its file); returns the updated
+    /// message, or `None` when it is gone.
+    pub fn set_flags(
+        &mut self,
+        uid: u32,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<Option<Message>> {
+        let found = self.locked(|t| {
+            let row: Option<(String, String, String)> =
+                t.tx.query_row(
+                    "SELECT name, flags, keywords FROM msg WHERE uid=?1",
+                    [uid],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((name, old_flags, old_kw)) = row else {
+                return Ok(false);
+            };
+            let kw = keywords.join(" ");
+            if old_flags != flags.letters() || old_kw != kw {
+                let new_name = file_name(without_info(&name), flags);
+                if new_name != name {
+                    fs::rename(
+                        t.root.join("cur").join(&name),
+                        t.root.join("cur").join(&new_name),
+                    )?;
+                }
+                let m = t.bump()?;
+                t.tx.execute(
+                    "UPDATE msg SET name=?1, flags=?2, keywords=?3, modseq=?4 WHERE uid=?5",
+                    params![new_name, flags.letters(), kw, m, uid],
+                )?;
+            }
+            Ok(true)
+        })?;
+        if !found {
+            return Ok(None);
+        }
+        self.message(uid)
+    }
+
+    /// One message by UID.
+    pub fn message(&self, uid: u32) -> Result<Option<Message>> {
+        Ok(self.snapshot()?.messages.into_iter().find(|m| m.uid == uid))
+    }
+
+    /// Removes messages (unlink, then the index row); returns the UIDs removed.
+    pub fn expunge(&mut self, uids: &[u32]) -> Result<Vec<u32>> {
+        self.locked(|t| {
+            let mut gone = Vec::new();
+            for &uid in uids {
+                let name: Option<String> =
+                    t.tx.query_row("SELECT name FROM msg WHERE uid=?1", [uid], |r| r.get(0))
+                        .optional()?;
+                let Some(name) = name else { continue };
+                match fs::remove_file(t.root.join("cur").join(&name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                t.bump()?;
+                t.tx.execute("DELETE FROM msg WHERE uid=?1", [uid])?;
+                gone.push(uid);
+            }
+            Ok(gone)
+        })
+    }
+
+    /// Stores a new message (tmp → fsync → link into `cur/` with its flags → index);
+    /// returns its UID. `date` is the internal date (file mtime), now when `None`.
+    pub fn append(
+        &mut self,
+        data: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        date: Option<i64>,
+    ) -> Result<u32> {
+        let base = unique_name();
+        let tmp = self.root.join("tmp").join(&base);
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            if let Some(d) = date {
+                let t = UNIX_EPOCH + Duration::from_secs(d.max(0) as u64);
+                f.set_modified(t)?;
+            }
+            f.sync_all()?;
+        }
+        let name = file_name(&format!("{base},S={}", data.len()), flags);
+        self.adopt(&tmp, &name, keywords)
+    }
+
+    /// Copies `m` of `self` into `dest` (a hard link when both are on one file system),
+    /// keeping flags, keywords and internal date; returns the new UID in `dest`.
+    pub fn copy_to(&self, m: &Message, dest: &mut Mailbox) -> Result<u32> {
+        let src = self.path_of(m).ok_or(StoreError::NotFound)?;
+        let base = unique_name();
+        let tmp = dest.root.join("tmp").join(&base);
+        if fs::hard_link(&src, &tmp).is_err() {
+            fs::copy(&src, &tmp)?;
+            File::open(&tmp)?.sync_all()?;
+        }
+        let name = file_name(&format!("{base},S={}", m.size), m.flags);
+        dest.adopt(&tmp, &name, &m.keywords)
+    }
+
+    /// Links a finished file from `tmp/` into `cur/` under `name` and indexes it.
+    fn adopt(&mut self, tmp: &Path, name: &str, keywords: &[String]) -> Result<u32> {
+        let target = self.root.join("cur").join(name);
+        let linked = fs::hard_link(tmp, &target);
+        let _ = fs::remove_file(tmp);
+        linked?;
+        if let Ok(d) = File::open(self.root.join("cur")) {
+            let _ = d.sync_all();
+        }
+        let kw = keywords.join(" ");
+        self.locked(|t| {
+            let uid = t.insert(name)?.ok_or(StoreError::Exists)?;
+            if !kw.is_empty() {
+                t.tx.execute("UPDATE msg SET keywords=?1 WHERE uid=?2", params![kw, uid])?;
+            }
+            Ok(uid)
+        })
+    }
+}
+
+/// A write transaction with the lock held.
+struct Tx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    root: PathBuf,
+}
+
+impl Tx<'_> {
+    /// The next MODSEQ (recorded as the highest).
+    fn bump(&mut self) -> Result<i64> {
+        self.tx.execute(
+            "UPDATE meta SET value=value+1 WHERE key='highestmodseq'",
+            [],
+        )?;
+        Ok(self.tx.query_row(
+            "SELECT value FROM meta WHERE key='highestmodseq'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Indexes `cur/<name>` under the next UID; `None` when its base name is known.
+    fn insert(&mut self, name: &str) -> Result<Option<u32>> {
+        let base = base_name(name).to_owned();
+        let known: Option<u32> = self
+            .tx
+            .query_row("SELECT uid FROM msg WHERE base=?1", [&base], |r| r.get(0))
+            .optional()?;
+        if known.is_some() {
+            return Ok(None);
+        }
+        let path = self.root.join("cur").join(name);
+        let md = fs::metadata(&path)?;
+        let size = crlf_size(&path, name);
+        let uid: i64 =
+            self.tx
+                .query_row("SELECT value FROM meta WHERE key='uidnext'", [], |r| {
+                    r.get(0)
+                })?;
+        let m = self.bump()?;
+        self.tx.execute(
+            "INSERT INTO msg VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)",
+            params![
+                uid,
+                base,
+                name,
+                info_flags(name).letters(),
+                m,
+                mtime(&md),
+                size as i64
+            ],
+        )?;
+        self.tx
+            .execute("UPDATE meta SET value=?1 WHERE key='uidnext'", [uid + 1])?;
+        Ok(Some(uid as u32))
+    }
+}
+
+/// Visible entries of a directory, sorted.
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(n) = e.file_name().to_str()
+            && visible(n)
+        {
+            v.push(n.to_owned());
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// A Maildir unique name for a file this process creates.
+fn unique_name() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['/', ':', ','], "_"))
+        .unwrap_or_else(|_| "localhost".into());
+    format!(
+        "{}.M{}P{}Q{}.{}",
+        t.as_secs(),
+        t.subsec_micros(),
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed),
+        host
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(root: &Path, name: &str, body: &[u8]) {
+        fs::write(root.join("new").join(name), body).expect("write");
+    }
+
+    #[test]
+    fn uids_flags_expunge_and_rebuild() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        let mut a = Mailbox::open(&root)?;
+        let mut b = Mailbox::open(&root)?;
+        deliver(&root, "100.M1P1.h,S=6", b"a\nbc\n");
+        deliver(&root, "101.M1P1.h", b"x\r\n");
+        assert_eq!(a.refresh()?, vec![1, 2]);
+        assert!(b.refresh()?.is_empty());
+        let s = b.snapshot()?;
+        assert_eq!(s.messages.len(), 2);
+        assert_eq!(s.messages[0].size, 7);
+        assert_eq!(s.messages[0].base, "100.M1P1.h");
+        assert_eq!(s.uidnext, 3);
+        let m = a.set_flags(1, Flags::SEEN.union(Flags::FLAGGED), &["$Junk".into()])?;
+        let m = m.ok_or(StoreError::NotFound)?;
+        assert_eq!(m.name, "100.M1P1.h,S=6:2,FS");
+        assert!(root.join("cur/100.M1P1.h,S=6:2,FS").exists());
+        // b sees a's change through the index and can still read the renamed file.
+        assert!(b.highest_modseq()? > s.highest_modseq);
+        assert_eq!(b.read(&s.messages[0])?, b"a\nbc\n");
+        assert_eq!(a.expunge(&[2])?, vec![2]);
+        let uid = a.append(b"new\r\n", Flags::DRAFT, &[], Some(1_000_000))?;
+        assert_eq!(uid, 3);
+        let validity = a.uidvalidity()?;
+        // Behind the store's back: mutt marks message 1 answered.
+        fs::rename(
+            root.join("cur/100.M1P1.h,S=6:2,FS"),
+            root.join("cur/100.M1P1.h,S=6:2,FRS"),
+        )?;
+        drop((a, b));
+        let c = Mailbox::open(&root)?;
+        let s = c.snapshot()?;
+        assert_eq!(s.uidvalidity, validity);
+        assert_eq!(
+            s.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert!(s.messages[0].flags.contains(Flags::ANSWERED));
+        assert_eq!(s.messages[1].internal_date, 1_000_000);
+        drop(c);
+        // A corrupt index is rebuilt from the Maildir.
+        fs::write(root.join(INDEX_NAME), b"garbage garbage garbage garbage")?;
+        let d = Mailbox::open(&root)?;
+        let s = d.snapshot()?;
+        assert_eq!(s.messages.len(), 2);
+        assert!(root.join("oxipost-index.corrupt").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn flag_letters() {
+        let f = Flags::from_letters("TSFx");
+        assert_eq!(f.letters(), "FST");
+        assert_eq!(f.imap_names(), vec!["\\Flagged", "\\Deleted", "\\Seen"]);
+        assert_eq!(Flags::from_imap("\\seen"), Some(Flags::SEEN));
+    }
+}
