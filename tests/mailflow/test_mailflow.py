@@ -269,3 +269,26 @@ def test_kill_minus_9_during_load_loses_no_acknowledged_message(suite):
     assert sum(killed.values()) >= 3, killed
     queues = {q: len(suite.queue_files(q)) for q in ("incoming", "active", "deferred", "hold", "corrupt")}
     assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:5]}; queues {queues}"
+
+
+def test_alias_accepted_at_rcpt_and_delivered(suite):
+    """An alias is a valid local recipient at RCPT (Postfix's default local_recipient_maps
+    includes $alias_maps) and local expands it."""
+    aliases = suite.etc / "aliases"
+    aliases.write_text(aliases.read_text() + "info: demo\n")
+    run(BIN / "postalias", "-c", suite.etc, f"hash:{aliases}", as_suite_user=True)
+    suite.start()
+    with smplib_session(suite) as c:
+        assert c.rcpt("info@localhost")[0] == 250
+        code, _ = c.rcpt("nosuchalias@localhost")
+        assert code == 550
+    send(suite, ["info@localhost"], b"Subject: via alias\r\n\r\nx\r\n")
+    (path,) = suite.wait_for_mail(1)
+    assert b"Delivered-To: demo@localhost" in path.read_bytes() or b"Subject: via alias" in path.read_bytes()
+
+
+def smplib_session(suite):
+    c = smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=30)
+    c.ehlo("client.example")
+    c.mail("s@example.com")
+    return c

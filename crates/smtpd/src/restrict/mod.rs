@@ -322,6 +322,9 @@ pub struct Restrictions {
     /// `local_recipient_maps` when set explicitly; `None`: the built-in rule of
     /// [`crate::policy`] (system users, `local_users`).
     pub local_recipient_maps: Option<TableRef>,
+    /// `alias_maps`, consulted with the built-in rule (Postfix's default
+    /// local_recipient_maps is `proxy:unix:passwd.byname $alias_maps`).
+    pub alias_maps: Option<TableRef>,
     /// Whether `local_recipient_maps` is non-empty (empty turns the check off).
     pub check_local_recipients: bool,
     pub relay_recipient_maps: Option<TableRef>,
@@ -591,6 +594,7 @@ impl Restrictions {
                 false,
             ),
             local_recipient_maps: None,
+            alias_maps: None,
             check_local_recipients: !cfg
                 .get("local_recipient_maps")
                 .map_err(|e| err("local_recipient_maps", e))?
@@ -633,13 +637,15 @@ impl Restrictions {
             unknown_names: Vec::new(),
         };
         // local_recipient_maps: an explicit setting is honoured table by table; the
-        // default (passwd.byname and $alias_maps) is the built-in rule of crate::policy,
-        // since local delivery does not consult alias tables yet.
+        // default (passwd.byname and $alias_maps) is the built-in rule of crate::policy
+        // (system users and local_users, which no table lists) plus alias_maps.
         if let Some((raw, source)) = cfg.raw_with_source("local_recipient_maps")
             && source != oxipost_config::Source::Default
             && !raw.trim().is_empty()
         {
             r.local_recipient_maps = maps_param(cfg, "local_recipient_maps", "")?;
+        } else {
+            r.alias_maps = maps_param(cfg, "alias_maps", "")?;
         }
         let dns_servers = param(cfg, "oxipost_dns_servers", "")?;
         let mut resolver = oxipost_dns::Resolver::from_param(&dns_servers)
@@ -1829,11 +1835,19 @@ impl<'a> Eval<'a> {
                         Ok(found) => found || r.local_users.contains(base),
                         Err(()) => return self.dict_retry(addr),
                     },
-                    None => crate::policy::is_known_local_user(
-                        &r.local_users,
-                        &r.recipient_delimiter,
-                        &res.local,
-                    ),
+                    None => {
+                        crate::policy::is_known_local_user(
+                            &r.local_users,
+                            &r.recipient_delimiter,
+                            &res.local,
+                        ) || match &r.alias_maps {
+                            Some(t) => match self.find(t, &res.address, true) {
+                                Ok(found) => found,
+                                Err(()) => return self.dict_retry(addr),
+                            },
+                            None => false,
+                        }
+                    }
                 };
                 if known {
                     Status::Dunno
