@@ -133,7 +133,13 @@ impl Context<'_> {
                 if self.sender.is_empty() {
                     self.null_sender.to_string()
                 } else {
-                    address_form(self.sender, self.flags)
+                    // `h` and `u` fold recipients only; `q` quotes the sender too.
+                    let only_quote = Flags {
+                        fold_host: false,
+                        fold_user: false,
+                        ..self.flags
+                    };
+                    address_form(self.sender, only_quote)
                 }
             }
             "nexthop" => {
@@ -282,7 +288,7 @@ mod tests {
         let got = c.argv(&v(&["${recipient}", "${sender}", "${nexthop}"]), &rcpts);
         assert_eq!(
             got,
-            v(&["\"joe smith\"@dom.example", "bob@example.org", "dummy"])
+            v(&["\"joe smith\"@dom.example", "Bob@Example.ORG", "dummy"])
         );
         let mut c = ctx(&[], Flags::default());
         c.sender = "";
