@@ -20,7 +20,7 @@ echo "== cargo build"
 cargo build --workspace --quiet
 
 echo "== cargo test"
-cargo test --workspace --quiet 2>&1 | tail -n 200
+cargo test --workspace --quiet --no-fail-fast 2>&1 | tail -n 200
 
 echo "== end-to-end tests (pytest)"
 export OXIPOST_BIN="$PWD/target/debug"
