@@ -1,0 +1,661 @@
+//! FETCH data: the items a client may ask for, ENVELOPE and BODYSTRUCTURE built from
+//! `mail-parser`'s MIME tree, body sections (`BODY[1.2.HEADER.FIELDS (FROM)]<0.100>`)
+//! cut from the message by that tree's offsets, and IMAP's date formats.
+//!
+//! Messages are served with CRLF line ends (Maildir files usually hold LF); sizes and
+//! offsets refer to that CRLF form, which is also what the index stores as the size.
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+
+use crate::parse::{Value, astring};
+
+/// One FETCH item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Flags,
+    InternalDate,
+    Size,
+    Envelope,
+    BodyStructure,
+    /// `BODY` without a section: the structure without extension data.
+    Body,
+    Uid,
+    Section {
+        /// What the response calls it (`BODY[HEADER]<0>`, `RFC822`...).
+        label: String,
+        peek: bool,
+        part: Vec<u32>,
+        text: SectionText,
+        partial: Option<(u64, u64)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SectionText {
+    Full,
+    Header,
+    Fields { names: Vec<String>, not: bool },
+    Text,
+    Mime,
+}
+
+impl Item {
+    /// Whether the item needs the message contents.
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self,
+            Item::Envelope | Item::BodyStructure | Item::Body | Item::Section { .. }
+        )
+    }
+}
+
+/// Parses the FETCH attribute argument (one atom, a macro, or a list).
+pub fn items(v: &Value) -> Option<Vec<Item>> {
+    let list: Vec<&Value> = match v {
+        Value::List(l) => l.iter().collect(),
+        Value::Atom(a) => match a.to_ascii_uppercase().as_str() {
+            "ALL" => {
+                return Some(vec![
+                    Item::Flags,
+                    Item::InternalDate,
+                    Item::Size,
+                    Item::Envelope,
+                ]);
+            }
+            "FAST" => return Some(vec![Item::Flags, Item::InternalDate, Item::Size]),
+            "FULL" => {
+                return Some(vec![
+                    Item::Flags,
+                    Item::InternalDate,
+                    Item::Size,
+                    Item::Envelope,
+                    Item::Body,
+                ]);
+            }
+            _ => vec![v],
+        },
+        Value::Str(_) => return None,
+    };
+    let mut out = Vec::new();
+    for v in list {
+        let Value::Atom(a) = v else { return None };
+        out.push(item(a)?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn item(a: &str) -> Option<Item> {
+    let up = a.to_ascii_uppercase();
+    let simple = match up.as_str() {
+        "FLAGS" => Some(Item::Flags),
+        "INTERNALDATE" => Some(Item::InternalDate),
+        "RFC822.SIZE" => Some(Item::Size),
+        "ENVELOPE" => Some(Item::Envelope),
+        "BODYSTRUCTURE" => Some(Item::BodyStructure),
+        "BODY" => Some(Item::Body),
+        "UID" => Some(Item::Uid),
+        "RFC822" => Some(section("RFC822", false, vec![], SectionText::Full)),
+        "RFC822.HEADER" => Some(section("RFC822.HEADER", true, vec![], SectionText::Header)),
+        "RFC822.TEXT" => Some(section("RFC822.TEXT", false, vec![], SectionText::Text)),
+        _ => None,
+    };
+    if simple.is_some() {
+        return simple;
+    }
+    let (peek, rest) = if let Some(r) = up.strip_prefix("BODY.PEEK[") {
+        (true, r)
+    } else if let Some(r) = up.strip_prefix("BODY[") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let close = rest.rfind(']')?;
+    let spec = &rest[..close];
+    let after = &rest[close + 1..];
+    let partial = if after.is_empty() {
+        None
+    } else {
+        let inner = after.strip_prefix('<')?.strip_suffix('>')?;
+        let (a, b) = inner.split_once('.')?;
+        let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+        if b == 0 {
+            return None;
+        }
+        Some((a, b))
+    };
+    // Part numbers, then an optional text specifier.
+    let mut part = Vec::new();
+    let mut text = spec;
+    while let Some(c) = text.chars().next()
+        && c.is_ascii_digit()
+    {
+        let end = text.find('.').unwrap_or(text.len());
+        let n: u32 = text[..end].parse().ok().filter(|&n| n > 0)?;
+        part.push(n);
+        text = text.get(end + 1..).unwrap_or("");
+    }
+    let st = match text {
+        "" => SectionText::Full,
+        "HEADER" => SectionText::Header,
+        "TEXT" => SectionText::Text,
+        "MIME" if !part.is_empty() => SectionText::Mime,
+        t => {
+            let (not, list) = if let Some(l) = t.strip_prefix("HEADER.FIELDS.NOT ") {
+                (true, l)
+            } else if let Some(l) = t.strip_prefix("HEADER.FIELDS ") {
+                (false, l)
+            } else {
+                return None;
+            };
+            let names: Vec<String> = list
+                .strip_prefix('(')?
+                .strip_suffix(')')?
+                .split_whitespace()
+                .map(|s| s.trim_matches('"').to_owned())
+                .collect();
+            if names.is_empty() {
+                return None;
+            }
+            SectionText::Fields { names, not }
+        }
+    };
+    let mut label = format!("BODY[{spec}]");
+    if let Some((a, _)) = partial {
+        label.push_str(&format!("<{a}>"));
+    }
+    Some(Item::Section {
+        label,
+        peek,
+        part,
+        text: st,
+        partial,
+    })
+}
+
+fn section(label: &str, peek: bool, part: Vec<u32>, text: SectionText) -> Item {
+    Item::Section {
+        label: label.to_owned(),
+        peek,
+        part,
+        text,
+        partial: None,
+    }
+}
+
+/// Bare LF → CRLF (existing CRLF kept).
+pub fn to_crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 30);
+    let mut prev = 0u8;
+    for &b in data {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+pub fn parse_message(raw: &[u8]) -> Option<Message<'_>> {
+    MessageParser::default().parse(raw)
+}
+
+/// The bytes of a section.
+pub fn section_bytes(
+    raw: &[u8],
+    msg: Option<&Message<'_>>,
+    part: &[u32],
+    text: &SectionText,
+) -> Vec<u8> {
+    let header_end = |b: &[u8]| -> usize {
+        b.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(b.len(), |p| p + 4)
+    };
+    if part.is_empty() {
+        let he = header_end(raw);
+        return match text {
+            SectionText::Full => raw.to_vec(),
+            SectionText::Header => raw[..he].to_vec(),
+            SectionText::Text => raw[he..].to_vec(),
+            SectionText::Fields { names, not } => fields(&raw[..he], names, *not),
+            SectionText::Mime => Vec::new(),
+        };
+    }
+    let Some(msg) = msg else { return Vec::new() };
+    let Some((m, idx)) = find_part(msg, part) else {
+        return Vec::new();
+    };
+    let Some(p) = m.parts.get(idx) else {
+        return Vec::new();
+    };
+    let src: &[u8] = &m.raw_message;
+    let get = |a: u32, b: u32| src.get(a as usize..b as usize).unwrap_or_default().to_vec();
+    match text {
+        SectionText::Full => get(p.offset_body, p.offset_end),
+        SectionText::Mime => get(p.offset_header, p.offset_body),
+        SectionText::Header | SectionText::Text | SectionText::Fields { .. } => {
+            // Of an encapsulated message/rfc822 part.
+            let inner = get(p.offset_body, p.offset_end);
+            section_bytes(&inner, None, &[], text)
+        }
+    }
+}
+
+/// A part by its IMAP number: (the message holding it, its index in that message).
+fn find_part<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'a>, usize)> {
+    let mut m = msg;
+    let mut idx = 0usize;
+    for (k, &n) in path.iter().enumerate() {
+        if k > 0
+            && let PartType::Message(inner) = &m.parts.get(idx)?.body
+        {
+            m = inner;
+            idx = 0;
+        }
+        match &m.parts.get(idx)?.body {
+            PartType::Multipart(children) => idx = *children.get(n as usize - 1)? as usize,
+            _ if n == 1 => {}
+            _ => return None,
+        }
+    }
+    Some((m, idx))
+}
+
+/// The header fields named (or, `not`, all but those), then the blank line.
+fn fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" {
+            break;
+        }
+        if !(line.starts_with(b" ") || line.starts_with(b"\t")) {
+            let name = line
+                .iter()
+                .position(|&b| b == b':')
+                .map(|i| String::from_utf8_lossy(&line[..i]).trim().to_owned())
+                .unwrap_or_default();
+            let listed = names.iter().any(|n| n.eq_ignore_ascii_case(&name));
+            keep = listed != not;
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The unfolded raw value of the first header field `name`.
+pub fn raw_header(header: &[u8], name: &str) -> Option<String> {
+    let f = fields(header, &[name.to_owned()], false);
+    let s = String::from_utf8_lossy(&f);
+    let (_, v) = s.split_once(':')?;
+    Some(v.replace("\r\n", "").trim().to_owned())
+}
+
+/// ENVELOPE of part `idx` of `m` (0: the message itself).
+pub fn envelope(out: &mut Vec<u8>, m: &Message<'_>, idx: usize) {
+    let Some(p) = m.parts.get(idx) else {
+        out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
+        return;
+    };
+    let header = m
+        .raw_message
+        .get(p.offset_header as usize..p.offset_body as usize)
+        .unwrap_or_default();
+    let raw = |n: &str| raw_header(header, n);
+    let addr = |name: &str| -> Option<&Address<'_>> {
+        p.headers.iter().find_map(|h| {
+            if h.name.as_str().eq_ignore_ascii_case(name)
+                && let HeaderValue::Address(a) = &h.value
+            {
+                Some(a)
+            } else {
+                None
+            }
+        })
+    };
+    out.push(b'(');
+    astring(out, raw("Date").as_deref().map(str::as_bytes));
+    out.push(b' ');
+    astring(out, raw("Subject").as_deref().map(str::as_bytes));
+    let from = addr("From");
+    for name in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"] {
+        out.push(b' ');
+        // Sender and Reply-To default to From (RFC 3501).
+        let a = addr(name).or(match name {
+            "Sender" | "Reply-To" => from,
+            _ => None,
+        });
+        addresses(out, a);
+    }
+    out.push(b' ');
+    astring(out, raw("In-Reply-To").as_deref().map(str::as_bytes));
+    out.push(b' ');
+    astring(out, raw("Message-ID").as_deref().map(str::as_bytes));
+    out.push(b')');
+}
+
+fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
+    let one = |out: &mut Vec<u8>, name: Option<&str>, email: Option<&str>| {
+        let (local, host) = match email.and_then(|e| e.rsplit_once('@')) {
+            Some((l, h)) => (Some(l), Some(h)),
+            None => (email, None),
+        };
+        out.push(b'(');
+        astring(out, name.map(str::as_bytes));
+        out.extend_from_slice(b" NIL ");
+        astring(out, local.map(str::as_bytes));
+        out.push(b' ');
+        astring(out, host.map(str::as_bytes));
+        out.push(b')');
+    };
+    match a {
+        Some(Address::List(list)) if !list.is_empty() => {
+            out.push(b'(');
+            for x in list {
+                one(out, x.name.as_deref(), x.address.as_deref());
+            }
+            out.push(b')');
+        }
+        Some(Address::Group(groups)) if !groups.is_empty() => {
+            out.push(b'(');
+            for g in groups {
+                if let Some(n) = &g.name {
+                    out.extend_from_slice(b"(NIL NIL ");
+                    astring(out, Some(n.as_bytes()));
+                    out.extend_from_slice(b" NIL)");
+                }
+                for x in &g.addresses {
+                    one(out, x.name.as_deref(), x.address.as_deref());
+                }
+                if g.name.is_some() {
+                    out.extend_from_slice(b"(NIL NIL NIL NIL)");
+                }
+            }
+            out.push(b')');
+        }
+        _ => out.extend_from_slice(b"NIL"),
+    }
+}
+
+/// BODYSTRUCTURE (`ext`) or BODY of part `idx` of `m`.
+pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, depth: usize) {
+    let Some(p) = m.parts.get(idx) else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    let ct = p.content_type();
+    let params = |out: &mut Vec<u8>| {
+        let attrs: Vec<_> = ct
+            .and_then(|c| c.attributes())
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| !a.name.is_empty())
+            .collect();
+        if attrs.is_empty() {
+            out.extend_from_slice(b"NIL");
+            return;
+        }
+        out.push(b'(');
+        for (i, a) in attrs.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            astring(out, Some(a.name.to_ascii_lowercase().as_bytes()));
+            out.push(b' ');
+            astring(out, Some(a.value.as_bytes()));
+        }
+        out.push(b')');
+    };
+    if let PartType::Multipart(children) = &p.body {
+        out.push(b'(');
+        if children.is_empty() || depth > 20 {
+            out.extend_from_slice(b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)");
+        }
+        for &c in children
+            .iter()
+            .take(if depth > 20 { 0 } else { usize::MAX })
+        {
+            structure(out, m, c as usize, ext, depth + 1);
+        }
+        out.push(b' ');
+        let sub = ct.and_then(|c| c.subtype()).unwrap_or("mixed");
+        astring(out, Some(sub.to_ascii_lowercase().as_bytes()));
+        if ext {
+            out.push(b' ');
+            params(out);
+            out.extend_from_slice(b" ");
+            disposition(out, p);
+            out.extend_from_slice(b" NIL NIL");
+        }
+        out.push(b')');
+        return;
+    }
+    let (ty, sub) = match ct {
+        Some(c) => (
+            c.ctype().to_ascii_lowercase(),
+            c.subtype().unwrap_or("").to_ascii_lowercase(),
+        ),
+        None => ("text".to_owned(), "plain".to_owned()),
+    };
+    let body = m
+        .raw_message
+        .get(p.offset_body as usize..p.offset_end as usize)
+        .unwrap_or_default();
+    out.push(b'(');
+    astring(out, Some(ty.as_bytes()));
+    out.push(b' ');
+    astring(out, Some(sub.as_bytes()));
+    out.push(b' ');
+    if ct.is_none() {
+        out.extend_from_slice(b"(\"charset\" \"us-ascii\")");
+    } else {
+        params(out);
+    }
+    out.push(b' ');
+    astring(out, p.content_id().map(str::as_bytes));
+    out.push(b' ');
+    astring(out, p.content_description().map(str::as_bytes));
+    out.push(b' ');
+    let enc = p
+        .content_transfer_encoding()
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_else(|| "7bit".to_owned());
+    astring(out, Some(enc.as_bytes()));
+    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
+    let lines = body.iter().filter(|&&b| b == b'\n').count();
+    if let PartType::Message(inner) = &p.body {
+        out.push(b' ');
+        envelope(out, inner, 0);
+        out.push(b' ');
+        if depth < 20 {
+            structure(out, inner, 0, ext, depth + 1);
+        } else {
+            out.extend_from_slice(b"NIL");
+        }
+        out.extend_from_slice(format!(" {lines}").as_bytes());
+    } else if ty == "text" {
+        out.extend_from_slice(format!(" {lines}").as_bytes());
+    }
+    if ext {
+        out.extend_from_slice(b" NIL ");
+        disposition(out, p);
+        out.extend_from_slice(b" NIL NIL");
+    }
+    out.push(b')');
+}
+
+fn disposition(out: &mut Vec<u8>, p: &mail_parser::MessagePart<'_>) {
+    match p.content_disposition() {
+        Some(d) => {
+            out.push(b'(');
+            astring(out, Some(d.ctype().to_ascii_lowercase().as_bytes()));
+            out.push(b' ');
+            match d.attributes() {
+                Some(a) if !a.is_empty() => {
+                    out.push(b'(');
+                    for (i, x) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        astring(out, Some(x.name.to_ascii_lowercase().as_bytes()));
+                        out.push(b' ');
+                        astring(out, Some(x.value.as_bytes()));
+                    }
+                    out.push(b')');
+                }
+                _ => out.extend_from_slice(b"NIL"),
+            }
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Days since 1970-01-01 → (year, month 1-12, day).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// INTERNALDATE's form, in UTC: `17-Jul-1996 02:44:25 +0000`.
+pub fn internal_date(secs: i64) -> String {
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    format!(
+        "{d:02}-{}-{y:04} {:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// A SEARCH date (`1-Feb-1994`) → days since the epoch.
+pub fn search_date(s: &str) -> Option<i64> {
+    let mut it = s.split('-');
+    let d: u32 = it.next()?.parse().ok()?;
+    let mon = it.next()?;
+    let y: i64 = it.next()?.parse().ok()?;
+    let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(mon))? as u32 + 1;
+    if it.next().is_some() || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+/// An APPEND date-time (`17-Jul-1996 02:44:25 -0700`) → Unix seconds.
+pub fn append_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    let days = search_date(date)?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if t.len() != 3 || zone.len() != 5 {
+        return None;
+    }
+    let sign = match zone.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let z: i64 = zone[1..].parse().ok()?;
+    let offset = sign * (z / 100 * 3600 + z % 100 * 60);
+    Some(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MULTI: &[u8] = b"From: Ann <ann@example.com>\r\nTo: bob@example.org, Cy <cy@x.test>\r\nSubject: hi\r\nMessage-ID: <1@x>\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\npreamble\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n";
+
+    #[test]
+    fn sections_and_structure() -> Result<(), String> {
+        let m = parse_message(MULTI).ok_or("parse")?;
+        assert_eq!(
+            section_bytes(MULTI, Some(&m), &[1], &SectionText::Full),
+            b"hello".to_vec()
+        );
+        assert_eq!(
+            section_bytes(MULTI, Some(&m), &[2], &SectionText::Mime),
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                .to_vec()
+        );
+        assert_eq!(
+            section_bytes(
+                MULTI,
+                Some(&m),
+                &[],
+                &SectionText::Fields {
+                    names: vec!["subject".into()],
+                    not: false
+                }
+            ),
+            b"Subject: hi\r\n\r\n".to_vec()
+        );
+        let mut out = Vec::new();
+        envelope(&mut out, &m, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "(NIL \"hi\" ((\"Ann\" NIL \"ann\" \"example.com\")) ((\"Ann\" NIL \"ann\" \"example.com\")) ((\"Ann\" NIL \"ann\" \"example.com\")) ((NIL NIL \"bob\" \"example.org\")(\"Cy\" NIL \"cy\" \"x.test\")) NIL NIL NIL \"<1@x>\")"
+        );
+        let mut out = Vec::new();
+        structure(&mut out, &m, 0, false, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 5 0)(\"application\" \"octet-stream\" NIL NIL NIL \"base64\" 4) \"mixed\")"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn items_and_dates() {
+        assert_eq!(
+            item("body.peek[1.HEADER.FIELDS (From)]<0.10>"),
+            Some(Item::Section {
+                label: "BODY[1.HEADER.FIELDS (FROM)]<0>".into(),
+                peek: true,
+                part: vec![1],
+                text: SectionText::Fields {
+                    names: vec!["FROM".into()],
+                    not: false
+                },
+                partial: Some((0, 10)),
+            })
+        );
+        assert_eq!(item("BODY[0]"), None);
+        assert_eq!(internal_date(0), "01-Jan-1970 00:00:00 +0000");
+        assert_eq!(append_date("17-Jul-1996 02:44:25 -0700"), Some(837_596_665));
+        assert_eq!(internal_date(837_596_665), "17-Jul-1996 09:44:25 +0000");
+        assert_eq!(search_date("1-Feb-1994"), Some(days_from_civil(1994, 2, 1)));
+    }
+}

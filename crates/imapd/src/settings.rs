@@ -1,0 +1,145 @@
+//! Everything imapd takes from main.cf (with master.cf `-o` overrides), resolved once at
+//! start into typed values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oxipost_config::Config;
+
+/// imapd's typed configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `imapd_timeout`.
+    pub timeout: Duration,
+    /// `imapd_login_attempts` (0: no limit).
+    pub login_attempts: u32,
+    /// `imapd_command_length_limit`.
+    pub max_line: usize,
+    /// `imapd_literal_size_limit`.
+    pub max_literal: u64,
+    /// `imapd_client_limit`: clients per process.
+    pub max_clients: usize,
+    /// `imapd_mail_location` (empty: the user database's).
+    pub mail_location: String,
+    /// `queue_directory/private/auth`.
+    pub auth_socket: PathBuf,
+    pub tls: TlsSettings,
+}
+
+/// `imapd_tls_*`, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// STARTTLS offered (`may`/`encrypt`) or implicit TLS (`imapd_tls_wrappermode`).
+    pub enabled: bool,
+    /// `encrypt`: no login before TLS (loopback clients excepted, as Dovecot).
+    pub required: bool,
+    pub wrapper: bool,
+    pub files: oxipost_tls::TlsFiles,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Result<Settings, String> {
+        let err = |n: &str, e: oxipost_config::ConfigError| format!("{n}: {e}");
+        let get = |n: &str| cfg.get(n).map_err(|e| err(n, e));
+        let int = |n: &str| -> Result<u64, String> {
+            let v = cfg.get_int(n).map_err(|e| err(n, e))?;
+            u64::try_from(v).map_err(|_| format!("{n}: must not be negative"))
+        };
+        let wrapper = cfg
+            .get_bool("imapd_tls_wrappermode")
+            .map_err(|e| err("imapd_tls_wrappermode", e))?;
+        let level = get("imapd_tls_security_level")?.trim().to_ascii_lowercase();
+        let (offered, required) = match level.as_str() {
+            "" | "none" => (false, false),
+            "may" => (true, false),
+            "encrypt" => (true, true),
+            other => {
+                return Err(format!(
+                    "imapd_tls_security_level: {other:?}: expected none, may or encrypt"
+                ));
+            }
+        };
+        let path = |s: String| {
+            let s = s.trim().to_owned();
+            (!s.is_empty()).then(|| PathBuf::from(s))
+        };
+        let files = oxipost_tls::TlsFiles {
+            cert_file: path(get("imapd_tls_cert_file")?),
+            key_file: path(get("imapd_tls_key_file")?),
+            chain_files: Vec::new(),
+            protocols: cfg
+                .get_list("imapd_tls_protocols")
+                .map_err(|e| err("imapd_tls_protocols", e))?
+                .join(" "),
+        };
+        Ok(Settings {
+            timeout: cfg
+                .get_time("imapd_timeout")
+                .map_err(|e| err("imapd_timeout", e))?,
+            login_attempts: u32::try_from(int("imapd_login_attempts")?).unwrap_or(u32::MAX),
+            max_line: usize::try_from(int("imapd_command_length_limit")?)
+                .unwrap_or(usize::MAX)
+                .max(1024),
+            max_literal: int("imapd_literal_size_limit")?.max(1024),
+            max_clients: usize::try_from(int("imapd_client_limit")?)
+                .unwrap_or(1000)
+                .max(1),
+            mail_location: get("imapd_mail_location")?.trim().to_owned(),
+            auth_socket: PathBuf::from(get("queue_directory")?).join("private/auth"),
+            tls: TlsSettings {
+                enabled: offered || wrapper,
+                required: required || wrapper,
+                wrapper,
+                files,
+            },
+        })
+    }
+}
+
+/// The Maildir of a user from a Dovecot-style location (`maildir:~/Maildir`, `%u`).
+pub fn maildir_of(spec: &str, user: &str, home: &str) -> Result<PathBuf, String> {
+    let spec = if spec.trim().is_empty() {
+        "maildir:~/Maildir"
+    } else {
+        spec.trim()
+    };
+    let path = match spec.split_once(':') {
+        Some((k, rest)) if k.eq_ignore_ascii_case("maildir") => rest,
+        Some((k, _)) if k.eq_ignore_ascii_case("mbox") => {
+            return Err("mbox mailboxes are not served over IMAP".into());
+        }
+        _ => spec,
+    };
+    // Dovecot options after the path (`:INDEX=...`) are not used.
+    let path = path.split(':').next().unwrap_or(path);
+    let path = path.replace("%u", user);
+    let path = match path.strip_prefix('~') {
+        Some(rest) if !home.is_empty() => format!("{}{rest}", home.trim_end_matches('/')),
+        Some(_) => return Err("the user has no home directory".into()),
+        None => path,
+    };
+    if !path.starts_with('/') {
+        return Err(format!("mail location is not absolute: {path}"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maildir_of;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            maildir_of("maildir:~/Maildir", "a", "/h/a"),
+            Ok("/h/a/Maildir".into())
+        );
+        assert_eq!(maildir_of("", "a", "/h/a/"), Ok("/h/a/Maildir".into()));
+        assert_eq!(
+            maildir_of("/var/mail/%u/Maildir", "b", ""),
+            Ok("/var/mail/b/Maildir".into())
+        );
+        assert!(maildir_of("mbox:~/mbox", "a", "/h").is_err());
+        assert!(maildir_of("~/Maildir", "a", "").is_err());
+    }
+}
