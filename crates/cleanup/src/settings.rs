@@ -25,6 +25,14 @@ pub struct CleanupSettings {
     pub no_address_mappings: bool,
     /// `receive_override_options` has `no_header_body_checks`.
     pub no_header_body_checks: bool,
+    /// `receive_override_options` has `no_unknown_recipient_checks` (smtpd does not
+    /// reject unlisted recipients: the mail comes back from a content filter).
+    pub no_unknown_recipient_checks: bool,
+    /// `receive_override_options` has `no_milters`.
+    pub no_milters: bool,
+    /// `content_filter` (`transport:nexthop`, empty: none): recorded in every queue file
+    /// as the `filter` attribute, which qmgr honours for all recipients.
+    pub content_filter: String,
 }
 
 fn err(name: &str, e: impl std::fmt::Display) -> String {
@@ -97,6 +105,11 @@ impl CleanupSettings {
                 .map_err(|e| err("body_checks_size_limit", e))?,
             no_address_mappings: overrides.iter().any(|w| w == "no_address_mappings"),
             no_header_body_checks: overrides.iter().any(|w| w == "no_header_body_checks"),
+            no_unknown_recipient_checks: overrides
+                .iter()
+                .any(|w| w == "no_unknown_recipient_checks"),
+            no_milters: overrides.iter().any(|w| w == "no_milters"),
+            content_filter: get("content_filter")?.trim().to_string(),
         })
     }
 

@@ -154,8 +154,12 @@ impl Picker {
         }
         w.add_attribute(attr::PROTOCOL_NAME, "local")?;
         w.add_attribute(attr::ORIGIN, "pickup")?;
+        if !self.cleanup.content_filter.is_empty() {
+            w.add_attribute("filter", &self.cleanup.content_filter)?;
+        }
         for a in &env.attributes {
-            if a.name != attr::ORIGIN && a.name != attr::PROTOCOL_NAME {
+            // A `filter` from maildrop (user-written) is not honoured: only ours routes.
+            if a.name != attr::ORIGIN && a.name != attr::PROTOCOL_NAME && a.name != "filter" {
                 w.add_attribute(&a.name, &a.value)?;
             }
         }

@@ -7,7 +7,7 @@
 use crate::defer_log;
 use crate::dispatch::{Dispatcher, Done, Job};
 use crate::notify::{Notifier, RcptOutcome};
-use crate::resolve::{Route, resolve};
+use crate::resolve::{Route, resolve_filtered};
 use crate::settings::Settings;
 use oxipost_ipc::{DeliveryReply, DeliveryRequest, Outcome, RcptRef};
 use oxipost_queue::{Queue, QueueFile, QueueId, Recipient};
@@ -217,9 +217,16 @@ impl Scheduler {
         );
         // Group pending recipients by route, then split by the recipient limit.
         let mut groups: Vec<(Route, Vec<RcptRef>)> = Vec::new();
+        let filter = file
+            .envelope()
+            .attributes
+            .iter()
+            .rev()
+            .find(|a| a.name == "filter")
+            .map(|a| a.value.clone());
         for i in file.pending() {
             let r = &file.recipients()[i];
-            let route = resolve(&self.s, &r.address);
+            let route = resolve_filtered(&self.s, &r.address, filter.as_deref());
             let rref = RcptRef {
                 index: i as u32,
                 address: r.address.clone(),

@@ -64,6 +64,25 @@ pub fn resolve(s: &Settings, address: &str) -> Route {
     }
 }
 
+/// The route of a recipient of a message that carries `filter` attributes (`content_filter`
+/// or an access-table `FILTER`, recorded at receive time): the last one wins and sends every
+/// recipient to that transport, as Postfix's qmgr does, bypassing normal routing. Its next
+/// hop is the `[host]:port` after the first `:`; empty, the recipient's domain. A malformed
+/// value (no transport) is logged and ignored.
+pub fn resolve_filtered(s: &Settings, address: &str, filter: Option<&str>) -> Route {
+    if let Some(f) = filter.map(str::trim).filter(|f| !f.is_empty()) {
+        if f.starts_with(':') {
+            oxipost_log::warning!("ignoring bad content filter \"{f}\" for {address}");
+        } else {
+            let domain = domain_of(address)
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            return split_transport(f, &domain);
+        }
+    }
+    resolve(s, address)
+}
+
 /// A table that could not answer: defer through the `retry` service.
 fn lookup_failure(address: &str, what: &str, e: &MapError) -> Route {
     oxipost_log::warning!("{what} lookup for {address}: {}", e.message);
@@ -170,6 +189,24 @@ fn apply_transport(route: Route, value: &str, domain: &str) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_filter_overrides_routing() {
+        let s = crate::settings::tests::settings("mydestination = example.com\n");
+        let r = resolve_filtered(&s, "joe@example.com", Some("smtp-amavis:[127.0.0.1]:10024"));
+        assert_eq!(
+            (r.transport.as_str(), r.nexthop.as_str()),
+            ("smtp-amavis", "[127.0.0.1]:10024")
+        );
+        let r = resolve_filtered(&s, "joe@Other.Example", Some("myfilter:"));
+        assert_eq!(
+            (r.transport.as_str(), r.nexthop.as_str()),
+            ("myfilter", "other.example")
+        );
+        let plain = resolve(&s, "joe@example.com");
+        assert_eq!(resolve_filtered(&s, "joe@example.com", None), plain);
+        assert_eq!(resolve_filtered(&s, "joe@example.com", Some(":x")), plain);
+    }
 
     #[test]
     fn transport_specs() {

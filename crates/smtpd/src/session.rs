@@ -274,7 +274,10 @@ impl SmtpConn {
         let rcpt = r.recipient.to_string();
         // After the restrictions, as Postfix's smtpd_reject_unlisted_recipient: unknown
         // recipients of virtual alias, virtual mailbox and relay domains (crate::recipients).
-        match self.shared.recipients.check(&rcpt) {
+        // receive_override_options=no_unknown_recipient_checks: mail back from a filter.
+        let status = (!self.shared.cleanup.no_unknown_recipient_checks)
+            .then(|| self.shared.recipients.check(&rcpt));
+        match status.unwrap_or(RcptStatus::Accept(oxipost_cleanup::AddressClass::Default)) {
             RcptStatus::Reject {
                 code,
                 enhanced,
@@ -569,6 +572,11 @@ impl SmtpConn {
         }
         w.add_attribute(attr::PROTOCOL_NAME, &protocol)?;
         w.add_attribute(attr::ORIGIN, "smtpd")?;
+        // content_filter first: an access-table FILTER action recorded later wins (qmgr
+        // takes the last `filter`), as in Postfix.
+        if !self.shared.cleanup.content_filter.is_empty() {
+            w.add_attribute("filter", &self.shared.cleanup.content_filter)?;
+        }
         let mut sasl_log = String::new();
         if let Some((user, method)) = &self.sasl_user {
             w.add_attribute("sasl_method", method)?;
