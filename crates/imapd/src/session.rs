@@ -437,12 +437,29 @@ impl Session {
             if known {
                 self.tagged(out, "BAD", "Please log in first.");
             } else {
-                self.tagged(out, "BAD", "Error in IMAP command received by server.");
+                let text = format!("Error in IMAP command {}: Unknown command.", short(&name));
+                self.tagged(out, "BAD", &text);
             }
             return;
         }
         if sel.contains(&name.as_str()) && !selected {
             self.tagged(out, "BAD", "No mailbox selected.");
+            return;
+        }
+        let no_args = [
+            "CAPABILITY",
+            "NOOP",
+            "LOGOUT",
+            "STARTTLS",
+            "NAMESPACE",
+            "CHECK",
+            "CLOSE",
+            "UNSELECT",
+            "IDLE",
+        ];
+        if no_args.contains(&name.as_str()) && !args.is_empty() {
+            let text = format!("Error in IMAP command {name}: Extra arguments.");
+            self.tagged(out, "BAD", &text);
             return;
         }
         let r: Result<String, (&'static str, String)> = match name.as_str() {

@@ -34,17 +34,25 @@ impl Folders {
         &self.root
     }
 
-    /// A new user (no Maildir yet): creates the INBOX and the special-use folders, all
-    /// subscribed. Does nothing when the Maildir exists.
+    /// A user new to IMAP (no `subscriptions` file yet, whether or not mail has been
+    /// delivered): creates the INBOX and the missing special-use folders, all subscribed.
     pub fn ensure_defaults(&self) -> Result<()> {
-        if self.root.join("cur").is_dir() {
+        if self.root.join("subscriptions").exists() {
             return Ok(());
         }
         make_maildir(&self.root)?;
         for (name, _) in SPECIAL {
             make_maildir(&self.root.join(format!(".{name}")))?;
-            self.subscribe(name, true)?;
         }
+        let tmp = self.root.join("subscriptions.tmp");
+        fs::write(
+            &tmp,
+            SPECIAL
+                .iter()
+                .map(|(n, _)| format!("{n}\n"))
+                .collect::<String>(),
+        )?;
+        fs::rename(tmp, self.root.join("subscriptions"))?;
         Ok(())
     }
 

@@ -116,6 +116,8 @@ pub struct Snapshot {
 pub struct Mailbox {
     root: PathBuf,
     db: Connection,
+    /// UIDs moved from `new/` while opening, for the first [`Mailbox::refresh`].
+    fresh: Vec<u32>,
 }
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
@@ -220,6 +222,7 @@ impl Mailbox {
         let mb = Mailbox {
             root: root.to_path_buf(),
             db,
+            fresh: Vec::new(),
         };
         let have: Option<i64> = mb
             .db
@@ -274,8 +277,15 @@ impl Mailbox {
         Ok(self.meta("highestmodseq")? as u64)
     }
 
-    /// Moves new deliveries from `new/` to `cur/` and indexes them; returns their UIDs.
+    /// Moves new deliveries from `new/` to `cur/` and indexes them; returns their UIDs
+    /// (including those this handle moved while opening, which are "recent" to it).
     pub fn refresh(&mut self) -> Result<Vec<u32>> {
+        let mut uids = std::mem::take(&mut self.fresh);
+        uids.extend(self.refresh_new()?);
+        Ok(uids)
+    }
+
+    fn refresh_new(&mut self) -> Result<Vec<u32>> {
         let pending = list_dir(&self.root.join("new"))?;
         if pending.is_empty() {
             return Ok(Vec::new());
@@ -308,7 +318,8 @@ impl Mailbox {
     /// the store's back get their flags re-read, vanished files are expunged, unknown
     /// files get UIDs.
     pub fn resync(&mut self) -> Result<()> {
-        self.refresh()?;
+        let fresh = self.refresh_new()?;
+        self.fresh.extend(fresh);
         self.locked(|t| {
             let mut on_disk: HashMap<String, String> = HashMap::new();
             for name in list_dir(&t.root.join("cur"))? {
