@@ -28,6 +28,7 @@ libio-socket-ssl-perl
 libauthen-sasl-perl
 openssl
 fetchmail
+isync
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be
