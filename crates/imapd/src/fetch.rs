@@ -563,7 +563,7 @@ pub fn search_date(s: &str) -> Option<i64> {
     let mon = it.next()?;
     let y: i64 = it.next()?.parse().ok()?;
     let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(mon))? as u32 + 1;
-    if it.next().is_some() || !(1..=31).contains(&d) {
+    if it.next().is_some() || !(1..=31).contains(&d) || !(1..=9999).contains(&y) {
         return None;
     }
     Some(days_from_civil(y, m, d))
@@ -579,7 +579,13 @@ pub fn append_date(s: &str) -> Option<i64> {
         .split(':')
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
-    if t.len() != 3 || zone.len() != 5 {
+    if t.len() != 3
+        || zone.len() != 5
+        || t[0] > 23
+        || t[1] > 59
+        || t[2] > 60
+        || t.iter().any(|&x| x < 0)
+    {
         return None;
     }
     let sign = match zone.as_bytes()[0] {

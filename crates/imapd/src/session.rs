@@ -787,11 +787,11 @@ impl Session {
         let names = if lsub { f.subscriptions() } else { all.clone() };
         let full = format!("{reference}{pattern}");
         for n in names {
-            let cmp = if n == "INBOX" && full.len() >= 5 && full[..5].eq_ignore_ascii_case("INBOX")
-            {
-                format!("INBOX{}", &full[5..])
-            } else {
-                full.clone()
+            let cmp = match (full.get(..5), full.get(5..)) {
+                (Some(head), Some(tail)) if n == "INBOX" && head.eq_ignore_ascii_case("INBOX") => {
+                    format!("INBOX{tail}")
+                }
+                _ => full.clone(),
             };
             if !matches(cmp.as_bytes(), n.as_bytes()) {
                 continue;
@@ -1410,6 +1410,59 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Garbage of every kind into a fresh session: replies, never a panic.
+    #[test]
+    fn garbage_never_panics() {
+        let pieces: [&[u8]; 16] = [
+            b"a ",
+            b"LOGIN ",
+            b"{5}\r\n",
+            b"{99999999999999999999}\r\n",
+            b"(",
+            b")",
+            b"\"",
+            b"\\",
+            b"\r\n",
+            b"UID ",
+            b"FETCH 1:* BODY[1.2]<0.9>",
+            b"*",
+            b"\xc3\xa9",
+            b"SEARCH SINCE 1-Jan-99999999999 ",
+            b"AUTHENTICATE PLAIN\r\n",
+            b"x{3+}\r\n",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut s = Session::new(Config {
+                max_line: 200,
+                max_literal: 1000,
+                starttls: true,
+                tls_active: false,
+                login_requires_tls: false,
+                secured: true,
+                mechanisms: vec!["PLAIN".into()],
+                login_attempts: 3,
+            });
+            let mut out = Vec::new();
+            for _ in 0..12 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.feed(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            s.feed(b"\r\n");
+            for _ in 0..50 {
+                match s.next(&mut out) {
+                    Step::Close | Step::NeedInput => break,
+                    Step::Wait => {
+                        s.login_failed(false, &mut out);
+                    }
+                    Step::Event(_) => {}
+                }
+            }
+        }
+    }
 
     #[test]
     fn patterns() {
