@@ -43,6 +43,9 @@ class Smtpd:
             "mydestination": "$myhostname, localhost.$mydomain, localhost, example.test",
             "mynetworks": "127.0.0.0/8 [::1]/128",
             "local_users": "alice bob:/home/bob",
+            # The host's /etc/aliases.db may be Postfix's Berkeley DB file: unreadable
+            # for us, which (correctly) makes every local recipient a 451.
+            "alias_maps": "",
             "recipient_delimiter": "+",
             "smtputf8_enable": "yes",
             "smtpd_timeout": "30s",
