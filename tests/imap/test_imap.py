@@ -400,3 +400,35 @@ SyncState *
     sync()
     assert sorted(p.name for sub in ("new", "cur") for p in (inbox / sub).iterdir()) == before
     assert sorted(p.name for p in imap.all_mail()) == server_before
+
+
+def test_condstore_modseq_changedsince_unchangedsince(imap):
+    imap.start()
+    imap.deliver_all([body(i) for i in range(2)])
+    c = Raw(imap.imap_port)
+    c.login()
+    assert b"CONDSTORE" in c.cmd("c", "CAPABILITY")[0]
+    r = c.cmd("s", "SELECT INBOX (CONDSTORE)")
+    hms = [l for l in r if l.startswith(b"* OK [HIGHESTMODSEQ ")]
+    assert len(hms) == 1, r
+    high = int(hms[0].split()[3].rstrip(b"]"))
+    r = c.cmd("f", "FETCH 1:* (UID MODSEQ)")
+    seqs = [int(re.search(rb"MODSEQ \((\d+)\)", l).group(1)) for l in r[:-1]]
+    assert len(seqs) == 2 and max(seqs) <= high
+    r = c.cmd("t", "STORE 2 +FLAGS (\\Flagged)")
+    m2 = int(re.search(rb"MODSEQ \((\d+)\)", r[0]).group(1))
+    assert m2 > high and r[0].startswith(b"* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (")
+    r = c.cmd("g", f"FETCH 1:* (FLAGS) (CHANGEDSINCE {high})")
+    assert len(r) == 2 and r[0].startswith(b"* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ ("), r
+    r = c.cmd("u", f"STORE 1:2 (UNCHANGEDSINCE {high}) +FLAGS.SILENT (\\Seen)")
+    assert r[-1] == b"u OK [MODIFIED 2] Conditional store failed.", r
+    # Message 1 got \Seen (a newer MODSEQ) from the conditional STORE; 2 kept m2.
+    r = c.cmd("h", f"SEARCH MODSEQ {m2}")
+    m = re.match(rb"\* SEARCH 1 2 \(MODSEQ (\d+)\)$", r[0])
+    assert m and int(m.group(1)) > m2, r
+    r = c.cmd("h2", f"SEARCH MODSEQ {int(m.group(1))}")
+    assert r[0] == f"* SEARCH 1 (MODSEQ {int(m.group(1))})".encode(), r
+    r = c.cmd("i", "STATUS INBOX (HIGHESTMODSEQ)")
+    assert re.match(rb'\* STATUS "INBOX" \(HIGHESTMODSEQ \d+\)', r[0]), r
+    assert c.cmd("e", "ENABLE CONDSTORE") == [b"* ENABLED", b"e OK Enabled."]
+    c.close()

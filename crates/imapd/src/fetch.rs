@@ -20,6 +20,8 @@ pub enum Item {
     /// `BODY` without a section: the structure without extension data.
     Body,
     Uid,
+    /// CONDSTORE's per-message MODSEQ.
+    ModSeq,
     Section {
         /// What the response calls it (`BODY[HEADER]<0>`, `RFC822`...).
         label: String,
@@ -94,6 +96,7 @@ fn item(a: &str) -> Option<Item> {
         "BODYSTRUCTURE" => Some(Item::BodyStructure),
         "BODY" => Some(Item::Body),
         "UID" => Some(Item::Uid),
+        "MODSEQ" => Some(Item::ModSeq),
         "RFC822" => Some(section("RFC822", false, vec![], SectionText::Full)),
         "RFC822.HEADER" => Some(section("RFC822.HEADER", true, vec![], SectionText::Header)),
         "RFC822.TEXT" => Some(section("RFC822.TEXT", false, vec![], SectionText::Text)),

@@ -25,9 +25,24 @@ pub enum Key {
     Smaller(u64),
     Seq(String),
     Uid(String),
+    /// CONDSTORE: MODSEQ at least this.
+    ModSeq(u64),
     Not(Box<Key>),
     Or(Box<Key>, Box<Key>),
     And(Vec<Key>),
+}
+
+impl Key {
+    /// Whether a MODSEQ key is in the tree (the reply then carries the highest MODSEQ).
+    pub fn uses_modseq(&self) -> bool {
+        match self {
+            Key::ModSeq(_) => true,
+            Key::Not(k) => k.uses_modseq(),
+            Key::Or(a, b) => a.uses_modseq() || b.uses_modseq(),
+            Key::And(v) => v.iter().any(Key::uses_modseq),
+            _ => false,
+        }
+    }
 }
 
 /// Parses all arguments as one AND of keys.
@@ -101,6 +116,15 @@ fn one<'a>(
         "SENTSINCE" => Ok(Some(Key::SentDate(date(arg()?)?, 1))),
         "LARGER" => Ok(Some(Key::Larger(num(arg()?)?))),
         "SMALLER" => Ok(Some(Key::Smaller(num(arg()?)?))),
+        "MODSEQ" => {
+            // An optional entry name and type (RFC 7162) precede the number.
+            let mut v = arg()?;
+            if v.starts_with('"') || v.starts_with('/') {
+                arg()?;
+                v = arg()?;
+            }
+            Ok(Some(Key::ModSeq(num(v)?)))
+        }
         "UID" => {
             let s = arg()?;
             sequence_set(&s, 1).ok_or("Invalid UID set")?;
@@ -195,6 +219,7 @@ pub fn eval(k: &Key, c: &Ctx<'_>, raw: &mut Option<Vec<u8>>) -> bool {
         Key::Smaller(n) => c.msg.size < *n,
         Key::Seq(s) => in_set(s, c.seq, c.star_seq),
         Key::Uid(s) => in_set(s, c.msg.uid, c.star_uid),
+        Key::ModSeq(n) => c.msg.modseq >= *n,
         Key::Not(k) => !eval(k, c, raw),
         Key::Or(a, b) => eval(a, c, raw) || eval(b, c, raw),
         Key::And(v) => v.iter().all(|k| eval(k, c, raw)),

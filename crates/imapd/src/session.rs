@@ -98,6 +98,8 @@ pub struct Session {
     /// AUTHENTICATE PLAIN without an initial response: the mechanism, until the
     /// client's line arrives.
     pending_mech: Option<String>,
+    /// CONDSTORE (RFC 7162) enabled: MODSEQ goes with every FLAGS.
+    condstore: bool,
 }
 
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -131,6 +133,34 @@ fn flag_list(f: Flags, kw: &[String], recent: bool) -> String {
         v.push("\\Recent".into());
     }
     format!("({})", v.join(" "))
+}
+
+/// `FLAGS (...)`, with ` MODSEQ (n)` when CONDSTORE is on.
+fn flags_item(m: &Message, recent: bool, condstore: bool) -> String {
+    let mut s = format!("FLAGS {}", flag_list(m.flags, &m.keywords, recent));
+    if condstore {
+        s.push_str(&format!(" MODSEQ ({})", m.modseq));
+    }
+    s
+}
+
+/// A `(NAME value)` modifier list such as `(CHANGEDSINCE 12)`: the number.
+fn modifier(v: Option<&Value>, name: &str) -> Result<Option<u64>, (&'static str, String)> {
+    match v {
+        None => Ok(None),
+        Some(Value::List(l)) if l.len() == 2 => {
+            let ok = l[0].text().is_some_and(|t| t.eq_ignore_ascii_case(name));
+            let n = l[1].text().and_then(|t| t.parse::<u64>().ok());
+            match (ok, n) {
+                (true, Some(n)) => Ok(Some(n)),
+                _ => Err((
+                    "BAD",
+                    format!("Error in IMAP command: Invalid {name} modifier."),
+                )),
+            }
+        }
+        Some(_) => Err(("BAD", "Error in IMAP command: Invalid arguments.".into())),
+    }
 }
 
 /// Flags and keywords from a STORE/APPEND argument.
@@ -189,12 +219,13 @@ impl Session {
             failed_logins: 0,
             user_hint: None,
             pending_mech: None,
+            condstore: false,
         }
     }
 
     pub fn capability(&self) -> String {
         let mut c = String::from(
-            "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE",
+            "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE",
         );
         if matches!(self.state, State::NotAuth) {
             if self.cfg.starttls && !self.cfg.tls_active {
@@ -496,7 +527,16 @@ impl Session {
             "LOGIN" => return self.login(args, out),
             "AUTHENTICATE" => return self.authenticate(args, out),
             "ENABLE" => {
-                out.extend_from_slice(b"* ENABLED\r\n");
+                let want = args.iter().any(|a| {
+                    a.text()
+                        .is_some_and(|t| t.eq_ignore_ascii_case("CONDSTORE"))
+                });
+                if want && !self.condstore {
+                    self.condstore = true;
+                    out.extend_from_slice(b"* ENABLED CONDSTORE\r\n");
+                } else {
+                    out.extend_from_slice(b"* ENABLED\r\n");
+                }
                 Ok("Enabled.".into())
             }
             "NAMESPACE" => {
@@ -664,6 +704,23 @@ impl Session {
     ) -> Result<String, (&'static str, String)> {
         let name = Self::mailbox_arg(args, 0)?;
         self.state = State::Auth;
+        match args.get(1) {
+            None => {}
+            Some(Value::List(p))
+                if p.len() == 1
+                    && p[0]
+                        .text()
+                        .is_some_and(|t| t.eq_ignore_ascii_case("CONDSTORE")) =>
+            {
+                self.condstore = true;
+            }
+            Some(_) => {
+                return Err((
+                    "BAD",
+                    "Error in IMAP command SELECT: Invalid parameters.".into(),
+                ));
+            }
+        }
         let f = self.folders()?;
         if !f.exists(&name) {
             return Err(("NO", "[NONEXISTENT] Mailbox doesn't exist.".into()));
@@ -697,6 +754,9 @@ impl Session {
         );
         out.extend_from_slice(
             format!("* OK [UIDNEXT {}] Predicted next UID\r\n", snap.uidnext).as_bytes(),
+        );
+        out.extend_from_slice(
+            format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", snap.highest_modseq).as_bytes(),
         );
         self.state = State::Selected(Box::new(Selected {
             name,
@@ -852,6 +912,10 @@ impl Session {
                     .filter(|m| !m.flags.contains(Flags::SEEN))
                     .count() as u64,
                 "SIZE" => snap.messages.iter().map(|m| m.size).sum(),
+                "HIGHESTMODSEQ" => {
+                    self.condstore = true;
+                    snap.highest_modseq
+                }
                 _ => {
                     return Err((
                         "BAD",
@@ -923,6 +987,7 @@ impl Session {
 
     /// Brings the view up to date with the index; reports the differences.
     fn sync_view(&mut self, out: &mut Vec<u8>) {
+        let condstore = self.condstore;
         let State::Selected(s) = &mut self.state else {
             return;
         };
@@ -959,9 +1024,9 @@ impl Session {
                 *m = n.clone();
                 out.extend_from_slice(
                     format!(
-                        "* {} FETCH (FLAGS {})\r\n",
+                        "* {} FETCH ({})\r\n",
                         i + 1,
-                        flag_list(m.flags, &m.keywords, s.recent.contains(&m.uid))
+                        flags_item(m, s.recent.contains(&m.uid), condstore)
                     )
                     .as_bytes(),
                 );
@@ -1016,10 +1081,15 @@ impl Session {
         uid: bool,
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
+        let changed_since = modifier(args.get(2), "CHANGEDSINCE")?;
+        if changed_since.is_some() {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
         let State::Selected(s) = &mut self.state else {
             return Err(("BAD", "No mailbox selected.".into()));
         };
-        let (Some(set), Some(what), 2) =
+        let (Some(set), Some(what), 2 | 3) =
             (args.first().and_then(Value::text), args.get(1), args.len())
         else {
             return Err((
@@ -1034,7 +1104,16 @@ impl Session {
         if uid && !items.contains(&Item::Uid) {
             items.insert(0, Item::Uid);
         }
-        let idx = Self::resolve(s, &set, uid)?;
+        if changed_since.is_some() && !items.contains(&Item::ModSeq) {
+            items.push(Item::ModSeq);
+        }
+        if items.contains(&Item::ModSeq) {
+            self.condstore = true;
+        }
+        let mut idx = Self::resolve(s, &set, uid)?;
+        if let Some(since) = changed_since {
+            idx.retain(|&i| s.view[i].modseq > since);
+        }
         let needs_body = items.iter().any(Item::needs_body);
         let sets_seen = !s.readonly
             && items
@@ -1083,14 +1162,13 @@ impl Session {
                 sep(&mut resp);
                 match it {
                     Item::Uid => resp.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
+                    Item::ModSeq => {
+                        resp.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes())
+                    }
                     Item::Flags => {
                         sent_flags = true;
                         resp.extend_from_slice(
-                            format!(
-                                "FLAGS {}",
-                                flag_list(m.flags, &m.keywords, s.recent.contains(&m.uid))
-                            )
-                            .as_bytes(),
+                            flags_item(&m, s.recent.contains(&m.uid), condstore).as_bytes(),
                         )
                     }
                     Item::InternalDate => resp.extend_from_slice(
@@ -1141,11 +1219,7 @@ impl Session {
             if flags_changed && !sent_flags {
                 sep(&mut resp);
                 resp.extend_from_slice(
-                    format!(
-                        "FLAGS {}",
-                        flag_list(m.flags, &m.keywords, s.recent.contains(&m.uid))
-                    )
-                    .as_bytes(),
+                    flags_item(&m, s.recent.contains(&m.uid), condstore).as_bytes(),
                 );
             }
             resp.extend_from_slice(b")\r\n");
@@ -1160,6 +1234,16 @@ impl Session {
         uid: bool,
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
+        let mut args = args.to_vec();
+        let unchanged_since = match args.get(1) {
+            Some(v @ Value::List(_)) => {
+                let n = modifier(Some(v), "UNCHANGEDSINCE")?;
+                args.remove(1);
+                self.condstore = true;
+                n
+            }
+            _ => None,
+        };
         let State::Selected(s) = &mut self.state else {
             return Err(("BAD", "No mailbox selected.".into()));
         };
@@ -1187,8 +1271,13 @@ impl Session {
         if s.readonly {
             return Err(("NO", "Mailbox is read-only.".into()));
         }
+        let mut modified = Vec::new();
         for i in idx {
             let m = &s.view[i];
+            if unchanged_since.is_some_and(|u| m.modseq > u) {
+                modified.push(if uid { m.uid } else { i as u32 + 1 });
+                continue;
+            }
             let (nf, mut nk) = match op.as_str() {
                 "FLAGS" => (flags, kw.clone()),
                 "+FLAGS" => {
@@ -1224,13 +1313,20 @@ impl Session {
                 };
                 out.extend_from_slice(
                     format!(
-                        "* {} FETCH ({u}FLAGS {})\r\n",
+                        "* {} FETCH ({u}{})\r\n",
                         i + 1,
-                        flag_list(m.flags, &m.keywords, s.recent.contains(&m.uid))
+                        flags_item(m, s.recent.contains(&m.uid), self.condstore)
                     )
                     .as_bytes(),
                 );
             }
+        }
+        if !modified.is_empty() {
+            let list: Vec<String> = modified.iter().map(u32::to_string).collect();
+            return Ok(format!(
+                "[MODIFIED {}] Conditional store failed.",
+                list.join(",")
+            ));
         }
         Ok("Store completed.".into())
     }
@@ -1320,12 +1416,17 @@ impl Session {
                 mbox: &s.mbox,
             };
             if search::eval(&key, &ctx, &mut None) {
-                hits.push(if uid { m.uid } else { i as u32 + 1 });
+                hits.push((if uid { m.uid } else { i as u32 + 1 }, m.modseq));
             }
         }
         out.extend_from_slice(b"* SEARCH");
-        for h in hits {
+        for (h, _) in &hits {
             out.extend_from_slice(format!(" {h}").as_bytes());
+        }
+        if key.uses_modseq()
+            && let Some(max) = hits.iter().map(|(_, m)| *m).max()
+        {
+            out.extend_from_slice(format!(" (MODSEQ {max})").as_bytes());
         }
         out.extend_from_slice(b"\r\n");
         Ok("Search completed.".into())
