@@ -8,6 +8,7 @@
 //! protocol itself is `oxipost-smtp-proto`'s and the content rules are `oxipost-cleanup`'s.
 
 mod log;
+mod milter;
 mod policy;
 mod recipients;
 mod restrict;

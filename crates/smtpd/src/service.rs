@@ -42,6 +42,8 @@ pub struct Shared {
     auth: AuthResults,
     /// Restriction checks and client name lookups on helper threads.
     pub jobs: Jobs,
+    /// `smtpd_milters` conversations on helper threads ([`crate::milter`]).
+    pub milters: crate::milter::Runner,
     state: RefCell<State>,
 }
 
@@ -73,6 +75,8 @@ impl Shared {
             .map_err(|e| format!("start queue committer: {e}"))?;
         let auth = AuthResults::new().map_err(|e| format!("auth result pipe: {e}"))?;
         let jobs = Jobs::new().map_err(|e| format!("check result pipe: {e}"))?;
+        let milters = crate::milter::Runner::new(Arc::clone(&settings.milters))
+            .map_err(|e| format!("milter result pipe: {e}"))?;
         Ok(Shared {
             settings,
             cleanup,
@@ -81,6 +85,7 @@ impl Shared {
             committer,
             auth,
             jobs,
+            milters,
             state: RefCell::new(State::default()),
         })
     }
@@ -157,6 +162,7 @@ impl Shared {
         st.results.remove(&conn);
         st.auth_results.remove(&conn);
         st.job_results.remove(&conn);
+        self.milters.forget(conn);
     }
 }
 
@@ -197,7 +203,11 @@ impl MultiService for SmtpdService {
     }
 
     fn extra_wake_fds(&self) -> Vec<RawFd> {
-        vec![self.shared.auth.wake_fd(), self.shared.jobs.wake_fd()]
+        vec![
+            self.shared.auth.wake_fd(),
+            self.shared.jobs.wake_fd(),
+            self.shared.milters.wake_fd(),
+        ]
     }
 
     fn tls_config(&self) -> Option<Arc<TlsConfig>> {
@@ -226,6 +236,7 @@ impl MultiService for SmtpdService {
                 .insert(conn, (serial, result));
             ids.push(conn);
         }
+        ids.extend(self.shared.milters.woken());
         let mut queued = false;
         let completions = self.shared.committer.take_completions();
         {

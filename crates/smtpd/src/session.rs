@@ -61,6 +61,8 @@ struct Txn {
     cleanup: Option<Cleanup>,
     /// Why the message cannot be queued, once something failed.
     failed: Option<String>,
+    /// With milters ([`crate::milter`]): the content, held until they have decided.
+    milter_buf: Option<Vec<u8>>,
     /// HOLD, DISCARD, FILTER, REDIRECT and PREPEND from access tables (crate::restrict).
     actions: Actions,
 }
@@ -68,12 +70,16 @@ struct Txn {
 /// A decision that waits for the restriction check of its stage ([`crate::restrict`]).
 enum Pending {
     Connect,
-    Helo { extended: bool },
+    Helo {
+        extended: bool,
+    },
     Mail,
     Rcpt(RcptTo),
     Vrfy,
     Data,
     Eod,
+    /// The milters are deciding about a finished message ([`crate::milter`]).
+    Milter,
 }
 
 /// One client connection.
@@ -113,6 +119,8 @@ pub struct SmtpConn {
     ill_pipelining: bool,
     /// Message content is being read (no command pipelining scan).
     in_data: bool,
+    /// A finished message waiting for the milters' verdict (`check` is `Pending::Milter`).
+    milter_held: Option<crate::milter::Held>,
 }
 
 impl SmtpConn {
@@ -140,6 +148,7 @@ impl SmtpConn {
             peer: (PeerStatus::Perm, "unknown".into(), PeerStatus::Perm),
             ill_pipelining: false,
             in_data: false,
+            milter_held: None,
         }
     }
 
@@ -203,6 +212,7 @@ impl SmtpConn {
                     writer: None,
                     cleanup: None,
                     failed: None,
+                    milter_buf: None,
                     actions: Actions::default(),
                 });
                 let r = &self.shared.settings.restrictions;
@@ -490,6 +500,7 @@ impl SmtpConn {
             Pending::Mail | Pending::Vrfy | Pending::Data => self.session.accept(),
             Pending::Rcpt(r) => self.rcpt_accepted(r),
             Pending::Eod => self.message_end(),
+            Pending::Milter => self.session.reject(451, "4.3.0", WRITE_ERROR),
         }
     }
 
@@ -651,7 +662,9 @@ impl SmtpConn {
         for h in txn.actions.prepend.iter().rev() {
             received.insert_str(0, &format!("{}\r\n", h.replace(['\r', '\n'], " ")));
         }
-        if let Err(e) = w.write_content(received.as_bytes()) {
+        if self.shared.milters.enabled() {
+            txn.milter_buf = Some(received.into_bytes());
+        } else if let Err(e) = w.write_content(received.as_bytes()) {
             txn.failed = Some(e.to_string());
             return;
         }
@@ -677,7 +690,9 @@ impl SmtpConn {
         if txn.failed.is_some() {
             return;
         }
-        if let (Some(c), Some(w)) = (txn.cleanup.as_mut(), txn.writer.as_mut())
+        if let (Some(c), Some(b)) = (txn.cleanup.as_mut(), txn.milter_buf.as_mut()) {
+            let _ = c.feed(chunk, b);
+        } else if let (Some(c), Some(w)) = (txn.cleanup.as_mut(), txn.writer.as_mut())
             && let Err(e) = c.feed(chunk, w)
         {
             txn.failed = Some(e.to_string());
@@ -701,7 +716,12 @@ impl SmtpConn {
             }
         };
         let id = w.id().to_string();
-        let r = match c.finish(&mut w) {
+        let mut milter_buf = txn.milter_buf.take();
+        let finished = match milter_buf.as_mut() {
+            Some(b) => c.finish(b),
+            None => c.finish(&mut w),
+        };
+        let r = match finished {
             Ok(r) => r,
             Err(e) => {
                 oxipost_log::warning!("{id}: queue file write error: {e}");
@@ -743,7 +763,134 @@ impl SmtpConn {
             return self.session.accept_with(&format!("Ok: queued as {id}"));
         }
         let hold = hold || txn.actions.hold.is_some();
-        if let Err(e) = record_actions(&mut w, &txn.actions) {
+        if let Some(message) = milter_buf {
+            // The milters decide on a helper thread; input waits ([`Self::milter_done`]).
+            let input = self.milter_input(&id, &txn, message);
+            self.check_serial = self.check_serial.wrapping_add(1);
+            self.check = Some(Pending::Milter);
+            self.milter_held = Some(crate::milter::Held {
+                writer: w,
+                actions: txn.actions.clone(),
+                hold,
+                sender: txn.sender.clone(),
+                rcpts: txn.rcpts.clone(),
+            });
+            self.shared.milters.start(self.id, self.check_serial, input);
+            return Ok(());
+        }
+        self.queue_message(w, &txn.actions, hold, &id)
+    }
+
+    /// What the milters are shown of a finished transaction, with Postfix's macros.
+    fn milter_input(&self, id: &str, txn: &Txn, message: Vec<u8>) -> crate::milter::Input {
+        let st = &self.shared.settings;
+        let c = &self.client;
+        let mut m = std::collections::HashMap::new();
+        m.insert("j".to_string(), st.myhostname.clone());
+        m.insert("{daemon_name}".to_string(), st.myhostname.clone());
+        m.insert(
+            "v".to_string(),
+            format!("{} {}", st.mail_name, env!("CARGO_PKG_VERSION")),
+        );
+        m.insert("_".to_string(), format!("{} [{}]", c.name, c.addr));
+        m.insert("{client_addr}".to_string(), c.addr.clone());
+        m.insert("{client_name}".to_string(), c.name.clone());
+        m.insert("{client_ptr}".to_string(), self.peer.1.clone());
+        m.insert("{client_port}".to_string(), c.port.to_string());
+        m.insert("i".to_string(), id.to_string());
+        m.insert("{mail_addr}".to_string(), txn.sender.clone());
+        if let Some((user, method)) = &self.sasl_user {
+            m.insert("{auth_authen}".to_string(), user.clone());
+            m.insert("{auth_type}".to_string(), method.clone());
+        }
+        crate::milter::Input {
+            client_name: c.name.clone(),
+            client_addr: c.addr.clone(),
+            client_port: c.port,
+            helo: self.session.helo_name().map(str::to_owned),
+            sender: txn.sender.clone(),
+            rcpts: txn.rcpts.clone(),
+            message,
+            macros: m,
+        }
+    }
+
+    /// The milters' verdict on the held message: refuse, discard, or apply their
+    /// modifications and queue it (held for a quarantine).
+    fn milter_done(&mut self, d: crate::milter::Decision) -> Result<(), proto::NoPendingDecision> {
+        use oxipost_milter::Verdict;
+        let Some(held) = self.milter_held.take() else {
+            return self.session.reject(451, "4.3.0", WRITE_ERROR);
+        };
+        let id = held.writer.id().to_string();
+        for w in &d.warnings {
+            oxipost_log::warning!("{id}: {}", clean(w));
+        }
+        let tail = format!(
+            "from=<{}> to=<{}> proto={} helo=<{}>",
+            clean(&held.sender),
+            held.rcpts.first().map(|r| clean(r)).unwrap_or_default(),
+            self.protocol(),
+            clean(self.session.helo_name().unwrap_or(""))
+        );
+        let from = self.client.namaddr();
+        match d.verdict {
+            Verdict::Refuse(reply) => {
+                let (code, enhanced, text) = crate::milter::split_reply(&reply);
+                oxipost_log::info!(
+                    "{id}: milter-reject: END-OF-MESSAGE from {from}: {enhanced} {}; {tail}",
+                    clean(&text)
+                );
+                self.session.reject(code, &enhanced, &text)
+            }
+            Verdict::Discard => {
+                oxipost_log::info!(
+                    "{id}: milter-discard: END-OF-MESSAGE from {from}: milter triggers DISCARD action; {tail}"
+                );
+                self.session.accept_with(&format!("Ok: queued as {id}"))
+            }
+            Verdict::Accept { mods, quarantine } => {
+                if let Some(why) = &quarantine {
+                    oxipost_log::info!(
+                        "{id}: milter-hold: END-OF-MESSAGE from {from}: {}; {tail}",
+                        clean(why)
+                    );
+                }
+                let (content, env) = crate::milter::apply(&mods, &d.message);
+                let mut w = held.writer;
+                let prepared = record_actions(&mut w, &held.actions)
+                    .and_then(|()| {
+                        crate::milter::write_and_prepare(w, &self.shared.layout, &content, &env)
+                    })
+                    .map_err(|e| e.to_string())
+                    .and_then(|file| {
+                        self.shared
+                            .submit(file, self.id, held.hold || quarantine.is_some())
+                            .map_err(|e| e.to_string())
+                    });
+                match prepared {
+                    Ok(()) => {
+                        self.waiting = true;
+                        Ok(())
+                    }
+                    Err(why) => {
+                        oxipost_log::warning!("{id}: queue file write error: {why}");
+                        self.session.reject(451, "4.3.0", WRITE_ERROR)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records access-table actions, prepares the file and hands it to the committer.
+    fn queue_message(
+        &mut self,
+        mut w: QueueWriter,
+        actions: &Actions,
+        hold: bool,
+        id: &str,
+    ) -> Result<(), proto::NoPendingDecision> {
+        if let Err(e) = record_actions(&mut w, actions) {
             oxipost_log::warning!("{id}: queue file write error: {e}");
             return self.session.reject(451, "4.3.0", WRITE_ERROR);
         }
@@ -1015,6 +1162,13 @@ impl Connection for SmtpConn {
                 }
                 JobResult::Peer(..) => {}
             }
+        }
+        if matches!(self.check, Some(Pending::Milter))
+            && let Some(d) = self.shared.milters.take(self.id, self.check_serial)
+        {
+            self.check = None;
+            let _ = self.milter_done(d);
+            return self.drive(out);
         }
         if self.auth_waiting
             && let Some((serial, result)) = self.shared.take_auth(self.id)

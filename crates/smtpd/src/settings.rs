@@ -46,6 +46,8 @@ pub struct Settings {
     /// TLS and SASL (see [`crate::sasl`]).
     pub tls: TlsSettings,
     pub sasl: SaslSettings,
+    /// `smtpd_milters` and the `milter_*` parameters ([`crate::milter`]).
+    pub milters: Arc<oxipost_milter::MilterSettings>,
 }
 
 /// `smtpd_tls_*`, resolved.
@@ -193,6 +195,7 @@ impl Settings {
             .map_err(|e| err("smtpd_tls_auth_only", e))?
             || tls.required;
         Ok(Settings {
+            milters: crate::milter::settings(cfg)?,
             tls,
             sasl,
             restrictions: Arc::new(restrictions),
