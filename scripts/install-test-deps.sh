@@ -29,6 +29,7 @@ libauthen-sasl-perl
 openssl
 fetchmail
 isync
+python3-milter
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be
