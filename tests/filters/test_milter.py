@@ -35,7 +35,7 @@ def free_port():
 @pytest.fixture
 def milter():
     port = free_port()
-    p = subprocess.Popen([PYMILTER, str(HERE / "pymilter_test.py"), str(port)],
+    p = subprocess.Popen([PYMILTER, str(HERE / "pymilter_app.py"), str(port)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert p.stdout.readline().strip() == b"ready"
@@ -210,3 +210,29 @@ def test_milter_stall_and_garbage(suite, milter):
         stop.set()
         t.join(timeout=5)
         g.close()
+
+
+def test_non_smtpd_milters_for_local_submission(suite, milter):
+    """non_smtpd_milters: pickup sends locally submitted mail past the milter; its
+    modifications are in the delivered message, a reject drops the message."""
+    from conftest import BIN
+    suite.postconf(f"non_smtpd_milters = inet:127.0.0.1:{milter}")
+    suite.start()
+    env = dict(os.environ, MAIL_CONFIG=str(suite.etc))
+
+    def submit(subject):
+        r = subprocess.run([str(BIN / "sendmail"), "-f", "alice@example.org", "demo@localhost"],
+                           input=f"Subject: {subject}\nX-Remove-Me: x\n\nlocal body\n".encode(),
+                           capture_output=True, timeout=30, env=env)
+        assert r.returncode == 0, r.stderr
+
+    submit("reject me")
+    wait(lambda: "milter-reject: END-OF-MESSAGE from local" in suite.log(), what="pickup milter reject", suite=suite)
+    submit("modify me")
+    files = suite.wait_for_mail(1)
+    text = files[0].read_text()
+    assert "Subject: modified by milter" in text and "X-Milter-First: inserted at the top" in text, text
+    assert "body replaced by the milter" in text and "X-Remove-Me" not in text
+    assert text.startswith("Return-Path: <changed@example.org>")
+    time.sleep(1)
+    assert len(suite.new_mail()) == 1

@@ -78,7 +78,7 @@ fn value_text(value: &str, leadspc: bool) -> String {
 
 /// Applies the header and body modifications of `mods` to `message`; returns the new
 /// message. `leadspc`: the milter negotiated `SMFIP_HDR_LEADSPC`.
-pub fn apply(message: &[u8], mods: &[Response], leadspc: bool) -> Vec<u8> {
+pub fn apply_headers_body(message: &[u8], mods: &[Response], leadspc: bool) -> Vec<u8> {
     let (mut headers, mut body) = split(message);
     let mut new_body: Option<Vec<u8>> = None;
     for m in mods {
@@ -142,6 +142,44 @@ pub fn apply(message: &[u8], mods: &[Response], leadspc: bool) -> Vec<u8> {
     out
 }
 
+/// The envelope changes of an accepting verdict.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EnvelopeChanges {
+    pub add: Vec<String>,
+    pub delete: Vec<String>,
+    pub sender: Option<String>,
+}
+
+fn bare(a: &str) -> String {
+    a.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
+}
+
+/// Applies the header and body modifications to `message` and collects envelope changes.
+pub fn apply(mods: &[(Response, bool)], message: &[u8]) -> (Vec<u8>, EnvelopeChanges) {
+    let mut out = message.to_vec();
+    let mut env = EnvelopeChanges::default();
+    // Consecutive modifications with the same header convention are applied together.
+    let mut content: Vec<(Response, bool)> = Vec::new();
+    for (m, lead) in mods {
+        match m {
+            Response::AddRcpt { rcpt, .. } => env.add.push(bare(rcpt)),
+            Response::DelRcpt(r) => env.delete.push(bare(r)),
+            Response::ChangeFrom { from, .. } => env.sender = Some(bare(from)),
+            other => content.push((other.clone(), *lead)),
+        }
+    }
+    if !content.is_empty() {
+        for chunk in content.chunk_by(|a, b| a.1 == b.1) {
+            let list: Vec<Response> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            out = apply_headers_body(&out, &list, chunk[0].1);
+        }
+    }
+    (out, env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,10 +219,48 @@ mod tests {
             Response::ReplaceBody(b"new ".to_vec()),
             Response::ReplaceBody(b"body\r\n".to_vec()),
         ];
-        let out = String::from_utf8(apply(MSG, &mods, false)).expect("utf8");
+        let out = String::from_utf8(apply_headers_body(MSG, &mods, false)).expect("utf8");
         assert_eq!(
             out,
             "X-First: top\r\nReceived: from x\r\n\tby y\r\nSubject: changed\r\nX-Spam: yes\r\nX-Added: one\r\n two\r\n\r\nnew body\r\n"
+        );
+    }
+
+    #[test]
+    fn modifications_split_into_content_and_envelope() {
+        let mods = vec![
+            (
+                Response::AddHeader {
+                    name: "X-A".into(),
+                    value: "1".into(),
+                },
+                false,
+            ),
+            (
+                Response::AddRcpt {
+                    rcpt: "<new@x>".into(),
+                    args: None,
+                },
+                false,
+            ),
+            (Response::DelRcpt("<old@x>".into()), false),
+            (
+                Response::ChangeFrom {
+                    from: "<s@x>".into(),
+                    args: None,
+                },
+                false,
+            ),
+        ];
+        let (msg, env) = apply(&mods, b"Subject: s\r\n\r\nb\r\n");
+        assert_eq!(msg, b"Subject: s\r\nX-A: 1\r\n\r\nb\r\n");
+        assert_eq!(
+            env,
+            EnvelopeChanges {
+                add: vec!["new@x".into()],
+                delete: vec!["old@x".into()],
+                sender: Some("s@x".into()),
+            }
         );
     }
 }

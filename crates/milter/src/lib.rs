@@ -10,20 +10,25 @@
 //!   per event;
 //! - [`session`]: a whole transaction past the configured list with
 //!   `milter_default_action` for a milter that is down, stalls, closes or answers garbage;
-//! - [`edit`]: applying header and body modifications to a message held as bytes.
+//! - [`edit`]: applying header and body modifications to a message held as bytes, and
+//!   collecting the envelope changes;
+//! - `queue` (feature `queue`): applying envelope changes to a queue file being written.
 //!
-//! **Architecture Invariant:** no configuration crate, no queue, no logging: callers turn
-//! main.cf into [`session::MilterSettings`], log the returned warnings, and apply the
-//! verdict before they commit a queue file or answer the client.
+//! **Architecture Invariant:** no configuration crate, no logging, and no queue unless the
+//! `queue` feature asks for it: callers pass main.cf values to [`session::load`], log the
+//! returned warnings, and apply the verdict before they commit a queue file or answer the
+//! client.
 
 pub mod client;
 pub mod edit;
 pub mod proto;
+#[cfg(feature = "queue")]
+pub mod queue;
 pub mod session;
 
 pub use client::{Addr, Error, MacroLists, Milter, Modification, Reply, Timeouts};
 pub use proto::{Family, Response, Stage};
-pub use session::{DefaultAction, MilterSettings, MilterSpec, Transaction, Verdict, run};
+pub use session::{DefaultAction, MilterSettings, MilterSpec, Transaction, Verdict, load, run};
 
 /// Postfix's default macro lists (`milter_connect_macros` ... `milter_end_of_data_macros`).
 pub fn default_macros() -> MacroLists {

@@ -8,7 +8,7 @@
 //! committed.
 
 use crate::client::{Addr, Error, MacroLists, Milter, Modification, Reply, Timeouts};
-use crate::proto::{Family, Response, step};
+use crate::proto::{Family, Response, Stage, step};
 
 /// `milter_default_action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,44 @@ impl MilterSettings {
         }
         Ok(MilterSettings { milters, macros })
     }
+}
+
+/// Builds the settings of one milter list from main.cf values: `list` names the list
+/// parameter (`smtpd_milters`, `non_smtpd_milters`); `get` returns an expanded parameter
+/// value. `no_milters` in `receive_override_options` or an empty list: no milters.
+pub fn load(
+    list: &str,
+    get: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<MilterSettings, String> {
+    let overrides = get("receive_override_options")?.to_ascii_lowercase();
+    if overrides.split([' ', ',', '\t']).any(|w| w == "no_milters") {
+        return Ok(MilterSettings::default());
+    }
+    let value = get(list)?;
+    if value.trim().is_empty() {
+        return Ok(MilterSettings::default());
+    }
+    let words = |n: &str| -> Result<Vec<String>, String> {
+        Ok(get(n)?.split_whitespace().map(str::to_string).collect())
+    };
+    let macros = vec![
+        (Stage::Connect, words("milter_connect_macros")?),
+        (Stage::Helo, words("milter_helo_macros")?),
+        (Stage::Mail, words("milter_mail_macros")?),
+        (Stage::Rcpt, words("milter_rcpt_macros")?),
+        (Stage::Data, words("milter_data_macros")?),
+        (Stage::Eoh, words("milter_end_of_header_macros")?),
+        (Stage::Eom, words("milter_end_of_data_macros")?),
+    ];
+    let time = |n: &str| parse_time(&get(n)?).map_err(|e| format!("parameter {n}: {e}"));
+    let timeouts = Timeouts {
+        connect: time("milter_connect_timeout")?,
+        command: time("milter_command_timeout")?,
+        content: time("milter_content_timeout")?,
+    };
+    let action = DefaultAction::parse(&get("milter_default_action")?)?;
+    MilterSettings::parse(&value, action, timeouts, macros)
+        .map_err(|e| format!("parameter {list}: {e}"))
 }
 
 /// The transaction as the milters see it.

@@ -48,8 +48,18 @@ fn main() {
     for w in cleanup.warnings() {
         oxipost_log::warning!("{w}");
     }
+    let get = |n: &str| {
+        worker
+            .config
+            .get(n)
+            .map_err(|e| format!("parameter {n}: {e}"))
+    };
+    let milters = match oxipost_milter::load("non_smtpd_milters", &get) {
+        Ok(m) => m,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
     let p = match pick::Picker::new(settings, cleanup) {
-        Ok(p) => p,
+        Ok(p) => p.with_milters(milters),
         Err(e) => oxipost_log::fatal!("{e}"),
     };
     let mut service = Pickup { p };

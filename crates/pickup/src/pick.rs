@@ -1,6 +1,6 @@
 //! One maildrop file into one incoming file.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,6 +25,8 @@ pub struct Picker {
     settings: Settings,
     layout: Layout,
     cleanup: Arc<CleanupSettings>,
+    /// `non_smtpd_milters` (empty: none).
+    milters: oxipost_milter::MilterSettings,
 }
 
 /// What writing the incoming file came to.
@@ -43,7 +45,14 @@ impl Picker {
             settings,
             layout,
             cleanup,
+            milters: oxipost_milter::MilterSettings::default(),
         })
+    }
+
+    /// Sends every message past these milters (`non_smtpd_milters`) before it is queued.
+    pub fn with_milters(mut self, milters: oxipost_milter::MilterSettings) -> Picker {
+        self.milters = milters;
+        self
     }
 
     /// Takes every maildrop file; triggers qmgr when anything was queued.
@@ -163,6 +172,7 @@ impl Picker {
                 w.add_attribute(&a.name, &a.value)?;
             }
         }
+        let mut written: Vec<String> = Vec::new();
         for r in qf.recipients() {
             let mut r = r.clone();
             let original = self.qualify(&r.address);
@@ -178,6 +188,7 @@ impl Picker {
                 }
                 one.address = address;
                 w.add_recipient(&one)?;
+                written.push(one.address.clone());
             }
         }
         oxipost_log::info!("{id}: uid={uid} from=<{sender}>");
@@ -196,7 +207,9 @@ impl Picker {
             self.settings.mail_name,
             mail_date(SystemTime::now())
         );
-        w.write_content(received.as_bytes())?;
+        // With milters the content is held until they have decided.
+        let mut held: Option<Vec<u8>> = (!self.milters.milters.is_empty()).then(Vec::new);
+        sink(&mut held, &mut w).write_all(received.as_bytes())?;
         let mut cleanup = Cleanup::with_settings(
             CleanupOptions {
                 myhostname: self.settings.myhostname.clone(),
@@ -209,16 +222,16 @@ impl Picker {
             Arc::clone(&self.cleanup),
             true,
         );
-        cleanup.feed(&first[..n], &mut w)?;
+        cleanup.feed(&first[..n], sink(&mut held, &mut w))?;
         let mut buf = first;
         loop {
             let n = read_some(&mut content, &mut buf)?;
             if n == 0 {
                 break;
             }
-            cleanup.feed(&buf[..n], &mut w)?;
+            cleanup.feed(&buf[..n], sink(&mut held, &mut w))?;
         }
-        let r = cleanup.finish(&mut w)?;
+        let r = cleanup.finish(sink(&mut held, &mut w))?;
         if let Some(mid) = &r.message_id {
             oxipost_log::info!("{id}: message-id={}", mid.replace(['\r', '\n'], " "));
         }
@@ -247,11 +260,104 @@ impl Picker {
             Verdict::Discard(_) | Verdict::Reject(_) => return Ok(Written::Dropped),
             Verdict::Defer(why) => return Ok(Written::Retry(why)),
         };
-        let new_id = w.finish()?;
+        let (new_id, hold) = match held {
+            None => (w.finish()?, hold),
+            Some(message) => match self.milter_verdict(&id, &sender, written, message, to) {
+                Err(written) => return Ok(written),
+                Ok((content, env, quarantine)) => {
+                    let file =
+                        oxipost_milter::queue::write_and_prepare(w, &self.layout, &content, &env)?;
+                    (file.commit()?, hold || quarantine)
+                }
+            },
+        };
         if hold && let Err(e) = self.layout.move_to(&new_id, Queue::Incoming, Queue::Hold) {
             oxipost_log::warning!("{new_id}: cannot move to the hold queue: {e}");
         }
         Ok(Written::Queued(new_id))
+    }
+}
+
+/// Where content goes: the held buffer when milters will see it, else the queue file.
+fn sink<'a>(held: &'a mut Option<Vec<u8>>, w: &'a mut QueueWriter) -> &'a mut dyn Write {
+    match held {
+        Some(b) => b,
+        None => w,
+    }
+}
+
+impl Picker {
+    /// Runs the message past `non_smtpd_milters`: the content to queue, the envelope
+    /// changes and whether to quarantine it, or what to do instead (a reject or discard
+    /// drops the message, as a header_checks REJECT does here; a temporary refusal leaves it
+    /// in maildrop for the next pass).
+    fn milter_verdict(
+        &self,
+        id: &str,
+        sender: &str,
+        rcpts: Vec<String>,
+        message: Vec<u8>,
+        to: &str,
+    ) -> Result<(Vec<u8>, oxipost_milter::edit::EnvelopeChanges, bool), Written> {
+        use oxipost_milter::{Family, Transaction, Verdict};
+        let mut m = std::collections::HashMap::new();
+        m.insert("j", self.settings.myhostname.clone());
+        m.insert("{daemon_name}", self.settings.myhostname.clone());
+        m.insert(
+            "v",
+            format!("{} {}", self.settings.mail_name, env!("CARGO_PKG_VERSION")),
+        );
+        m.insert("_", "localhost [127.0.0.1]".to_string());
+        m.insert("{client_addr}", "127.0.0.1".to_string());
+        m.insert("{client_name}", "localhost".to_string());
+        m.insert("i", id.to_string());
+        m.insert("{mail_addr}", sender.to_string());
+        let lookup = |n: &str| m.get(n).cloned();
+        let t = Transaction {
+            client_name: "localhost",
+            family: Family::Inet4 {
+                port: 0,
+                addr: "127.0.0.1".into(),
+            },
+            helo: None,
+            mail: vec![format!("<{sender}>")],
+            rcpts: rcpts.iter().map(|r| vec![format!("<{r}>")]).collect(),
+            message: &message,
+            macros: &lookup,
+        };
+        let (verdict, warnings) = oxipost_milter::run(&self.milters, &t);
+        for w in warnings {
+            oxipost_log::warning!("{id}: {}", w.replace(['\r', '\n'], " "));
+        }
+        let tail = format!("from=<{sender}> to=<{to}>");
+        match verdict {
+            Verdict::Refuse(reply) if reply.starts_with('4') => {
+                Err(Written::Retry(format!("milter: {reply}")))
+            }
+            Verdict::Refuse(reply) => {
+                oxipost_log::info!(
+                    "{id}: milter-reject: END-OF-MESSAGE from local; {tail}: {}",
+                    reply.replace(['\r', '\n'], " ")
+                );
+                Err(Written::Dropped)
+            }
+            Verdict::Discard => {
+                oxipost_log::info!(
+                    "{id}: milter-discard: END-OF-MESSAGE from local: milter triggers DISCARD action; {tail}"
+                );
+                Err(Written::Dropped)
+            }
+            Verdict::Accept { mods, quarantine } => {
+                if let Some(why) = &quarantine {
+                    oxipost_log::info!(
+                        "{id}: milter-hold: END-OF-MESSAGE from local: {}; {tail}",
+                        why.replace(['\r', '\n'], " ")
+                    );
+                }
+                let (content, env) = oxipost_milter::edit::apply(&mods, &message);
+                Ok((content, env, quarantine.is_some()))
+            }
+        }
     }
 }
 

@@ -17,45 +17,17 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use oxipost_config::Config;
-use oxipost_milter::{
-    DefaultAction, Family, MilterSettings, Response, Stage, Timeouts, Transaction, Verdict,
-};
-use oxipost_queue::{PreparedFile, QueueError, QueueFile, QueueWriter, Recipient, WriterOptions};
+use oxipost_milter::{Family, MilterSettings, Transaction, Verdict};
+use oxipost_queue::QueueWriter;
+
+pub use oxipost_milter::edit::apply;
+pub use oxipost_milter::queue::write_and_prepare;
 
 /// Reads `smtpd_milters` and the `milter_*` parameters (empty list, or `no_milters` in
 /// `receive_override_options`: no milters).
 pub fn settings(cfg: &Config) -> Result<Arc<MilterSettings>, String> {
     let get = |n: &str| cfg.get(n).map_err(|e| format!("parameter {n}: {e}"));
-    let time = |n: &str| cfg.get_time(n).map_err(|e| format!("parameter {n}: {e}"));
-    let overrides = get("receive_override_options")?.to_ascii_lowercase();
-    if overrides.split([' ', ',', '\t']).any(|w| w == "no_milters") {
-        return Ok(Arc::new(MilterSettings::default()));
-    }
-    let list = get("smtpd_milters")?;
-    if list.trim().is_empty() {
-        return Ok(Arc::new(MilterSettings::default()));
-    }
-    let words = |n: &str| -> Result<Vec<String>, String> {
-        Ok(get(n)?.split_whitespace().map(str::to_string).collect())
-    };
-    let macros = vec![
-        (Stage::Connect, words("milter_connect_macros")?),
-        (Stage::Helo, words("milter_helo_macros")?),
-        (Stage::Mail, words("milter_mail_macros")?),
-        (Stage::Rcpt, words("milter_rcpt_macros")?),
-        (Stage::Data, words("milter_data_macros")?),
-        (Stage::Eoh, words("milter_end_of_header_macros")?),
-        (Stage::Eom, words("milter_end_of_data_macros")?),
-    ];
-    let timeouts = Timeouts {
-        connect: time("milter_connect_timeout")?,
-        command: time("milter_command_timeout")?,
-        content: time("milter_content_timeout")?,
-    };
-    let action = DefaultAction::parse(&get("milter_default_action")?)?;
-    MilterSettings::parse(&list, action, timeouts, macros)
-        .map(Arc::new)
-        .map_err(|e| format!("parameter smtpd_milters: {e}"))
+    oxipost_milter::load("smtpd_milters", &get).map(Arc::new)
 }
 
 /// A finished message waiting for the milters: its queue file (envelope written, content
@@ -207,99 +179,6 @@ fn decide(settings: &MilterSettings, input: Input) -> Decision {
     }
 }
 
-/// The envelope changes of an accepting verdict.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct EnvelopeChanges {
-    pub add: Vec<String>,
-    pub delete: Vec<String>,
-    pub sender: Option<String>,
-}
-
-fn bare(a: &str) -> String {
-    a.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
-}
-
-/// Applies the header and body modifications to `message` and collects envelope changes.
-pub fn apply(mods: &[(Response, bool)], message: &[u8]) -> (Vec<u8>, EnvelopeChanges) {
-    let mut out = message.to_vec();
-    let mut env = EnvelopeChanges::default();
-    // Consecutive modifications with the same header convention are applied together.
-    let mut content: Vec<(Response, bool)> = Vec::new();
-    for (m, lead) in mods {
-        match m {
-            Response::AddRcpt { rcpt, .. } => env.add.push(bare(rcpt)),
-            Response::DelRcpt(r) => env.delete.push(bare(r)),
-            Response::ChangeFrom { from, .. } => env.sender = Some(bare(from)),
-            other => content.push((other.clone(), *lead)),
-        }
-    }
-    if !content.is_empty() {
-        for chunk in content.chunk_by(|a, b| a.1 == b.1) {
-            let list: Vec<Response> = chunk.iter().map(|(r, _)| r.clone()).collect();
-            out = oxipost_milter::edit::apply(&out, &list, chunk[0].1);
-        }
-    }
-    (out, env)
-}
-
-/// Writes the (modified) content and the added recipients into `w`, and prepares the file.
-/// With recipients deleted or the sender changed, the file is rebuilt from the prepared
-/// one with its envelope changed (a new queue id).
-pub fn write_and_prepare(
-    mut w: QueueWriter,
-    layout: &oxipost_queue::Layout,
-    content: &[u8],
-    env: &EnvelopeChanges,
-) -> Result<PreparedFile, QueueError> {
-    w.write_content(content)?;
-    for a in &env.add {
-        w.add_recipient(&Recipient::new(a.clone()))?;
-    }
-    if env.delete.is_empty() && env.sender.is_none() {
-        return w.prepare();
-    }
-    let temp = w.temp_path().to_path_buf();
-    let arrival = w.arrival();
-    let first = w.prepare()?;
-    let qf = QueueFile::open(&temp)?;
-    let mut envelope = qf.envelope().clone();
-    if let Some(s) = &env.sender {
-        envelope.sender = s.clone();
-    }
-    for r in envelope.recipients.iter_mut() {
-        if env
-            .delete
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&r.address))
-        {
-            r.done = true;
-        }
-    }
-    let mut nw = QueueWriter::create(
-        layout,
-        first.queue(),
-        WriterOptions {
-            arrival: Some(arrival),
-            ..WriterOptions::default()
-        },
-    )?;
-    nw.write_envelope(&envelope)?;
-    let mut reader = qf.content();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = io::Read::read(&mut reader, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        nw.write_content(&buf[..n])?;
-    }
-    drop(first);
-    nw.prepare()
-}
-
 /// Splits `550 5.7.1 text` into its parts (a reply without an enhanced code gets one).
 pub fn split_reply(reply: &str) -> (u16, String, String) {
     let mut it = reply.splitn(2, ' ');
@@ -336,43 +215,5 @@ mod tests {
             (451, "4.7.1".into(), "later".into())
         );
         assert_eq!(split_reply("garbage").0, 451);
-    }
-
-    #[test]
-    fn modifications_split_into_content_and_envelope() {
-        let mods = vec![
-            (
-                Response::AddHeader {
-                    name: "X-A".into(),
-                    value: "1".into(),
-                },
-                false,
-            ),
-            (
-                Response::AddRcpt {
-                    rcpt: "<new@x>".into(),
-                    args: None,
-                },
-                false,
-            ),
-            (Response::DelRcpt("<old@x>".into()), false),
-            (
-                Response::ChangeFrom {
-                    from: "<s@x>".into(),
-                    args: None,
-                },
-                false,
-            ),
-        ];
-        let (msg, env) = apply(&mods, b"Subject: s\r\n\r\nb\r\n");
-        assert_eq!(msg, b"Subject: s\r\nX-A: 1\r\n\r\nb\r\n");
-        assert_eq!(
-            env,
-            EnvelopeChanges {
-                add: vec!["new@x".into()],
-                delete: vec!["old@x".into()],
-                sender: Some("s@x".into()),
-            }
-        );
     }
 }

@@ -1,5 +1,5 @@
 """A milter written for the tests with Debian's python3-milter (run it with
-/usr/bin/python3). Usage: pymilter_test.py PORT. What it does is chosen by the Subject:
+/usr/bin/python3). Usage: pymilter_app.py PORT. What it does is chosen by the Subject:
 
   reject      -> REJECT at end of message
   tempfail    -> TEMPFAIL
@@ -24,6 +24,9 @@ class TestMilter(Milter.Base):
         self.macros = {}
         self.subject = ""
         self.rcpts = []
+        self.helo = None
+        self.hostname = None
+        self.sender = None
 
     def note(self, *names):
         for n in names:
