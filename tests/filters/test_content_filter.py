@@ -142,3 +142,18 @@ def test_advanced_smtp_filter_round_trip_down_and_back(suite):
         assert all("X-Filtered: smtp-filter" in f.read_text() for f in files)
     finally:
         stop_filter(p)
+
+
+def test_access_filter_action_overrides_content_filter(suite):
+    """An access-table FILTER action (per client) is honoured by qmgr, and wins over a
+    content_filter recorded earlier, as in Postfix."""
+    out = work_dir(suite, "sink2")
+    cmd = script(suite.root.parent / "sink2.sh", f"#!/bin/sh\ncat > {out}/msg.$$ && echo \"$@\" > {out}/args.$$\n")
+    add_master(suite, f"sink unix - n n - - pipe user={SUITE_USER} argv={cmd} ${{nexthop}} ${{recipient}}")
+    (suite.etc / "client_access").write_text("127.0.0.1 FILTER sink:per-client\n")
+    suite.postconf("content_filter = myfilter-that-does-not-exist:x",
+                   f"smtpd_client_restrictions = check_client_access texthash:{suite.etc}/client_access")
+    suite.start()
+    send(suite.smtp_port, "alice@example.org", ["demo@localhost"], "Subject: f\r\n\r\nby access table\r\n")
+    args = wait(lambda: sorted(out.glob("args.*")), what="FILTER delivery", suite=suite)
+    assert args[0].read_text().split() == ["per-client", "demo@localhost"]
