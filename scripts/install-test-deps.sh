@@ -30,6 +30,11 @@ openssl
 fetchmail
 isync
 python3-milter
+spamassassin
+spamass-milter
+spamd
+clamav-daemon
+clamav-milter
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be
