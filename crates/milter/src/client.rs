@@ -168,9 +168,15 @@ pub struct Milter {
 }
 
 impl Milter {
-    /// Connects and negotiates: version 6, every action and step oxipost supports; the
-    /// milter's answer decides. `macros` are the configured lists (`milter_*_macros`).
-    pub fn open(addr: &Addr, t: Timeouts, macros: &MacroLists) -> Result<Milter, Error> {
+    /// Connects and negotiates: `version` (`milter_protocol`, normally 6), every action
+    /// and step oxipost supports; the milter's answer decides. `macros` are the configured
+    /// lists (`milter_*_macros`).
+    pub fn open(
+        addr: &Addr,
+        t: Timeouts,
+        macros: &MacroLists,
+        version: u32,
+    ) -> Result<Milter, Error> {
         let conn = match addr {
             Addr::Unix(p) => {
                 // Unix connects do not block for long; the command timeout covers the rest.
@@ -203,7 +209,7 @@ impl Milter {
         };
         m.send(
             &Command::OptNeg {
-                version: proto::VERSION,
+                version: version.clamp(2, proto::VERSION),
                 actions: action::ALL,
                 steps: step::ALL,
             },

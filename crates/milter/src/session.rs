@@ -39,6 +39,8 @@ pub struct MilterSpec {
     pub addr: Addr,
     pub default_action: DefaultAction,
     pub timeouts: Timeouts,
+    /// `milter_protocol` (or the entry's `protocol=`): the version offered (2 to 6).
+    pub protocol: u32,
 }
 
 /// The milter list and what applies to all of it.
@@ -77,6 +79,14 @@ fn split_list(s: &str) -> Vec<String> {
     out
 }
 
+/// A `milter_protocol` value: 2 to 6 (Postfix's 4 and 6 are the usual ones).
+fn parse_protocol(v: &str) -> Result<u32, String> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (2..=6).contains(&n) => Ok(n),
+        _ => Err(format!("bad milter_protocol: {v}")),
+    }
+}
+
 fn parse_time(v: &str) -> Result<std::time::Duration, String> {
     let v = v.trim();
     let (num, unit) = v
@@ -103,6 +113,7 @@ impl MilterSettings {
         default_action: DefaultAction,
         timeouts: Timeouts,
         macros: MacroLists,
+        protocol: u32,
     ) -> Result<MilterSettings, String> {
         let mut milters = Vec::new();
         for entry in split_list(list) {
@@ -117,6 +128,7 @@ impl MilterSettings {
                 addr: Addr::parse(addr)?,
                 default_action,
                 timeouts,
+                protocol,
             };
             for p in parts {
                 let (n, v) = p
@@ -127,7 +139,7 @@ impl MilterSettings {
                     "connect_timeout" => spec.timeouts.connect = parse_time(v)?,
                     "command_timeout" => spec.timeouts.command = parse_time(v)?,
                     "content_timeout" => spec.timeouts.content = parse_time(v)?,
-                    "protocol" => {}
+                    "protocol" => spec.protocol = parse_protocol(v)?,
                     other => return Err(format!("milter {addr}: unknown setting {other}")),
                 }
             }
@@ -171,7 +183,8 @@ pub fn load(
         content: time("milter_content_timeout")?,
     };
     let action = DefaultAction::parse(&get("milter_default_action")?)?;
-    MilterSettings::parse(&value, action, timeouts, macros)
+    let protocol = parse_protocol(&get("milter_protocol")?)?;
+    MilterSettings::parse(&value, action, timeouts, macros, protocol)
         .map_err(|e| format!("parameter {list}: {e}"))
 }
 
@@ -235,7 +248,7 @@ fn one(
     mods: &mut Vec<(Modification, bool)>,
     quarantine: &mut Option<String>,
 ) -> Result<Option<Verdict>, Error> {
-    let mut m = Milter::open(&spec.addr, spec.timeouts, macros)?;
+    let mut m = Milter::open(&spec.addr, spec.timeouts, macros, spec.protocol)?;
     let leadspc = m.steps & step::HDR_LEADSPC != 0;
     let look = t.macros;
     macro_rules! check {
@@ -410,6 +423,7 @@ mod tests {
                 name: "test".into(),
                 addr: Addr::Unix(path.to_path_buf()),
                 default_action: da,
+                protocol: 6,
                 timeouts: Timeouts {
                     connect: Duration::from_secs(2),
                     command: Duration::from_secs(2),
