@@ -236,3 +236,56 @@ def test_non_smtpd_milters_for_local_submission(suite, milter):
     assert text.startswith("Return-Path: <changed@example.org>")
     time.sleep(1)
     assert len(suite.new_mail()) == 1
+
+
+def test_milter_closes_mid_message(suite):
+    """A milter that negotiates, then closes the connection in the middle of the headers:
+    milter_default_action applies (tempfail here), with a warning naming it."""
+    import struct
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            c.settimeout(10)
+            try:
+                while True:
+                    head = c.recv(4, socket.MSG_WAITALL)
+                    if len(head) < 4:
+                        break
+                    (n,) = struct.unpack(">I", head)
+                    pkt = c.recv(n, socket.MSG_WAITALL)
+                    cmd = pkt[:1]
+                    if cmd == b"O":
+                        c.sendall(struct.pack(">IcIII", 13, b"O", 6, 0, 0))
+                    elif cmd == b"L":
+                        break  # close mid-message
+                    elif cmd != b"D":
+                        c.sendall(struct.pack(">Ic", 1, b"c"))
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        suite.postconf(f"smtpd_milters = inet:127.0.0.1:{port}", "milter_default_action = tempfail")
+        suite.start()
+        code, reply_text = smtp(suite, "closing milter")
+        assert code == 451, reply_text
+        wait(lambda: re.search(rf"milter inet:127.0.0.1:{port}: connection closed by milter; default_action=tempfail",
+                               suite.log()), what="warning", suite=suite)
+        assert suite.new_mail() == []
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        srv.close()
