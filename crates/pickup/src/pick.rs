@@ -267,6 +267,9 @@ impl Picker {
                 Ok((content, env, quarantine)) => {
                     let file =
                         oxipost_milter::queue::write_and_prepare(w, &self.layout, &content, &env)?;
+                    if file.id().to_string() != id {
+                        oxipost_log::info!("{id}: milter envelope change: queued as {}", file.id());
+                    }
                     (file.commit()?, hold || quarantine)
                 }
             },

@@ -864,6 +864,12 @@ impl SmtpConn {
                     })
                     .map_err(|e| e.to_string())
                     .and_then(|file| {
+                        if file.id().to_string() != id {
+                            oxipost_log::info!(
+                                "{id}: milter envelope change: queued as {}",
+                                file.id()
+                            );
+                        }
                         self.shared
                             .submit(file, self.id, held.hold || quarantine.is_some())
                             .map_err(|e| e.to_string())
