@@ -109,6 +109,28 @@ pub struct Resolver {
     servers: Vec<SocketAddr>,
     timeout: Duration,
     attempts: u32,
+    /// `/etc/hosts` entries, consulted before DNS for A, AAAA and PTR as the system
+    /// resolver does ("files dns"); empty for a resolver pointed at explicit servers.
+    hosts: Vec<(IpAddr, Vec<String>)>,
+}
+
+/// Parses hosts(5) text: address, canonical name, aliases; `#` comments.
+pub fn parse_hosts(text: &str) -> Vec<(IpAddr, Vec<String>)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let names: Vec<String> = words
+            .map(|w| w.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        if !names.is_empty() {
+            out.push((ip, names));
+        }
+    }
+    out
 }
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);
@@ -133,13 +155,37 @@ impl Resolver {
             servers,
             timeout: DEFAULT_TIMEOUT,
             attempts: DEFAULT_ATTEMPTS,
+            hosts: Vec::new(),
         }
+    }
+
+    /// Consults these hosts(5) entries before DNS (see [`parse_hosts`]).
+    pub fn set_hosts(&mut self, hosts: Vec<(IpAddr, Vec<String>)>) -> &mut Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Addresses that /etc/hosts gives `name`, if it lists the name at all.
+    fn hosts_addresses(&self, name: &str) -> Option<Vec<IpAddr>> {
+        let want = name.trim_end_matches('.').to_ascii_lowercase();
+        let found: Vec<IpAddr> = self
+            .hosts
+            .iter()
+            .filter(|(_, names)| names.contains(&want))
+            .map(|(ip, _)| *ip)
+            .collect();
+        (!found.is_empty()).then_some(found)
     }
 
     /// The servers, time-out and attempts of `/etc/resolv.conf` (`nameserver`,
     /// `options timeout:N attempts:N`). No server listed means `127.0.0.1`, as libc.
     pub fn system() -> Result<Resolver, DnsError> {
-        Resolver::from_resolv_conf(Path::new("/etc/resolv.conf"))
+        let mut r = Resolver::from_resolv_conf(Path::new("/etc/resolv.conf"))?;
+        // A client on 127.0.0.1 must not wait for an unreachable name server.
+        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
+            r.set_hosts(parse_hosts(&text));
+        }
+        Ok(r)
     }
 
     /// As [`Resolver::system`], from another file.
@@ -247,6 +293,15 @@ impl Resolver {
 
     /// IPv4 addresses of `name`.
     pub fn a(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+        if let Some(ips) = self.hosts_addresses(name) {
+            return Ok(ips
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect());
+        }
         Ok(self
             .query(name, RecordType::A)?
             .into_iter()
@@ -259,6 +314,15 @@ impl Resolver {
 
     /// IPv6 addresses of `name`.
     pub fn aaaa(&self, name: &str) -> Result<Vec<Ipv6Addr>, DnsError> {
+        if let Some(ips) = self.hosts_addresses(name) {
+            return Ok(ips
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V6(v6) => Some(v6),
+                    IpAddr::V4(_) => None,
+                })
+                .collect());
+        }
         Ok(self
             .query(name, RecordType::AAAA)?
             .into_iter()
@@ -322,6 +386,15 @@ impl Resolver {
 
     /// PTR names of an address (`in-addr.arpa` / `ip6.arpa`).
     pub fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let listed: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|(a, _)| *a == ip)
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect();
+        if !listed.is_empty() {
+            return Ok(listed);
+        }
         Ok(self
             .query(&reverse_name(ip), RecordType::PTR)?
             .into_iter()
@@ -540,6 +613,23 @@ pub fn dnsbl_prefix(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_file_answers_before_dns() {
+        // An unroutable server: a query would time out, so answers must come from hosts.
+        let mut r = Resolver::with_servers(vec!["192.0.2.1:53".parse().expect("addr")]);
+        r.set_timeout(Duration::from_millis(50)).set_attempts(1);
+        r.set_hosts(parse_hosts(
+            "127.0.0.1 localhost # loop\n::1 localhost ip6-localhost\n10.1.2.3 Mx.Example.test mx\n",
+        ));
+        assert_eq!(
+            r.ptr("127.0.0.1".parse().expect("ip")),
+            Ok(vec!["localhost".to_string()])
+        );
+        assert_eq!(r.a("LOCALHOST."), Ok(vec![Ipv4Addr::LOCALHOST]));
+        assert_eq!(r.aaaa("localhost"), Ok(vec![Ipv6Addr::LOCALHOST]));
+        assert_eq!(r.a("mx"), Ok(vec![Ipv4Addr::new(10, 1, 2, 3)]));
+    }
 
     #[test]
     fn resolv_conf() {
