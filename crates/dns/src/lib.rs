@@ -165,6 +165,17 @@ impl Resolver {
         self
     }
 
+    /// True when /etc/hosts has a name for `ip`, so that [`Resolver::ptr`] and the
+    /// forward check of that name are answered without any network traffic.
+    pub fn hosts_knows(&self, ip: IpAddr) -> bool {
+        self.hosts.iter().any(|(a, names)| {
+            *a == ip
+                && names
+                    .first()
+                    .is_some_and(|n| self.hosts_addresses(n).is_some())
+        })
+    }
+
     /// Addresses that /etc/hosts gives `name`, if it lists the name at all.
     fn hosts_addresses(&self, name: &str) -> Option<Vec<IpAddr>> {
         let want = name.trim_end_matches('.').to_ascii_lowercase();

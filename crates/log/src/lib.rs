@@ -63,6 +63,8 @@ pub struct Options {
 
 struct Logger {
     opts: Options,
+    /// Looked up once: every log line needs it, and a system call per line is not free.
+    host: String,
     ident: String,
     facility: u8,
     syslog: Option<UnixDatagram>,
@@ -116,6 +118,7 @@ pub fn init(opts: Options) {
         format!("{}/{}", opts.syslog_name, opts.program)
     };
     let logger = Logger {
+        host: hostname(),
         facility: facility_code(&opts.facility),
         syslog: if opts.syslog { connect_syslog() } else { None },
         file: open_file(&opts.maillog_file),
@@ -225,7 +228,7 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         if g.file.is_none() {
             g.file = open_file(&g.opts.maillog_file);
         }
-        let line = format_file_line(now, &hostname(), &g.ident, pid, &text);
+        let line = format_file_line(now, &g.host, &g.ident, pid, &text);
         if let Some(f) = g.file.as_mut() {
             let _ = f.write_all(line.as_bytes());
         }

@@ -1113,6 +1113,14 @@ impl Connection for SmtpConn {
             resolver.filter(|_| self.shared.settings.peername_lookup && self.client.port != 0)
         {
             let ip = self.client.ip;
+            // Answered from /etc/hosts (loopback, local networks): no network, so no
+            // thread — under load a thread per connection costs more than the mail.
+            if res.hosts_knows(ip) {
+                let (name, ns, reverse, rs) = restrict::dns::peer_names(&res, ip);
+                self.client.name = name;
+                self.peer = (ns, reverse, rs);
+                return self.connected(out);
+            }
             self.resolving = true;
             self.check_serial = self.check_serial.wrapping_add(1);
             self.shared.jobs.spawn(self.id, self.check_serial, move || {
