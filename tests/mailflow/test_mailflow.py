@@ -292,3 +292,26 @@ def smplib_session(suite):
     c.ehlo("client.example")
     c.mail("s@example.com")
     return c
+
+
+def test_corrupt_queue_file_goes_to_corrupt_and_qmgr_keeps_working(suite):
+    """A damaged file under a valid queue-id name in incoming/ is moved to corrupt/ with a
+    log line; qmgr does not crash and keeps delivering."""
+    suite.start()
+    send(suite, ["demo@localhost"], b"Subject: first\r\n\r\nx\r\n")
+    (good,) = suite.wait_for_mail(1)
+    bad = suite.root / "spool" / "incoming" / "4jc5Vj18Gxz1TGXY"  # a long queue id
+    bad.write_bytes(b"this is not a queue file\n")
+    os.chmod(bad, 0o700)
+    if os.geteuid() == 0:
+        shutil.chown(bad, "oxipost", "oxipost")
+    send(suite, ["demo@localhost"], b"Subject: second\r\n\r\nx\r\n")
+    suite.wait_for_mail(2)
+    deadline = time.time() + 30
+    while time.time() < deadline and not suite.queue_files("corrupt"):
+        suite.mailctl("flush", check=False)
+        time.sleep(0.5)
+    assert [p.name for p in suite.queue_files("corrupt")] == [bad.name], suite.log()[-2000:]
+    assert "moving to corrupt queue" in suite.log()
+    send(suite, ["demo@localhost"], b"Subject: third\r\n\r\nx\r\n")
+    suite.wait_for_mail(3)
