@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod multi;
+pub mod privs;
 pub mod proto;
 pub mod signals;
 pub mod single;

@@ -13,7 +13,7 @@
 //! Privileges: imapd runs as `mail_owner`, like pop3d, and reads mailboxes with that
 //! user's rights; per-user privilege switching is not implemented.
 
-mod auth;
+use oxipost_auth_client as auth;
 mod fetch;
 mod parse;
 mod search;

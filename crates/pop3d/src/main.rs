@@ -16,7 +16,7 @@
 //! cannot open them (the login gets `-ERR [SYS/TEMP]` and a warning names the file);
 //! per-user privilege switching is not implemented.
 
-mod auth;
+use oxipost_auth_client as auth;
 mod service;
 mod settings;
 mod store;

@@ -1,14 +1,15 @@
-//! Logins through the suite's authentication service (`auth`, see `oxipost_ipc::auth`).
+//! The client side of the suite's authentication service (`auth`, see
+//! `oxipost_ipc::auth`), shared by pop3d and imapd.
 //!
-//! imapd never decodes credentials: `LOGIN` reaches the service as a `PLAIN` initial
-//! response built by the session, and `AUTHENTICATE` data passes through as the client sent
-//! it. Each exchange runs on its own short-lived helper thread holding one connection to
-//! the service, so that a slow password hash or the service's brute-force delay never
-//! stalls the event loop that serves every other session; results come back through a
-//! queue and a wake-up pipe ([`oxipost_daemon::MultiService::extra_wake_fds`]). This is
-//! a copy of pop3d's `auth.rs` (itself smtpd's exchange runner): all three could move into a shared crate.
-//!
-//! The service down or failing is a temporary error (`NO [UNAVAILABLE]`), never an accept.
+//! The protocol daemons never decode credentials: POP3 `USER`/`PASS` and IMAP `LOGIN` reach
+//! the service as a `PLAIN` initial response built by the protocol core, and `AUTH` /
+//! `AUTHENTICATE` data passes through as the client sent it. Each exchange runs on its own
+//! short-lived helper thread holding one connection to the service, so that a slow password
+//! hash or the service's brute-force delay never stalls the event loop that serves every
+//! other session; results come back through a queue and a wake-up pipe (register it with
+//! `oxipost_daemon::MultiService::extra_wake_fds`). The service down or failing is a
+//! temporary error for the caller to answer, never an accept. smtpd's `sasl.rs` is the
+//! same runner shaped for SMTP AUTH and could move here too.
 
 use std::collections::VecDeque;
 use std::io;

@@ -1,0 +1,121 @@
+//! Running delivery work with a recipient's or mailbox owner's rights, for delivery agents
+//! that keep root (master.cf `unprivileged=n`: local, virtual). Each group of deliveries for
+//! one identity runs in a forked child that switches irrevocably (`setgroups`, `setgid`,
+//! `setuid`) before it touches a mailbox, and reports its results over a pipe as one
+//! [`DeliveryReply`] frame: a bug or a hostile mailbox can then hurt only that user's files.
+//! Not running as root (the unprivileged quick start), the work runs in-process as the
+//! current user. The caller must be single-threaded when it calls [`run_as`] (the agents'
+//! server loops run one client at a time).
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, fork, geteuid, setgid, setgroups, setuid};
+use oxipost_ipc::{DeliveryReply, RcptResult, read_frame, write_frame};
+
+/// The rights one delivery runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (Postfix sets only the primary group; a group-writable mail
+    /// spool adds its group).
+    pub groups: Vec<u32>,
+}
+
+impl Identity {
+    pub fn user(uid: u32, gid: u32) -> Identity {
+        Identity {
+            uid,
+            gid,
+            groups: vec![gid],
+        }
+    }
+}
+
+/// True when deliveries must switch to the recipient.
+pub fn privileged() -> bool {
+    geteuid().is_root()
+}
+
+/// Runs `work` with the rights of `id`: in a forked child when this process is root, in
+/// process otherwise. `Err` when the child could not be run or died without answering; the
+/// caller then defers the recipients it covered.
+pub fn run_as<F>(id: &Identity, work: F) -> Result<Vec<RcptResult>, String>
+where
+    F: FnOnce() -> Vec<RcptResult>,
+{
+    if !privileged() {
+        return Ok(work());
+    }
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: callers are single-threaded when they fork (see the module documentation), so
+    // the child may
+    // allocate and run ordinary Rust code before it exits with _exit.
+    match unsafe { fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(rd);
+            child(id, wr, work)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(wr);
+            let mut pipe = File::from(rd);
+            let reply: std::io::Result<Option<DeliveryReply>> = read_frame(&mut pipe);
+            drop(pipe);
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            match reply {
+                Ok(Some(r)) => Ok(r.results),
+                _ => Err(match status {
+                    Ok(WaitStatus::Exited(_, 3)) => {
+                        format!("cannot switch to uid {} gid {}", id.uid, id.gid)
+                    }
+                    Ok(s) => format!("delivery process ended without a result: {s:?}"),
+                    Err(e) => format!("waitpid: {e}"),
+                }),
+            }
+        }
+    }
+}
+
+fn child<F>(id: &Identity, wr: OwnedFd, work: F) -> !
+where
+    F: FnOnce() -> Vec<RcptResult>,
+{
+    if let Err(e) = switch(id) {
+        oxipost_log::warning!("cannot switch to uid {} gid {}: {e}", id.uid, id.gid);
+        // SAFETY: _exit ends the forked child without running the parent's exit handlers.
+        unsafe { libc::_exit(3) }
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    let code = match r {
+        Ok(results) => {
+            let mut pipe = File::from(wr);
+            match write_frame(&mut pipe, &DeliveryReply { results }) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        }
+        Err(_) => 2,
+    };
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) }
+}
+
+/// Irrevocably becomes `id` (from root).
+fn switch(id: &Identity) -> Result<(), String> {
+    let groups: Vec<Gid> = id.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(Gid::from_raw(id.gid)).map_err(|e| format!("setgid: {e}"))?;
+    setuid(Uid::from_raw(id.uid)).map_err(|e| format!("setuid: {e}"))?;
+    if id.uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
+        return Err("root privileges could be regained".into());
+    }
+    Ok(())
+}
