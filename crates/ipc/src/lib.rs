@@ -231,3 +231,123 @@ mod tests {
         assert_eq!(r.results[0].outcome, Outcome::Delivered);
     }
 }
+
+/// The delivery protocol, agent side: sends the [`Hello`] (with [`CAP_BATCH`]), then for each
+/// request or batch from qmgr calls `deliver(requests, received_at)` — which returns one
+/// result list per request, in order, and does the agent's logging — and answers in the
+/// shape asked (a [`DeliveryReply`] or a [`DeliveryBatchReply`]). Returns `Ok` when qmgr
+/// closes the connection or the read times out (an idle connection), `Err` with a
+/// message on a protocol or I/O error.
+pub fn serve_deliveries<S, F>(stream: &mut S, mut deliver: F) -> Result<(), String>
+where
+    S: Read + Write,
+    F: FnMut(&[DeliveryRequest], std::time::SystemTime) -> Vec<Vec<RcptResult>>,
+{
+    write_frame(
+        stream,
+        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION).with_capability(CAP_BATCH),
+    )
+    .map_err(|e| format!("sending hello: {e}"))?;
+    loop {
+        let req: AgentRequest = match read_frame(stream) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(format!("bad delivery request: {e}; closing connection")),
+        };
+        let received = std::time::SystemTime::now();
+        let (reqs, batched) = match req {
+            AgentRequest::Single(r) => (vec![r], false),
+            AgentRequest::Batch(b) => (b.requests, true),
+        };
+        let mut all = deliver(&reqs, received);
+        // A result list per request, whatever the callback returned.
+        all.resize_with(reqs.len(), Vec::new);
+        let sent = if batched {
+            write_frame(
+                stream,
+                &DeliveryBatchReply {
+                    replies: all
+                        .into_iter()
+                        .map(|results| DeliveryReply { results })
+                        .collect(),
+                },
+            )
+        } else {
+            let results = all.into_iter().next().unwrap_or_default();
+            write_frame(stream, &DeliveryReply { results })
+        };
+        sent.map_err(|e| format!("sending reply: {e}"))?;
+    }
+}
+
+#[cfg(test)]
+mod serve_tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn req(id: &str) -> DeliveryRequest {
+        DeliveryRequest {
+            queue_id: id.into(),
+            path: String::new(),
+            content_offset: 0,
+            content_length: 0,
+            sender: String::new(),
+            transport: "t".into(),
+            nexthop: String::new(),
+            recipients: vec![RcptRef {
+                index: 0,
+                address: "a@b".into(),
+                orcpt: None,
+                notify: None,
+            }],
+            attributes: Vec::new(),
+            arrival: 0,
+        }
+    }
+
+    #[test]
+    fn answers_singles_and_batches_in_their_shape() {
+        let (mut agent, mut qmgr) = UnixStream::pair().expect("pair");
+        let server = std::thread::spawn(move || {
+            serve_deliveries(&mut agent, |reqs, _| {
+                reqs.iter()
+                    .map(|r| {
+                        vec![RcptResult {
+                            index: 0,
+                            outcome: Outcome::Delivered,
+                            status: "2.0.0".into(),
+                            text: r.queue_id.clone(),
+                            relay: String::new(),
+                        }]
+                    })
+                    .collect()
+            })
+        });
+        let h = Hello::expect(&mut qmgr, DELIVERY_PROTOCOL, DELIVERY_VERSION).expect("hello");
+        assert!(h.has(CAP_BATCH));
+        write_frame(&mut qmgr, &req("one")).expect("send");
+        let r: DeliveryReply = read_frame(&mut qmgr).expect("read").expect("reply");
+        assert_eq!(r.results[0].text, "one");
+        let batch = DeliveryBatch {
+            requests: vec![req("a"), req("b")],
+        };
+        write_frame(&mut qmgr, &batch).expect("send");
+        let r: DeliveryBatchReply = read_frame(&mut qmgr).expect("read").expect("reply");
+        let texts: Vec<&str> = r
+            .replies
+            .iter()
+            .map(|x| x.results[0].text.as_str())
+            .collect();
+        assert_eq!(texts, ["a", "b"]);
+        drop(qmgr);
+        assert_eq!(server.join().expect("join"), Ok(()));
+    }
+}

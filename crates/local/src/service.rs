@@ -7,10 +7,6 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
 use oxipost_daemon::Client;
-use oxipost_ipc::{
-    AgentRequest, CAP_BATCH, DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryBatchReply,
-    DeliveryReply, Hello, read_frame, write_frame,
-};
 
 use crate::deliver;
 use crate::report::{self, Times};
@@ -33,36 +29,8 @@ pub fn serve(s: &Settings, client: Client, idle: Duration) {
 }
 
 fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
-    if let Err(e) = write_frame(
-        &mut stream,
-        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION).with_capability(CAP_BATCH),
-    ) {
-        oxipost_log::warning!("sending hello: {e}");
-        return;
-    }
-    loop {
-        let req: AgentRequest = match read_frame(&mut stream) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return;
-            }
-            Err(e) => {
-                oxipost_log::warning!("bad delivery request: {e}; closing connection");
-                return;
-            }
-        };
-        let received = SystemTime::now();
-        let (reqs, batched) = match req {
-            AgentRequest::Single(r) => (vec![r], false),
-            AgentRequest::Batch(b) => (b.requests, true),
-        };
-        let all = deliver::deliver_batch(s, &reqs);
+    let served = oxipost_ipc::serve_deliveries(&mut stream, |reqs, received| {
+        let all = deliver::deliver_batch(s, reqs);
         let now = SystemTime::now();
         for (req, results) in reqs.iter().zip(&all) {
             let times = Times::new(req.arrival, received, now);
@@ -74,23 +42,9 @@ fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
                 );
             }
         }
-        let sent = if batched {
-            write_frame(
-                &mut stream,
-                &DeliveryBatchReply {
-                    replies: all
-                        .into_iter()
-                        .map(|results| DeliveryReply { results })
-                        .collect(),
-                },
-            )
-        } else {
-            let results = all.into_iter().next().unwrap_or_default();
-            write_frame(&mut stream, &DeliveryReply { results })
-        };
-        if let Err(e) = sent {
-            oxipost_log::warning!("sending reply: {e}");
-            return;
-        }
+        all
+    });
+    if let Err(e) = served {
+        oxipost_log::warning!("{e}");
     }
 }
