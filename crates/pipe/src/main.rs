@@ -20,10 +20,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use oxipost_daemon::Client;
-use oxipost_ipc::{
-    AgentRequest, CAP_BATCH, DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryBatchReply,
-    DeliveryReply, Hello, read_frame, write_frame,
-};
 
 use crate::spec::{Settings, Spec};
 
@@ -94,72 +90,35 @@ fn settings(worker: &oxipost_daemon::Worker) -> Result<Settings, String> {
     })
 }
 
-/// Serves one qmgr connection: the hello, then one reply per request until qmgr closes.
+/// Serves one qmgr connection (see `oxipost_ipc::serve_deliveries`).
 fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
-    if let Err(e) = write_frame(
-        &mut stream,
-        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION).with_capability(CAP_BATCH),
-    ) {
-        oxipost_log::warning!("sending hello: {e}");
-        return;
-    }
-    loop {
-        let req: AgentRequest = match read_frame(&mut stream) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return;
-            }
-            Err(e) => {
-                oxipost_log::warning!("bad delivery request: {e}; closing connection");
-                return;
-            }
-        };
-        let (reqs, batched) = match req {
-            AgentRequest::Single(r) => (vec![r], false),
-            AgentRequest::Batch(b) => (b.requests, true),
-        };
-        let mut replies = Vec::new();
-        for req in &reqs {
-            let started = std::time::Instant::now();
-            let results = deliver::deliver(s, req);
-            for (rcpt, r) in req.recipients.iter().zip(&results) {
-                let status = match r.outcome {
-                    oxipost_ipc::Outcome::Delivered => "sent",
-                    oxipost_ipc::Outcome::Deferred => "deferred",
-                    oxipost_ipc::Outcome::Bounced => "bounced",
-                };
-                oxipost_log::info!(
-                    "{}: to=<{}>, relay={}, delay={:.2}, dsn={}, status={} ({})",
-                    req.queue_id,
-                    rcpt.address,
-                    r.relay,
-                    started.elapsed().as_secs_f64(),
-                    r.status,
-                    status,
-                    r.text
-                );
-            }
-            replies.push(DeliveryReply { results });
-        }
-        let sent = if batched {
-            write_frame(&mut stream, &DeliveryBatchReply { replies })
-        } else {
-            let results = replies
-                .into_iter()
-                .next()
-                .map(|r| r.results)
-                .unwrap_or_default();
-            write_frame(&mut stream, &DeliveryReply { results })
-        };
-        if let Err(e) = sent {
-            oxipost_log::warning!("sending reply: {e}");
-            return;
-        }
+    let served = oxipost_ipc::serve_deliveries(&mut stream, |reqs, _| {
+        reqs.iter()
+            .map(|req| {
+                let started = std::time::Instant::now();
+                let results = deliver::deliver(s, req);
+                for (rcpt, r) in req.recipients.iter().zip(&results) {
+                    let status = match r.outcome {
+                        oxipost_ipc::Outcome::Delivered => "sent",
+                        oxipost_ipc::Outcome::Deferred => "deferred",
+                        oxipost_ipc::Outcome::Bounced => "bounced",
+                    };
+                    oxipost_log::info!(
+                        "{}: to=<{}>, relay={}, delay={:.2}, dsn={}, status={} ({})",
+                        req.queue_id,
+                        rcpt.address,
+                        r.relay,
+                        started.elapsed().as_secs_f64(),
+                        r.status,
+                        status,
+                        r.text
+                    );
+                }
+                results
+            })
+            .collect()
+    });
+    if let Err(e) = served {
+        oxipost_log::warning!("{e}");
     }
 }
