@@ -76,9 +76,27 @@ fn sorted_flags(flags: &str) -> String {
     v.into_iter().collect()
 }
 
+/// Orders unique names `<secs>.M<usec>P<pid>...` by time: the microseconds are not zero-padded
+/// (Dovecot's form too), so a plain string sort puts `M301367` before `M61129` in one second.
+/// Names of another shape sort after, by their text.
+pub fn delivery_key(unique: &str) -> (u64, u64, &str) {
+    let parsed = unique.split_once('.').and_then(|(secs, rest)| {
+        let secs: u64 = secs.parse().ok()?;
+        let usec = rest.strip_prefix('M').map_or(0, |r| {
+            let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+            r[..digits].parse().unwrap_or(0)
+        });
+        Some((secs, usec))
+    });
+    match parsed {
+        Some((secs, usec)) => (secs, usec, unique),
+        None => (u64::MAX, u64::MAX, unique),
+    }
+}
+
 impl Maildir {
-    /// Lists the messages in `new/` and `cur/` (dot files skipped), sorted by unique name, which
-    /// for names this crate writes is delivery order within a second. A missing `new/` or `cur/`
+    /// Lists the messages in `new/` and `cur/` (dot files skipped), sorted by delivery time (seconds, then
+    /// microseconds) and then unique name. A missing `new/` or `cur/`
     /// is treated as empty.
     pub fn list(&self) -> Result<Vec<MaildirEntry>> {
         let mut out = Vec::new();
@@ -112,7 +130,7 @@ impl Maildir {
                 });
             }
         }
-        out.sort_by(|a, b| a.unique.cmp(&b.unique));
+        out.sort_by(|a, b| delivery_key(&a.unique).cmp(&delivery_key(&b.unique)));
         Ok(out)
     }
 
@@ -221,6 +239,28 @@ pub fn unquote_from(content: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_is_in_delivery_order() {
+        let mut names = vec![
+            "1795862298.M61294P17910Q2.vm",
+            "1795862297.M999999P1.vm",
+            "odd-name",
+            "1795862298.M301367P17937Q0.vm",
+            "1795862298.M61129P17910Q1.vm",
+        ];
+        names.sort_by(|a, b| delivery_key(a).cmp(&delivery_key(b)));
+        assert_eq!(
+            names,
+            [
+                "1795862297.M999999P1.vm",
+                "1795862298.M61129P17910Q1.vm",
+                "1795862298.M61294P17910Q2.vm",
+                "1795862298.M301367P17937Q0.vm",
+                "odd-name",
+            ]
+        );
+    }
 
     #[test]
     fn names_parse() {

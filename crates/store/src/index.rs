@@ -347,7 +347,10 @@ impl Mailbox {
                 }
             }
             let mut rest: Vec<String> = on_disk.into_values().collect();
-            rest.sort();
+            // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
+            rest.sort_by(|a, b| {
+                oxipost_mailbox::delivery_key(a).cmp(&oxipost_mailbox::delivery_key(b))
+            });
             for name in rest {
                 t.insert(&name)?;
             }
