@@ -7,10 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxipost_daemon::Client;
-use oxipost_ipc::{
-    DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, DeliveryRequest, Hello, Outcome,
-    RcptResult, read_frame, write_frame,
-};
+use oxipost_ipc::{DeliveryRequest, Outcome, RcptResult};
 
 const HELP: &str = "\
 usage: discard [-n service] [-t type] [-v] [-o name=value]...
@@ -34,48 +31,34 @@ fn main() -> ExitCode {
 }
 
 fn serve<S: Read + Write>(mut stream: S) {
-    if write_frame(
-        &mut stream,
-        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION),
-    )
-    .is_err()
-    {
-        return;
+    let served =
+        oxipost_ipc::serve_deliveries(&mut stream, |reqs, _| reqs.iter().map(discard).collect());
+    if let Err(e) = served {
+        oxipost_log::warning!("{e}");
     }
-    loop {
-        let req: DeliveryRequest = match read_frame(&mut stream) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                oxipost_log::warning!("bad delivery request: {e}; closing connection");
-                return;
+}
+
+/// Every recipient of `req` delivered, logged as Postfix's discard(8) does.
+fn discard(req: &DeliveryRequest) -> Vec<RcptResult> {
+    req.recipients
+        .iter()
+        .map(|r| {
+            oxipost_log::info!(
+                "{}: to=<{}>, relay=none, delay={}, delays={}/0/0/0, dsn=2.0.0, status=sent (discarded)",
+                req.queue_id,
+                r.address,
+                delay(req.arrival),
+                delay(req.arrival)
+            );
+            RcptResult {
+                index: r.index,
+                outcome: Outcome::Delivered,
+                status: "2.0.0".into(),
+                text: "discarded".into(),
+                relay: "none".into(),
             }
-        };
-        let results = req
-            .recipients
-            .iter()
-            .map(|r| {
-                let res = RcptResult {
-                    index: r.index,
-                    outcome: Outcome::Delivered,
-                    status: "2.0.0".into(),
-                    text: "discarded".into(),
-                    relay: "none".into(),
-                };
-                oxipost_log::info!(
-                    "{}: to=<{}>, relay=none, delay={}, delays={}/0/0/0, dsn=2.0.0, status=sent (discarded)",
-                    req.queue_id,
-                    r.address,
-                    delay(req.arrival),
-                    delay(req.arrival)
-                );
-                res
-            })
-            .collect();
-        if write_frame(&mut stream, &DeliveryReply { results }).is_err() {
-            return;
-        }
-    }
+        })
+        .collect()
 }
 
 /// Seconds since arrival, as Postfix prints delays.
@@ -106,7 +89,9 @@ fn delay(arrival: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxipost_ipc::RcptRef;
+    use oxipost_ipc::{
+        DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, Hello, RcptRef, read_frame, write_frame,
+    };
     use std::os::unix::net::UnixStream;
 
     #[test]

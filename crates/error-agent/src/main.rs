@@ -7,10 +7,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use oxipost_daemon::Client;
-use oxipost_ipc::{
-    DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, DeliveryRequest, Hello, Outcome,
-    RcptResult, read_frame, write_frame,
-};
+use oxipost_ipc::{DeliveryRequest, Outcome, RcptResult};
 
 const HELP: &str = "\
 usage: error [-n service] [-t type] [-v] [-o name=value]...
@@ -66,57 +63,47 @@ fn split_dsn(reason: &str, class: char) -> (String, String) {
 }
 
 fn serve<S: Read + Write>(mut stream: S, retry: bool) {
-    if write_frame(
-        &mut stream,
-        &Hello::new(DELIVERY_PROTOCOL, DELIVERY_VERSION),
-    )
-    .is_err()
-    {
-        return;
+    let served = oxipost_ipc::serve_deliveries(&mut stream, |reqs, _| {
+        reqs.iter().map(|req| refuse(req, retry)).collect()
+    });
+    if let Err(e) = served {
+        oxipost_log::warning!("{e}");
     }
+}
+
+/// Every recipient of `req` bounced (or, for `retry`, deferred) with the next hop's reason.
+fn refuse(req: &DeliveryRequest, retry: bool) -> Vec<RcptResult> {
     let (class, outcome, status) = if retry {
         ('4', Outcome::Deferred, "deferred")
     } else {
         ('5', Outcome::Bounced, "bounced")
     };
-    loop {
-        let req: DeliveryRequest = match read_frame(&mut stream) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                oxipost_log::warning!("bad delivery request: {e}; closing connection");
-                return;
+    let (dsn, text) = split_dsn(&req.nexthop, class);
+    req.recipients
+        .iter()
+        .map(|r| {
+            oxipost_log::info!(
+                "{}: to=<{}>, relay=none, dsn={dsn}, status={status} ({text})",
+                req.queue_id,
+                r.address
+            );
+            RcptResult {
+                index: r.index,
+                outcome,
+                status: dsn.clone(),
+                text: text.clone(),
+                relay: "none".into(),
             }
-        };
-        let (dsn, text) = split_dsn(&req.nexthop, class);
-        let results = req
-            .recipients
-            .iter()
-            .map(|r| {
-                oxipost_log::info!(
-                    "{}: to=<{}>, relay=none, dsn={dsn}, status={status} ({text})",
-                    req.queue_id,
-                    r.address
-                );
-                RcptResult {
-                    index: r.index,
-                    outcome,
-                    status: dsn.clone(),
-                    text: text.clone(),
-                    relay: "none".into(),
-                }
-            })
-            .collect();
-        if write_frame(&mut stream, &DeliveryReply { results }).is_err() {
-            return;
-        }
-    }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxipost_ipc::RcptRef;
+    use oxipost_ipc::{
+        DELIVERY_PROTOCOL, DELIVERY_VERSION, DeliveryReply, Hello, RcptRef, read_frame, write_frame,
+    };
     use std::os::unix::net::UnixStream;
 
     #[test]
