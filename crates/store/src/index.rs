@@ -217,7 +217,8 @@ impl Mailbox {
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
                 name TEXT NOT NULL, flags TEXT NOT NULL, keywords TEXT NOT NULL,
-                modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL);",
+                modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);",
         )?;
         let mb = Mailbox {
             root: root.to_path_buf(),
@@ -238,6 +239,12 @@ impl Mailbox {
                  INSERT OR REPLACE INTO meta VALUES ('highestmodseq', 1);"
             ))?;
         }
+        // The expunge log (QRESYNC) is complete from the MODSEQ it started at; an index
+        // older than the log has no record of earlier expunges.
+        mb.db.execute(
+            "INSERT OR IGNORE INTO meta SELECT 'expungelog', value FROM meta WHERE key='highestmodseq'",
+            [],
+        )?;
         Ok(mb)
     }
 
@@ -341,8 +348,9 @@ impl Mailbox {
                         )?;
                     }
                     None => {
-                        t.bump()?;
+                        let m = t.bump()?;
                         t.tx.execute("DELETE FROM msg WHERE uid=?1", [uid])?;
+                        t.log_expunge(uid, m)?;
                     }
                 }
             }
@@ -452,6 +460,20 @@ impl Mailbox {
         self.message(uid)
     }
 
+    /// The UIDs expunged after MODSEQ `since` (QRESYNC), and whether the expunge log
+    /// reaches back that far (when not, any UID below UIDNEXT that is not in the index
+    /// may have been expunged after `since`).
+    pub fn vanished_since(&self, since: u64) -> Result<(Vec<u32>, bool)> {
+        let mut st = self
+            .db
+            .prepare("SELECT uid FROM expunged WHERE modseq > ?1 ORDER BY uid")?;
+        let uids = st
+            .query_map([since as i64], |r| r.get(0))?
+            .collect::<std::result::Result<Vec<u32>, _>>()?;
+        let from = self.meta("expungelog")? as u64;
+        Ok((uids, since >= from))
+    }
+
     /// One message by UID.
     pub fn message(&self, uid: u32) -> Result<Option<Message>> {
         Ok(self.snapshot()?.messages.into_iter().find(|m| m.uid == uid))
@@ -471,8 +493,9 @@ impl Mailbox {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e.into()),
                 }
-                t.bump()?;
+                let m = t.bump()?;
                 t.tx.execute("DELETE FROM msg WHERE uid=?1", [uid])?;
+                t.log_expunge(uid, m)?;
                 gone.push(uid);
             }
             Ok(gone)
@@ -555,6 +578,15 @@ impl Tx<'_> {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// Records an expunge for QRESYNC's `VANISHED (EARLIER)`.
+    fn log_expunge(&mut self, uid: u32, modseq: i64) -> Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO expunged VALUES (?1, ?2)",
+            params![uid, modseq],
+        )?;
+        Ok(())
     }
 
     /// Indexes `cur/<name>` under the next UID; `None` when its base name is known.
@@ -657,7 +689,11 @@ mod tests {
         // b sees a's change through the index and can still read the renamed file.
         assert!(b.highest_modseq()? > s.highest_modseq);
         assert_eq!(b.read(&s.messages[0])?, b"a\nbc\n");
+        let before = a.highest_modseq()?;
         assert_eq!(a.expunge(&[2])?, vec![2]);
+        // The expunge log answers QRESYNC: UID 2 vanished after `before`, not after now.
+        assert_eq!(b.vanished_since(before)?, (vec![2], true));
+        assert_eq!(b.vanished_since(a.highest_modseq()?)?, (vec![], true));
         let uid = a.append(b"new\r\n", Flags::DRAFT, &[], Some(1_000_000))?;
         assert_eq!(uid, 3);
         let validity = a.uidvalidity()?;
