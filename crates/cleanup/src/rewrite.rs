@@ -300,9 +300,32 @@ impl Rewriter {
         Ok(a)
     }
 
+    /// trivial-rewrite's first steps for an envelope address: trailing dots of the domain
+    /// go (`user@example.com.`), an unqualified address gets `@$myorigin`
+    /// (`append_at_myorigin`, the default). The null sender stays empty.
+    pub fn qualify(&self, address: &str) -> String {
+        if address.is_empty() {
+            return String::new();
+        }
+        match address.rsplit_once('@') {
+            Some((local, domain)) if !domain.is_empty() && !domain.starts_with('[') => {
+                let d = domain.trim_end_matches('.');
+                if d.is_empty() {
+                    address.to_string()
+                } else {
+                    format!("{local}@{d}")
+                }
+            }
+            Some(_) => address.to_string(),
+            None if self.myorigin.is_empty() => address.to_string(),
+            None => format!("{address}@{}", self.myorigin),
+        }
+    }
+
     /// The envelope sender after canonical mapping and masquerading.
     pub fn sender(&self, classes: &AddressClasses, sender: &str) -> Result<String, RewriteError> {
-        Ok(self.canonicalize(classes, sender, Role::EnvelopeSender)?)
+        let sender = self.qualify(sender);
+        Ok(self.canonicalize(classes, &sender, Role::EnvelopeSender)?)
     }
 
     /// One envelope recipient: canonical mapping, masquerading, then virtual alias
@@ -313,7 +336,8 @@ impl Rewriter {
         classes: &AddressClasses,
         rcpt: &str,
     ) -> Result<Vec<String>, RewriteError> {
-        let a = self.canonicalize(classes, rcpt, Role::EnvelopeRecipient)?;
+        let rcpt = self.qualify(rcpt);
+        let a = self.canonicalize(classes, &rcpt, Role::EnvelopeRecipient)?;
         self.expand_virtual(classes, &a)
     }
 
@@ -416,6 +440,21 @@ mod tests {
             propagate_virtual: true,
             ..Rewriter::default()
         }
+    }
+
+    #[test]
+    fn qualifies_envelope_addresses() {
+        let r = rewriter();
+        assert_eq!(r.qualify("demo"), "demo@host.example");
+        assert_eq!(r.qualify("u@example.com."), "u@example.com");
+        assert_eq!(r.qualify("u@[192.0.2.1]"), "u@[192.0.2.1]");
+        assert_eq!(r.qualify(""), "");
+        let c = classes();
+        assert_eq!(r.sender(&c, "demo").expect("s"), "demo@host.example");
+        assert_eq!(
+            r.recipient(&c, "x@example.com.").expect("r"),
+            vec!["x@example.com".to_string()]
+        );
     }
 
     #[test]

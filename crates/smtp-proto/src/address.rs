@@ -108,19 +108,13 @@ fn parse_mailbox(b: &[u8], start: usize) -> Result<(Address, usize), BadPath> {
             }
         }
     } else {
-        loop {
-            let atom_start = i;
-            while b.get(i).is_some_and(|&c| is_atext(c)) {
-                i += 1;
-            }
-            if i == atom_start {
-                return Err(BadPath);
-            }
-            if b.get(i) == Some(&b'.') {
-                i += 1;
-            } else {
-                break;
-            }
+        // Postfix accepts dots anywhere in an unquoted local part (`.a`, `a..b`, `a.`):
+        // mail from old or sloppy software is not refused over local-part syntax.
+        while b.get(i).is_some_and(|&c| is_atext(c) || c == b'.') {
+            i += 1;
+        }
+        if i == start {
+            return Err(BadPath);
         }
     }
     let local = to_string(&b[start..i])?;
@@ -147,25 +141,42 @@ fn parse_mailbox(b: &[u8], start: usize) -> Result<(Address, usize), BadPath> {
     Ok((Address { local, domain }, end))
 }
 
-/// Scans `sub-domain *("." sub-domain)` from `i`; returns the end index.
-fn scan_domain(b: &[u8], mut i: usize) -> Result<usize, BadPath> {
+/// Scans `sub-domain *("." sub-domain)` from `i`; returns the end index. As Postfix's
+/// `valid_hostname` after `dup_if_truncate`: one trailing dot is allowed (`example.com.`),
+/// underscores are tolerated, an all-numeric name is not a host name.
+fn scan_domain(b: &[u8], start: usize) -> Result<usize, BadPath> {
+    let mut i = start;
+    let mut numeric = true;
     loop {
         let label = i;
         while b
             .get(i)
-            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c >= 0x80)
         {
             i += 1;
         }
         if i == label || b[label] == b'-' || b[i - 1] == b'-' {
             return Err(BadPath);
         }
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-        } else {
-            return Ok(i);
+        numeric &= b[label..i].iter().all(u8::is_ascii_digit);
+        if b.get(i) != Some(&b'.') {
+            break;
+        }
+        i += 1;
+        let next_is_label = b
+            .get(i)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c >= 0x80);
+        if !next_is_label {
+            if b.get(i) == Some(&b'.') {
+                return Err(BadPath);
+            }
+            break;
         }
     }
+    if numeric {
+        return Err(BadPath);
+    }
+    Ok(i)
 }
 
 /// Scans an address literal `[...]` (dtext) from `i`; returns the end index.
@@ -248,8 +259,9 @@ mod tests {
             "<a@b",
             "<a@>",
             "<@>",
-            "<a..b@c>",
-            "<.a@c>",
+            "<a@b.c..>",
+            "<a@.>",
+            "<a@123>",
             "<a@-b.c>",
             "<a@b..c>",
             "<a b@c>",
@@ -263,6 +275,16 @@ mod tests {
             assert!(parse_path(s, false).is_err(), "{s:?}");
         }
         assert!(parse_path("a@b.c", true).is_err());
+    }
+
+    #[test]
+    fn postfix_leniency() {
+        // Debian's Postfix 3.7 smtpd answers 250 to each of these.
+        assert_eq!(ok("<u@example.com.>").0, Some("u@example.com.".into()));
+        assert_eq!(ok("<a..b@c.d>").0, Some("a..b@c.d".into()));
+        assert_eq!(ok("<.a@c.d>").0, Some(".a@c.d".into()));
+        assert_eq!(ok("<a.>").0, Some("a.".into()));
+        assert_eq!(ok("<u@x_y.test>").0, Some("u@x_y.test".into()));
     }
 
     #[test]

@@ -102,9 +102,6 @@ pub(crate) fn parse_mail(args: &str, cfg: &ServerConfig) -> Result<MailFrom, Rep
         return Err(syntax());
     }
     let (sender, rest) = parse_path(rest, cfg.strict_rfc821_envelopes).map_err(|_| bad())?;
-    if sender.as_ref().is_some_and(|a| a.domain.is_empty()) {
-        return Err(bad());
-    }
     let ext = &cfg.extensions;
     let mut mail = MailFrom {
         sender,
@@ -178,11 +175,9 @@ pub(crate) fn parse_rcpt(args: &str, cfg: &ServerConfig, smtputf8: bool) -> Resu
         return Err(syntax());
     }
     let (path, rest) = parse_path(rest, cfg.strict_rfc821_envelopes).map_err(|_| bad())?;
+    // An unqualified address (`<demo>`, RFC 5321 4.5.1's `<postmaster>`) is accepted, as
+    // Postfix: cleanup appends `@$myorigin`.
     let recipient = path.ok_or_else(bad)?;
-    // RFC 5321 4.5.1: <postmaster> without a domain must be accepted.
-    if recipient.domain.is_empty() && !recipient.local.eq_ignore_ascii_case("postmaster") {
-        return Err(bad());
-    }
     let mut rcpt = RcptTo {
         recipient,
         notify: None,
@@ -382,7 +377,7 @@ mod tests {
         assert_eq!(r.orcpt.expect("orcpt").address, "a@b");
         assert!(parse_rcpt("TO:<postmaster>", &cfg(), false).is_ok());
         assert!(parse_rcpt("TO:<>", &cfg(), false).is_err());
-        assert!(parse_rcpt("TO:<bob>", &cfg(), false).is_err());
+        assert!(parse_rcpt("TO:<bob>", &cfg(), false).is_ok());
         assert!(parse_rcpt("TO:<a@b> NOTIFY=NEVER,SUCCESS", &cfg(), false).is_err());
         assert!(parse_rcpt("TO:<a@b> ORCPT=rfc822", &cfg(), false).is_err());
         assert_eq!(
