@@ -4,8 +4,8 @@
 //! It owns the table formats — the indexed file that `postmap` builds for `hash:`,
 //! `btree:`, `lmdb:` and `cdb:` (see [`indexed`]), the text formats (`texthash:`,
 //! `inline:`, `static:`, `regexp:`, `pcre:`, `cidr:`), the system tables (`unix:`,
-//! `environ:`, `fail:`), and the SQL client tables (`sqlite:` now; `pgsql:` and `mysql:`
-//! share its configuration code in [`sql`] but have no client in this build yet) — plus
+//! `environ:`, `fail:`), and the SQL client tables (`sqlite:`, `pgsql:`; one
+//! configuration form and pluggable backends in [`sql`], where `mysql:` will go) — plus
 //! Postfix's lookup semantics on top of them: case folding, map lists searched in order,
 //! and the address lookup order of `mail_addr_find()` (see [`addr`]).
 //!
@@ -53,8 +53,8 @@ use std::time::Duration;
 
 /// The table types this build implements, as `postconf -m` lists them.
 pub const MAP_TYPES: &[&str] = &[
-    "btree", "cdb", "cidr", "environ", "fail", "hash", "inline", "lmdb", "pcre", "proxy", "regexp",
-    "sqlite", "static", "texthash", "unix",
+    "btree", "cdb", "cidr", "environ", "fail", "hash", "inline", "lmdb", "pcre", "pgsql", "proxy",
+    "regexp", "sqlite", "static", "texthash", "unix",
 ];
 
 /// Options that apply to every table opened with them.

@@ -1,16 +1,32 @@
-//! SQL tables: `sqlite:/path.cf` (sqlite_table(5)); the configuration form, query
-//! expansion and result formatting are shared so `pgsql:` and `mysql:` clients can plug
-//! in (they are not part of this build yet: opening one is a configuration error).
+//! SQL tables: `sqlite:/path.cf` (sqlite_table(5)) and `pgsql:/path.cf` (pgsql_table(5)).
+//! The configuration form, query expansion and result formatting are shared; each database
+//! client is an [`SqlBackend`] behind the one [`SqlMap`].
+//!
+//! **Adding a backend** (`mysql:` next): write a type implementing [`SqlBackend`]
+//! (`connect` opens lazily and keeps the connection, `quote` escapes a value for inside
+//! `'...'` in that dialect or refuses it, `query` returns text rows and drops a broken
+//! connection so the next lookup reconnects), build it from the [`SqlConfig`] in
+//! [`open`], and add one arm there. Nothing else changes: the lookup logic is
+//! [`SqlMap::lookup`].
 //!
 //! The `.cf` file holds `name = value` lines (main.cf syntax: `#` comments, indented
 //! continuation lines):
 //!
 //! - `dbpath` (sqlite): the database file, opened read-only;
+//! - `hosts` (pgsql, default `localhost`): servers as `host`, `host:port`,
+//!   `inet:host:port`, `unix:/directory` (holding `.s.PGSQL.5432`) or `unix:/socket`;
+//!   several are tried in random order until one answers, as Postfix does;
+//! - `user`, `password`, `dbname` (pgsql): the login (trust, password, md5 or
+//!   SCRAM-SHA-256 authentication);
+//! - `connect_timeout` (pgsql, oxipost, default 5) and `query_timeout` (pgsql, oxipost,
+//!   default 10): seconds;
 //! - `query`: the SELECT, with `%%`, `%s` (the key), `%u` (its local part, or the whole
 //!   key without `@`), `%d` (its domain), `%1`..`%9` (domain labels, `%1` the rightmost).
-//!   Values are quoted for SQL (`'` doubled). When the key lacks a part the query uses
-//!   (`%d` without a domain, `%u` with an empty local part, `%3` of a two-label domain),
-//!   nothing is queried and the key is not found, as in Postfix;
+//!   Values are quoted for SQL (`'` doubled; for PostgreSQL a backslash is doubled too when
+//!   the server has `standard_conforming_strings` off). A key holding NUL is not found.
+//!   When the key lacks a part the query uses (`%d` without a domain, `%u` with an empty
+//!   local part, `%3` of a two-label domain), nothing is queried and the key is not
+//!   found, as in Postfix;
 //! - `result_format` (default `%s`): each non-NULL, non-empty column 1 value formatted
 //!   with `%s %u %d` (parts of the value) and `%S %U %D %1..%9` (parts of the key);
 //!   several rows are joined with `,`;
@@ -20,8 +36,10 @@
 //! - legacy `table`, `select_field`, `where_field`, `additional_conditions` build the
 //!   query when `query` is absent.
 //!
-//! A database that cannot be opened or queried is a temporary failure; the connection is
-//! retried at the next lookup.
+//! A database that cannot be opened, reached or queried is a temporary failure (callers
+//! answer `451 4.3.0`); the connection is opened again at the next lookup (PostgreSQL: a
+//! connection found broken when reused is reopened once at once, so a server restart
+//! costs no failed lookup).
 
 use crate::text::LogicalLines;
 use crate::{Map, MapError};
@@ -42,6 +60,12 @@ pub struct SqlConfig {
 impl SqlConfig {
     /// Reads and checks a `.cf` file.
     pub fn load(path: &str) -> Result<SqlConfig, MapError> {
+        Self::load_with_query(path, "query")
+    }
+
+    /// Reads a `.cf` file whose SELECT is the parameter `query_param` (the pgsql passdb's
+    /// `password_query`); the legacy `table`... form applies to `query` only.
+    pub fn load_with_query(path: &str, query_param: &str) -> Result<SqlConfig, MapError> {
         let f =
             std::fs::File::open(path).map_err(|e| MapError::temp(format!("open {path}: {e}")))?;
         let mut params = HashMap::new();
@@ -55,12 +79,21 @@ impl SqlConfig {
             };
             params.insert(k.trim().to_string(), v.trim().to_string());
         }
-        Self::from_params(path, params)
+        Self::from_params(path, params, query_param)
     }
 
-    fn from_params(path: &str, params: HashMap<String, String>) -> Result<SqlConfig, MapError> {
+    fn from_params(
+        path: &str,
+        params: HashMap<String, String>,
+        query_param: &str,
+    ) -> Result<SqlConfig, MapError> {
         let get = |k: &str| params.get(k).cloned().unwrap_or_default();
-        let mut query = get("query");
+        let mut query = get(query_param);
+        if query.is_empty() && query_param != "query" {
+            return Err(MapError::syntax(format!(
+                "{path}: missing \"{query_param}\""
+            )));
+        }
         if query.is_empty() {
             let (t, s, w) = (get("table"), get("select_field"), get("where_field"));
             if t.is_empty() || s.is_empty() || w.is_empty() {
@@ -156,7 +189,7 @@ pub fn expand(
     template: &str,
     key: &str,
     value: Option<&str>,
-    quote: &dyn Fn(&str) -> String,
+    quote: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
     let (ks, ku, kd) = parts(key);
     let vparts = value.map(parts);
@@ -174,9 +207,9 @@ pub fn expand(
         let x = it.next()?;
         let piece: String = match (x, vparts) {
             ('%', _) => "%".into(),
-            ('s', None) => quote(ks),
-            ('u', None) if !ku.is_empty() => quote(ku),
-            ('d', None) => quote(kd.filter(|d| !d.is_empty())?),
+            ('s', None) => quote(ks)?,
+            ('u', None) if !ku.is_empty() => quote(ku)?,
+            ('d', None) => quote(kd.filter(|d| !d.is_empty())?)?,
             ('s', Some((vs, _, _))) => vs.to_string(),
             ('u', Some((_, vu, _))) if !vu.is_empty() => vu.to_string(),
             ('d', Some((_, _, vd))) => vd.filter(|d| !d.is_empty())?.to_string(),
@@ -185,7 +218,11 @@ pub fn expand(
             ('D', _) => kd.filter(|d| !d.is_empty())?.to_string(),
             (d @ '1'..='9', v) => {
                 let l = label(d as usize - '0' as usize)?;
-                if v.is_none() { quote(l) } else { l.to_string() }
+                if v.is_none() {
+                    quote(l)?
+                } else {
+                    l.to_string()
+                }
             }
             _ => return None,
         };
@@ -205,7 +242,7 @@ pub fn format_results(
         if v.is_empty() {
             continue;
         }
-        if let Some(r) = expand(&cfg.result_format, key, Some(v), &|s| s.to_string()) {
+        if let Some(r) = expand(&cfg.result_format, key, Some(v), &|s| Some(s.to_string())) {
             out.push(r);
         }
         if cfg.expansion_limit > 0 && out.len() > cfg.expansion_limit {
@@ -222,92 +259,291 @@ pub fn format_results(
     })
 }
 
-/// SQLite quoting: `'` doubled.
-pub fn quote_sqlite(s: &str) -> String {
-    s.replace('\'', "''")
+/// One database client behind an [`SqlMap`]. Calls are serialised by the map's mutex.
+pub trait SqlBackend: Send {
+    /// Opens the connection unless one is open. An error is a temporary failure.
+    fn connect(&mut self) -> Result<(), MapError>;
+    /// `s` escaped for inside a `'...'` literal of this database (after [`connect`], so
+    /// server settings are known); `None`: the value cannot be asked for (not found).
+    ///
+    /// [`connect`]: SqlBackend::connect
+    fn quote(&self, s: &str) -> Option<String>;
+    /// Runs one query and returns its rows as text (`None` = NULL). On failure the
+    /// backend drops a connection that may be broken.
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, MapError>;
 }
 
-/// `sqlite:/path.cf`.
-pub struct SqliteMap {
+/// An SQL table: the shared `.cf` logic over one backend.
+pub struct SqlMap<B: SqlBackend> {
     cfg: SqlConfig,
-    conn: Mutex<Option<rusqlite::Connection>>,
+    backend: Mutex<B>,
 }
 
-impl SqliteMap {
-    pub fn open(path: &str) -> Result<SqliteMap, MapError> {
-        let cfg = SqlConfig::load(path)?;
+impl<B: SqlBackend> SqlMap<B> {
+    pub fn new(cfg: SqlConfig, backend: B) -> SqlMap<B> {
+        SqlMap {
+            cfg,
+            backend: Mutex::new(backend),
+        }
+    }
+
+    /// Expands `template` for `key` and runs it; `Ok(None)` when the key cannot be asked
+    /// for (a part missing, a NUL, outside `domain`). For callers that want every column
+    /// (the pgsql passdb).
+    pub fn query_rows(
+        &self,
+        template: &str,
+        key: &str,
+    ) -> Result<Option<Vec<Vec<Option<String>>>>, MapError> {
+        if key.contains('\0') || !self.cfg.key_allowed(key) {
+            return Ok(None);
+        }
+        let mut b = self
+            .backend
+            .lock()
+            .map_err(|_| MapError::temp("connection lock poisoned"))?;
+        b.connect()?;
+        let Some(sql) = expand(template, key, None, &|s| b.quote(s)) else {
+            return Ok(None);
+        };
+        b.query(&sql).map(Some)
+    }
+
+    pub fn config(&self) -> &SqlConfig {
+        &self.cfg
+    }
+}
+
+impl<B: SqlBackend> Map for SqlMap<B> {
+    fn lookup(&self, key: &str) -> Result<Option<String>, MapError> {
+        let Some(rows) = self.query_rows(&self.cfg.query, key)? else {
+            return Ok(None);
+        };
+        let values: Vec<String> = rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
+        format_results(&self.cfg, key, &values)
+    }
+}
+
+/// SQLite quoting: `'` doubled; a NUL cannot be asked for.
+pub fn quote_sqlite(s: &str) -> Option<String> {
+    (!s.contains('\0')).then(|| s.replace('\'', "''"))
+}
+
+/// `sqlite:/path.cf`: rusqlite, the file opened read-only.
+pub struct Sqlite {
+    dbpath: String,
+    conn: Option<rusqlite::Connection>,
+}
+
+impl Sqlite {
+    pub fn new(cfg: &SqlConfig, path: &str) -> Result<Sqlite, MapError> {
         if cfg.get("dbpath").is_empty() {
             return Err(MapError::syntax(format!("{path}: missing \"dbpath\"")));
         }
-        Ok(SqliteMap {
-            cfg,
-            conn: Mutex::new(None),
+        Ok(Sqlite {
+            dbpath: cfg.get("dbpath").to_string(),
+            conn: None,
         })
     }
+}
 
-    fn query(&self, sql: &str) -> Result<Vec<String>, MapError> {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| MapError::temp("connection lock poisoned"))?;
-        if guard.is_none() {
+impl SqlBackend for Sqlite {
+    fn connect(&mut self) -> Result<(), MapError> {
+        if self.conn.is_none() {
             let c = rusqlite::Connection::open_with_flags(
-                self.cfg.get("dbpath"),
+                &self.dbpath,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .map_err(|e| {
-                MapError::temp(format!("open database {}: {e}", self.cfg.get("dbpath")))
-            })?;
+            .map_err(|e| MapError::temp(format!("open database {}: {e}", self.dbpath)))?;
             let _ = c.busy_timeout(std::time::Duration::from_secs(5));
-            *guard = Some(c);
+            self.conn = Some(c);
         }
-        let Some(conn) = guard.as_ref() else {
+        Ok(())
+    }
+
+    fn quote(&self, s: &str) -> Option<String> {
+        quote_sqlite(s)
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, MapError> {
+        let Some(conn) = self.conn.as_ref() else {
             return Err(MapError::temp("no connection"));
         };
-        let run = || -> rusqlite::Result<Vec<String>> {
+        let run = || -> rusqlite::Result<Vec<Vec<Option<String>>>> {
             let mut st = conn.prepare_cached(sql)?;
+            let n = st.column_count();
             let mut rows = st.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 use rusqlite::types::ValueRef;
-                let v = match r.get_ref(0)? {
-                    ValueRef::Null => continue,
-                    ValueRef::Integer(i) => i.to_string(),
-                    ValueRef::Real(f) => f.to_string(),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => {
-                        String::from_utf8_lossy(t).into_owned()
-                    }
-                };
-                out.push(v);
+                let mut row = Vec::with_capacity(n);
+                for i in 0..n {
+                    row.push(match r.get_ref(i)? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(i) => Some(i.to_string()),
+                        ValueRef::Real(f) => Some(f.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    });
+                }
+                out.push(row);
             }
             Ok(out)
         };
         run().map_err(|e| {
-            // A broken connection (file replaced, locked) is retried next time.
-            *guard = None;
+            // A broken connection (file replaced, locked) is reopened next time.
+            self.conn = None;
             MapError::temp(format!("query failed: {e}"))
         })
     }
 }
 
-impl Map for SqliteMap {
-    fn lookup(&self, key: &str) -> Result<Option<String>, MapError> {
-        if !self.cfg.key_allowed(key) {
-            return Ok(None);
-        }
-        let Some(sql) = expand(&self.cfg.query, key, None, &quote_sqlite) else {
-            return Ok(None);
+/// `pgsql:/path.cf`: oxipost-pgwire.
+pub struct Pgsql {
+    path: String,
+    endpoints: Vec<oxipost_pgwire::Endpoint>,
+    params: oxipost_pgwire::Params,
+    conn: Option<oxipost_pgwire::Connection>,
+    /// Whether `conn` was used before (a failure on it may just be a stale connection).
+    reused: bool,
+}
+
+fn seconds(cfg: &SqlConfig, path: &str, name: &str, default: u64) -> Result<u64, MapError> {
+    let v = cfg.get(name).trim_end_matches('s');
+    if v.is_empty() {
+        return Ok(default);
+    }
+    v.parse()
+        .map_err(|_| MapError::syntax(format!("{path}: bad {name}: {}", cfg.get(name))))
+}
+
+impl Pgsql {
+    pub fn new(cfg: &SqlConfig, path: &str) -> Result<Pgsql, MapError> {
+        let hosts = match cfg.get("hosts") {
+            "" => "localhost",
+            h => h,
         };
-        let rows = self.query(&sql)?;
-        format_results(&self.cfg, key, &rows)
+        let endpoints = hosts
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+            .filter(|h| !h.is_empty())
+            .map(oxipost_pgwire::Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MapError::syntax(format!("{path}: hosts: {e}")))?;
+        let secs = std::time::Duration::from_secs;
+        let params = oxipost_pgwire::Params {
+            user: cfg.get("user").to_string(),
+            password: cfg.get("password").to_string(),
+            dbname: cfg.get("dbname").to_string(),
+            connect_timeout: secs(seconds(cfg, path, "connect_timeout", 5)?),
+            io_timeout: secs(seconds(cfg, path, "query_timeout", 10)?),
+        };
+        if params.dbname.is_empty() {
+            return Err(MapError::syntax(format!("{path}: missing \"dbname\"")));
+        }
+        Ok(Pgsql {
+            path: path.to_string(),
+            endpoints,
+            params,
+            conn: None,
+            reused: false,
+        })
+    }
+
+    /// The hosts in random order (Postfix spreads its clients over the servers).
+    fn shuffled(&self) -> Vec<&oxipost_pgwire::Endpoint> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut v: Vec<_> = self.endpoints.iter().collect();
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let mut x = h.finish() | 1;
+        for i in (1..v.len()).rev() {
+            // xorshift: plenty for spreading load.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        v
+    }
+}
+
+impl SqlBackend for Pgsql {
+    fn connect(&mut self) -> Result<(), MapError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for ep in self.shuffled() {
+            match oxipost_pgwire::Connection::connect(ep, &self.params) {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.reused = false;
+                    return Ok(());
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(MapError::temp(format!(
+            "{}: cannot connect to any PostgreSQL server: {}",
+            self.path,
+            errors.join("; ")
+        )))
+    }
+
+    fn quote(&self, s: &str) -> Option<String> {
+        let scs = self
+            .conn
+            .as_ref()
+            .is_none_or(|c| c.standard_conforming_strings());
+        oxipost_pgwire::quote_literal_body(s, scs)
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, MapError> {
+        for attempt in 0..2 {
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(MapError::temp("no connection"));
+            };
+            match conn.simple_query(sql) {
+                Ok(r) => {
+                    self.reused = true;
+                    return Ok(r.rows);
+                }
+                Err(e) => {
+                    let stale = self.reused && matches!(e, oxipost_pgwire::Error::Io(_));
+                    if e.is_fatal() {
+                        self.conn = None;
+                    }
+                    if stale && attempt == 0 {
+                        // The server restarted since the last lookup: one fresh try.
+                        self.connect()?;
+                        continue;
+                    }
+                    return Err(MapError::temp(format!("{}: query failed: {e}", self.path)));
+                }
+            }
+        }
+        Err(MapError::temp(format!("{}: query failed", self.path)))
     }
 }
 
 /// Opens an SQL table of `kind`.
 pub fn open(kind: &str, name: &str) -> Result<Box<dyn Map>, MapError> {
     match kind {
-        "sqlite" => Ok(Box::new(SqliteMap::open(name)?)),
+        "sqlite" => {
+            let cfg = SqlConfig::load(name)?;
+            let b = Sqlite::new(&cfg, name)?;
+            Ok(Box::new(SqlMap::new(cfg, b)))
+        }
+        "pgsql" => {
+            let cfg = SqlConfig::load(name)?;
+            let b = Pgsql::new(&cfg, name)?;
+            Ok(Box::new(SqlMap::new(cfg, b)))
+        }
         _ => Err(MapError::spec(format!(
             "unsupported dictionary type: {kind} (not in this build of oxipost)"
         ))),
@@ -374,6 +610,7 @@ mod tests {
         assert_eq!(q("null@example.com").ok().flatten(), None);
         assert_eq!(q("joe@other.example").ok().flatten(), None);
         assert_eq!(q("joe").ok().flatten(), None);
+        assert_eq!(q("joe\0@example.com").ok().flatten(), None);
         // A database that cannot be opened is a temporary failure, not "not found".
         let cf2 = d.path().join("missing.cf");
         let text = format!(
@@ -395,6 +632,24 @@ mod tests {
         let cf = d.path().join("b.cf");
         assert!(std::fs::write(&cf, "dbpath = /x\nquery = SELECT %x\n").is_ok());
         assert!(Table::open(&format!("sqlite:{}", cf.display()), &MapConfig::default()).is_err());
-        assert!(Table::open("pgsql:/nonexistent.cf", &MapConfig::default()).is_err());
+        assert!(Table::open("mysql:/nonexistent.cf", &MapConfig::default()).is_err());
+        assert!(std::fs::write(&cf, "hosts = h:x\ndbname = d\nquery = SELECT 1\n").is_ok());
+        assert!(Table::open(&format!("pgsql:{}", cf.display()), &MapConfig::default()).is_err());
+    }
+
+    #[test]
+    fn pgsql_server_down_is_temporary() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cf = d.path().join("p.cf");
+        let text = "hosts = 127.0.0.1:1 unix:/nonexistent/dir\nuser = u\npassword = secret\n\
+                    dbname = mail\nconnect_timeout = 2\nquery = SELECT goto FROM a WHERE k='%s'\n";
+        assert!(std::fs::write(&cf, text).is_ok());
+        let t =
+            Table::open(&format!("pgsql:{}", cf.display()), &MapConfig::default()).expect("open");
+        let e = t.lookup("joe@example.com").expect_err("an error");
+        assert!(e.is_temporary(), "{e:?}");
+        assert!(!e.message.contains("secret"));
+        // A key that cannot be asked for is not found without touching the server.
+        assert_eq!(t.lookup("a\0b").ok().flatten(), None);
     }
 }
