@@ -5,11 +5,12 @@
 //! done-marks, so a crash at any point leaves each message in a queue it is picked up from.
 
 use crate::defer_log;
+use crate::destination::DestState;
 use crate::dispatch::{Dispatcher, Done, Job};
 use crate::notify::{Notifier, RcptOutcome};
 use crate::resolve::{Route, resolve_filtered};
 use crate::settings::Settings;
-use oxipost_ipc::{DeliveryReply, DeliveryRequest, Outcome, RcptRef};
+use oxipost_ipc::{DeliveryReply, DeliveryRequest, Outcome, RcptRef, RcptResult};
 use oxipost_queue::{Queue, QueueFile, QueueId, Recipient};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -49,10 +50,16 @@ pub struct Scheduler {
     s: Settings,
     dispatcher: Dispatcher,
     messages: HashMap<String, Message>,
-    waiting: VecDeque<Pending>,
+    /// Waiting requests indexed by (transport, destination), with each destination's
+    /// concurrency window and dead mark (see [`crate::destination`]).
+    dests: HashMap<(String, String), DestState<Pending>>,
+    /// Destinations with waiting requests, round robin, each at most once: dispatch
+    /// looks at these, never at every waiting request.
+    ready: VecDeque<(String, String)>,
+    /// The earliest time a rate-delayed destination may start again.
+    next_wake: Option<Instant>,
     in_flight: HashMap<u64, Pending>,
     busy_transport: HashMap<String, usize>,
-    busy_destination: HashMap<(String, String), usize>,
     next_key: u64,
     next_deferred_scan: Instant,
     /// Transports whose agent could not be reached, and until when to not try again
@@ -72,10 +79,11 @@ impl Scheduler {
             s,
             dispatcher,
             messages: HashMap::new(),
-            waiting: VecDeque::new(),
+            dests: HashMap::new(),
+            ready: VecDeque::new(),
+            next_wake: None,
             in_flight: HashMap::new(),
             busy_transport: HashMap::new(),
-            busy_destination: HashMap::new(),
             next_key: 1,
             dead_until: HashMap::new(),
             incoming_backlog: false,
@@ -88,7 +96,50 @@ impl Scheduler {
     }
 
     pub fn next_deadline(&self) -> Instant {
-        self.next_deferred_scan
+        match self.next_wake {
+            Some(t) => t.min(self.next_deferred_scan),
+            None => self.next_deferred_scan,
+        }
+    }
+
+    /// The event loop's timer: a deferred-queue scan when due, else a rate-delayed
+    /// destination may go on.
+    pub fn timer(&mut self) {
+        if Instant::now() >= self.next_deferred_scan {
+            self.scan_deferred(false);
+            self.scan_incoming();
+        } else {
+            self.dispatch();
+        }
+    }
+
+    /// `postqueue -f`: dead destinations get another chance now, as Postfix's flush.
+    pub fn revive_dead(&mut self) {
+        for ((t, _), d) in self.dests.iter_mut() {
+            if d.dead.is_some() {
+                d.revive(&self.s.limits(t));
+            }
+        }
+        self.dests.retain(|_, d| !d.idle());
+    }
+
+    /// Adds a request to its destination's queue.
+    fn enqueue(&mut self, p: Pending) {
+        let key = (p.route.transport.clone(), p.destination.clone());
+        let d = match self.dests.get_mut(&key) {
+            Some(d) => d,
+            None => {
+                let limits = self.s.limits(&key.0);
+                self.dests
+                    .entry(key.clone())
+                    .or_insert(DestState::new(&limits))
+            }
+        };
+        d.pending.push_back(p);
+        if !d.listed {
+            d.listed = true;
+            self.ready.push_back(key);
+        }
     }
 
     /// After a crash, messages in active/ are taken up again; their done-marks make sure
@@ -224,13 +275,22 @@ impl Scheduler {
             .rev()
             .find(|a| a.name == "filter")
             .map(|a| a.value.clone());
+        let redirect = file
+            .envelope()
+            .attributes
+            .iter()
+            .rev()
+            .find(|a| a.name == "redirect")
+            .map(|a| a.value.clone());
         for i in file.pending() {
             let r = &file.recipients()[i];
-            let route = resolve_filtered(&self.s, &r.address, filter.as_deref());
+            let (address, orcpt) =
+                crate::resolve::redirected(&r.address, r.orcpt.as_deref(), redirect.as_deref());
+            let route = resolve_filtered(&self.s, &address, filter.as_deref());
             let rref = RcptRef {
                 index: i as u32,
-                address: r.address.clone(),
-                orcpt: r.orcpt.clone(),
+                address,
+                orcpt,
                 notify: (!r.notify.is_unspecified()).then(|| r.notify.to_string()),
             };
             match groups.iter_mut().find(|(g, _)| *g == route) {
@@ -260,7 +320,7 @@ impl Scheduler {
                 };
                 let key = self.next_key;
                 self.next_key += 1;
-                self.waiting.push_back(Pending {
+                self.enqueue(Pending {
                     key,
                     message: qid.clone(),
                     destination,
@@ -300,72 +360,126 @@ impl Scheduler {
         }
     }
 
-    /// Starts every waiting request that the limits allow, oldest first. Requests waiting
-    /// for the same destination go out together as one batch (up to [`BATCH_MAX`]): while
-    /// a destination is at its concurrency limit its backlog grows, and the next free slot
-    /// takes all of it, so the agent can make the whole batch durable with one round of
-    /// syncs. Batching thus appears exactly when load makes it pay.
+    /// Starts every waiting request that the limits allow, destination by destination
+    /// (round robin over the destinations with work, never a scan of all requests).
+    /// Requests waiting for the same destination go out together as one batch (up to
+    /// [`BATCH_MAX`]): while a destination is at its concurrency window its backlog grows,
+    /// and the next free slot takes all of it, so the agent can make the whole batch
+    /// durable with one round of syncs (smtp: send it over one connection). Batching
+    /// thus appears exactly when load makes it pay. A dead destination's requests are
+    /// deferred at once without an attempt.
     pub fn dispatch(&mut self) {
         let now = Instant::now();
         self.dead_until.retain(|_, until| *until > now);
-        let mut still = VecDeque::with_capacity(self.waiting.len());
+        self.next_wake = None;
         let mut unavailable = Vec::new();
-        while let Some(p) = self.waiting.pop_front() {
-            if self.dead_until.contains_key(&p.route.transport) {
-                unavailable.push(p);
+        let mut suspended: Vec<(Pending, String, String)> = Vec::new();
+        for _ in 0..self.ready.len() {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(d) = self.dests.get_mut(&key) else {
+                continue;
+            };
+            if self.dead_until.contains_key(&key.0) {
+                unavailable.extend(d.pending.drain(..));
+                d.listed = false;
                 continue;
             }
-            let limits = self.s.limits(&p.route.transport);
-            let t_busy = *self.busy_transport.get(&p.route.transport).unwrap_or(&0);
-            let dkey = (p.route.transport.clone(), p.destination.clone());
-            let d_busy = *self.busy_destination.get(&dkey).unwrap_or(&0);
-            if t_busy >= limits.process_limit || d_busy >= limits.destination_concurrency {
-                still.push_back(p);
+            let limits = self.s.limits(&key.0);
+            if d.check_dead(&limits, now) {
+                if let Some(dead) = d.dead.clone() {
+                    let why = format!("delivery temporarily suspended: {}", dead.reason);
+                    suspended.extend(
+                        d.pending
+                            .drain(..)
+                            .map(|p| (p, dead.dsn.clone(), why.clone())),
+                    );
+                }
+                d.listed = false;
                 continue;
             }
-            // Take the rest of this destination's backlog along.
-            let mut batch = vec![p];
-            let mut rest = VecDeque::with_capacity(self.waiting.len());
-            while let Some(q) = self.waiting.pop_front() {
-                if batch.len() < BATCH_MAX
-                    && q.route.transport == batch[0].route.transport
-                    && q.destination == batch[0].destination
-                {
-                    batch.push(q);
+            let t_busy = self.busy_transport.entry(key.0.clone()).or_default();
+            while !d.pending.is_empty()
+                && *t_busy < limits.process_limit
+                && d.may_start(&limits, now)
+            {
+                let max = if limits.rate_delay.is_zero() {
+                    BATCH_MAX
                 } else {
-                    rest.push_back(q);
+                    1
+                };
+                let n = d.pending.len().min(max);
+                let batch: Vec<Pending> = d.pending.drain(..n).collect();
+                let job = Job {
+                    keys: batch.iter().map(|p| p.key).collect(),
+                    requests: batch.iter().map(|p| p.request.clone()).collect(),
+                };
+                self.dispatcher
+                    .send(&key.0, limits.process_limit, *t_busy, job);
+                *t_busy += 1;
+                d.busy += 1;
+                if !limits.rate_delay.is_zero() {
+                    // Spacing counts from the start; completion pushes it further.
+                    d.next_start = Some(now + limits.rate_delay);
+                }
+                for p in batch {
+                    self.in_flight.insert(p.key, p);
                 }
             }
-            self.waiting = rest;
-            *self.busy_transport.entry(dkey.0.clone()).or_default() += 1;
-            *self.busy_destination.entry(dkey.clone()).or_default() += 1;
-            let job = Job {
-                keys: batch.iter().map(|p| p.key).collect(),
-                requests: batch.iter().map(|p| p.request.clone()).collect(),
-            };
-            self.dispatcher
-                .send(&dkey.0, limits.process_limit, t_busy, job);
-            for p in batch {
-                self.in_flight.insert(p.key, p);
+            if d.busy == 0
+                && !d.pending.is_empty()
+                && let Some(t) = d.next_start.filter(|t| *t > now)
+            {
+                self.next_wake = Some(self.next_wake.map_or(t, |w| w.min(t)));
+            }
+            if d.pending.is_empty() {
+                d.listed = false;
+            } else {
+                self.ready.push_back(key);
             }
         }
-        self.waiting = still;
         for p in unavailable {
             let key = p.key;
-            let transport = p.route.transport.clone();
-            *self.busy_transport.entry(transport.clone()).or_default() += 1;
-            *self
-                .busy_destination
-                .entry((transport.clone(), p.destination.clone()))
-                .or_default() += 1;
             self.in_flight.insert(key, p);
-            self.complete(Done {
-                keys: vec![key],
-                transport,
-                results: vec![Err("mail transport unavailable".into())],
-                unavailable: false,
-            });
+            self.apply(key, Err("mail transport unavailable".into()));
         }
+        for (p, dsn, why) in suspended {
+            self.defer_now(p, &dsn, &why);
+        }
+        self.dests.retain(|_, d| !d.idle());
+    }
+
+    /// Defers a request without an attempt, logged as Postfix's qmgr does.
+    fn defer_now(&mut self, p: Pending, dsn: &str, text: &str) {
+        let key = p.key;
+        let delay = self
+            .messages
+            .get(&p.message)
+            .and_then(|m| SystemTime::now().duration_since(m.arrival).ok())
+            .unwrap_or(Duration::ZERO);
+        let results = p
+            .request
+            .recipients
+            .iter()
+            .map(|r| {
+                oxipost_log::info!(
+                    "{}: to=<{}>, relay=none, delay={:.1}, dsn={dsn}, status=deferred ({text})",
+                    p.message,
+                    r.address,
+                    delay.as_secs_f64()
+                );
+                RcptResult {
+                    index: r.index,
+                    outcome: Outcome::Deferred,
+                    status: dsn.to_string(),
+                    text: text.to_string(),
+                    relay: "none".into(),
+                }
+            })
+            .collect();
+        self.in_flight.insert(key, p);
+        self.apply(key, Ok(DeliveryReply { results }));
     }
 
     /// Replies from agents.
@@ -382,17 +496,42 @@ impl Scheduler {
     }
 
     /// One agent answer (for one request or a batch): frees its concurrency slot once,
-    /// then applies each request's results.
+    /// gives the destination its feedback, then applies each request's results.
     fn complete(&mut self, done: Done) {
         if let Some(p) = done.keys.first().and_then(|k| self.in_flight.get(k)) {
             let dkey = (p.route.transport.clone(), p.destination.clone());
             if let Some(n) = self.busy_transport.get_mut(&dkey.0) {
                 *n = n.saturating_sub(1);
             }
-            if let Some(n) = self.busy_destination.get_mut(&dkey) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.busy_destination.remove(&dkey);
+            let limits = self.s.limits(&dkey.0);
+            if let Some(d) = self.dests.get_mut(&dkey) {
+                let now = Instant::now();
+                match site_failure(&limits, &done) {
+                    Some((dsn, text))
+                        if d.negative(&limits, now, self.s.minimal_backoff, dsn, text) =>
+                    {
+                        oxipost_log::info!(
+                            "{}: destination {} marked dead: {text}",
+                            dkey.0,
+                            dkey.1
+                        );
+                    }
+                    Some(_) => {}
+                    None if !done.unavailable => {
+                        for r in &done.results {
+                            if r.is_ok() {
+                                d.positive(&limits);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+                d.busy = d.busy.saturating_sub(1);
+                if !limits.rate_delay.is_zero() {
+                    d.next_start = Some(now + limits.rate_delay);
+                }
+                if d.idle() {
+                    self.dests.remove(&dkey);
                 }
             }
         }
@@ -603,4 +742,25 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The destination itself failed (connection, greeting, handshake): the agent deferred
+/// every recipient of the job's first request without reaching a server. Returns the
+/// DSN and text for the dead mark.
+fn site_failure<'a>(
+    limits: &crate::settings::TransportLimits,
+    done: &'a Done,
+) -> Option<(&'a str, &'a str)> {
+    if !limits.site_feedback || done.unavailable {
+        return None;
+    }
+    let Some(Ok(reply)) = done.results.first() else {
+        return None;
+    };
+    let first = reply.results.first()?;
+    reply
+        .results
+        .iter()
+        .all(|r| r.outcome == Outcome::Deferred && r.relay == "none")
+        .then_some((first.status.as_str(), first.text.as_str()))
 }

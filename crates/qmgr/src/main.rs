@@ -8,6 +8,7 @@ mod active;
 mod bounce;
 mod date;
 mod defer_log;
+mod destination;
 mod dispatch;
 mod notify;
 mod resolve;
@@ -23,6 +24,9 @@ struct Qmgr {
 
 impl TriggerService for Qmgr {
     fn trigger(&mut self, bytes: &[u8]) {
+        if bytes.contains(&TRIGGER_FLUSH) {
+            self.sched.revive_dead();
+        }
         if bytes.contains(&TRIGGER_FLUSH) || bytes.contains(&TRIGGER_SCAN_DEFERRED) {
             self.sched.scan_deferred(true);
         }
@@ -35,8 +39,7 @@ impl TriggerService for Qmgr {
     }
 
     fn timer(&mut self) {
-        self.sched.scan_deferred(false);
-        self.sched.scan_incoming();
+        self.sched.timer();
     }
 
     fn solitary(&self) -> bool {

@@ -17,6 +17,48 @@ pub struct TransportLimits {
     pub destination_concurrency: usize,
     /// Recipients per delivery request.
     pub destination_recipients: usize,
+    /// `initial_destination_concurrency`: the window a destination starts with.
+    pub initial_concurrency: usize,
+    /// Pseudo-cohorts of failed connections before a destination is dead (0: never).
+    pub failed_cohort_limit: u32,
+    pub positive_feedback: Feedback,
+    pub negative_feedback: Feedback,
+    /// `destination_rate_delay`: spacing between deliveries to one destination.
+    pub rate_delay: Duration,
+    /// The agent (smtp, lmtp) reports a destination that cannot be reached by deferring
+    /// every recipient with `relay=none`: that is negative feedback, not a recipient's
+    /// answer. Other agents defer with `relay=none` for reasons of their own.
+    pub site_feedback: bool,
+}
+
+/// Concurrency feedback: a fixed amount, or `N/concurrency` (divided by the window).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Feedback {
+    Fixed(f64),
+    PerWindow(f64),
+}
+
+impl Feedback {
+    /// Postfix's syntax: `1`, `0.5`, `1/concurrency`, `1/8`.
+    pub fn parse(v: &str) -> Option<Feedback> {
+        let v = v.trim();
+        let num = |t: &str| {
+            t.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+        };
+        match v.split_once('/') {
+            None => num(v).map(Feedback::Fixed),
+            Some((n, d)) if d.trim().eq_ignore_ascii_case("concurrency") => {
+                num(n).map(Feedback::PerWindow)
+            }
+            Some((n, d)) => {
+                let d = num(d).filter(|d| *d > 0.0)?;
+                num(n).map(|n| Feedback::Fixed(n / d))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +123,21 @@ impl Settings {
                 };
                 v.unwrap_or(1).max(1) as usize
             };
+            // The per-transport name when main.cf or the table knows it, else the default.
+            let pick = |suffix: &str, fallback: &str| -> String {
+                let name = format!("{}_{}", s.name, suffix);
+                if cfg.raw(&name).is_some() {
+                    name
+                } else {
+                    fallback.to_string()
+                }
+            };
+            let feedback = |suffix: &str| -> Result<Feedback, String> {
+                let n = pick(suffix, &format!("default_{suffix}"));
+                let v = cfg.get(&n).map_err(e)?;
+                Feedback::parse(&v).ok_or_else(|| format!("{n}: bad feedback value {v}"))
+            };
+            let program = s.command.rsplit('/').next().unwrap_or("");
             transports.insert(
                 s.name.clone(),
                 TransportLimits {
@@ -93,6 +150,26 @@ impl Settings {
                         "destination_recipient_limit",
                         "default_destination_recipient_limit",
                     ),
+                    initial_concurrency: get(
+                        "initial_destination_concurrency",
+                        "initial_destination_concurrency",
+                    ),
+                    failed_cohort_limit: cfg
+                        .get_int(&pick(
+                            "destination_concurrency_failed_cohort_limit",
+                            "default_destination_concurrency_failed_cohort_limit",
+                        ))
+                        .map_err(e)?
+                        .clamp(0, u32::MAX as i64) as u32,
+                    positive_feedback: feedback("destination_concurrency_positive_feedback")?,
+                    negative_feedback: feedback("destination_concurrency_negative_feedback")?,
+                    rate_delay: cfg
+                        .get_time(&pick(
+                            "destination_rate_delay",
+                            "default_destination_rate_delay",
+                        ))
+                        .map_err(e)?,
+                    site_feedback: matches!(program, "smtp" | "lmtp"),
                 },
             );
         }
@@ -146,6 +223,12 @@ impl Settings {
                 process_limit: 1,
                 destination_concurrency: 1,
                 destination_recipients: 1,
+                initial_concurrency: 1,
+                failed_cohort_limit: 1,
+                positive_feedback: Feedback::Fixed(1.0),
+                negative_feedback: Feedback::Fixed(1.0),
+                rate_delay: Duration::ZERO,
+                site_feedback: false,
             })
     }
 }
@@ -153,6 +236,18 @@ impl Settings {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn feedback_syntax() {
+        assert_eq!(Feedback::parse("1"), Some(Feedback::Fixed(1.0)));
+        assert_eq!(
+            Feedback::parse("1/concurrency"),
+            Some(Feedback::PerWindow(1.0))
+        );
+        assert_eq!(Feedback::parse("1/4"), Some(Feedback::Fixed(0.25)));
+        assert_eq!(Feedback::parse("x"), None);
+        assert_eq!(Feedback::parse("1/0"), None);
+    }
 
     /// Settings from a main.cf text, with an empty master.cf.
     pub fn settings(text: &str) -> Settings {
