@@ -4,8 +4,8 @@
 //! It owns the table formats — the indexed file that `postmap` builds for `hash:`,
 //! `btree:`, `lmdb:` and `cdb:` (see [`indexed`]), the text formats (`texthash:`,
 //! `inline:`, `static:`, `regexp:`, `pcre:`, `cidr:`), the system tables (`unix:`,
-//! `environ:`, `fail:`), and the SQL client tables (`sqlite:`, `pgsql:`; one
-//! configuration form and pluggable backends in [`sql`], where `mysql:` will go) — plus
+//! `environ:`, `fail:`), and the SQL client tables (`sqlite:`, `pgsql:`, `mysql:`; one
+//! configuration form and pluggable backends in [`sql`], MySQL's in [`mysql`]) — plus
 //! Postfix's lookup semantics on top of them: case folding, map lists searched in order,
 //! and the address lookup order of `mail_addr_find()` (see [`addr`]).
 //!
@@ -39,6 +39,7 @@ pub mod cidr;
 pub mod error;
 pub mod indexed;
 pub mod inline;
+pub mod mysql;
 pub mod regexp;
 pub mod simple;
 pub mod sql;
@@ -53,8 +54,8 @@ use std::time::Duration;
 
 /// The table types this build implements, as `postconf -m` lists them.
 pub const MAP_TYPES: &[&str] = &[
-    "btree", "cdb", "cidr", "environ", "fail", "hash", "inline", "lmdb", "pcre", "pgsql", "proxy",
-    "regexp", "sqlite", "static", "texthash", "unix",
+    "btree", "cdb", "cidr", "environ", "fail", "hash", "inline", "lmdb", "mysql", "pcre", "pgsql",
+    "proxy", "regexp", "sqlite", "static", "texthash", "unix",
 ];
 
 /// Options that apply to every table opened with them.

@@ -2,7 +2,7 @@
 //! The configuration form, query expansion and result formatting are shared; each database
 //! client is an [`SqlBackend`] behind the one [`SqlMap`].
 //!
-//! **Adding a backend** (`mysql:` next): write a type implementing [`SqlBackend`]
+//! **Adding a backend** (as `mysql:` in [`crate::mysql`]): write a type implementing [`SqlBackend`]
 //! (`connect` opens lazily and keeps the connection, `quote` escapes a value for inside
 //! `'...'` in that dialect or refuses it, `query` returns text rows and drops a broken
 //! connection so the next lookup reconnects), build it from the [`SqlConfig`] in
@@ -405,7 +405,6 @@ impl SqlBackend for Sqlite {
 
 /// `pgsql:/path.cf`: oxipost-pgwire.
 pub struct Pgsql {
-    path: String,
     endpoints: Vec<oxipost_pgwire::Endpoint>,
     params: oxipost_pgwire::Params,
     conn: Option<oxipost_pgwire::Connection>,
@@ -446,7 +445,6 @@ impl Pgsql {
             return Err(MapError::syntax(format!("{path}: missing \"dbname\"")));
         }
         Ok(Pgsql {
-            path: path.to_string(),
             endpoints,
             params,
             conn: None,
@@ -489,8 +487,7 @@ impl SqlBackend for Pgsql {
             }
         }
         Err(MapError::temp(format!(
-            "{}: cannot connect to any PostgreSQL server: {}",
-            self.path,
+            "cannot connect to any PostgreSQL server: {}",
             errors.join("; ")
         )))
     }
@@ -523,11 +520,11 @@ impl SqlBackend for Pgsql {
                         self.connect()?;
                         continue;
                     }
-                    return Err(MapError::temp(format!("{}: query failed: {e}", self.path)));
+                    return Err(MapError::temp(format!("query failed: {e}")));
                 }
             }
         }
-        Err(MapError::temp(format!("{}: query failed", self.path)))
+        Err(MapError::temp("query failed"))
     }
 }
 
@@ -542,6 +539,11 @@ pub fn open(kind: &str, name: &str) -> Result<Box<dyn Map>, MapError> {
         "pgsql" => {
             let cfg = SqlConfig::load(name)?;
             let b = Pgsql::new(&cfg, name)?;
+            Ok(Box::new(SqlMap::new(cfg, b)))
+        }
+        "mysql" => {
+            let cfg = SqlConfig::load(name)?;
+            let b = crate::mysql::Mysql::new(&cfg, name)?;
             Ok(Box::new(SqlMap::new(cfg, b)))
         }
         _ => Err(MapError::spec(format!(
