@@ -473,7 +473,8 @@ impl SmtpConn {
         if let Some(rep) = out.reject {
             return match pending {
                 Pending::Connect => {
-                    self.session.shutdown(rep.code, &rep.dsn, &rep.text);
+                    let who = self.client.namaddr();
+                    self.session.deny_access(rep.code, &rep.dsn, &rep.text, &who);
                     Ok(())
                 }
                 Pending::Mail | Pending::Eod => {
