@@ -48,6 +48,39 @@ pub fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
+/// The address a recipient is delivered to, and its DSN original recipient, when the
+/// message carries an access-table `REDIRECT user@domain` (the `redirect` attribute):
+/// as Postfix's qmgr, every recipient is replaced by the redirect address, and the
+/// original recipient travels as `ORCPT` (so agents log it as `orig_to=`).
+pub fn redirected(
+    address: &str,
+    orcpt: Option<&str>,
+    redirect: Option<&str>,
+) -> (String, Option<String>) {
+    match redirect.map(str::trim).filter(|r| r.contains('@')) {
+        Some(r) => {
+            let orcpt = orcpt
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("rfc822;{}", xtext(address)));
+            (r.to_string(), Some(orcpt))
+        }
+        None => (address.to_string(), orcpt.map(str::to_string)),
+    }
+}
+
+/// RFC 3461 xtext: `+`, `=`, controls and non-ASCII as `+XX`.
+fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The route of a recipient (see the module documentation).
 pub fn resolve(s: &Settings, address: &str) -> Route {
     let domain = domain_of(address)
@@ -189,6 +222,25 @@ fn apply_transport(route: Route, value: &str, domain: &str) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_replaces_recipients() {
+        assert_eq!(
+            redirected("a+x@example.com", None, Some("r@example.org")),
+            (
+                "r@example.org".into(),
+                Some("rfc822;a+2Bx@example.com".into())
+            )
+        );
+        assert_eq!(
+            redirected("a@example.com", Some("rfc822;o@x"), Some("r@example.org")).1,
+            Some("rfc822;o@x".into())
+        );
+        assert_eq!(
+            redirected("a@example.com", None, None),
+            ("a@example.com".into(), None)
+        );
+    }
 
     #[test]
     fn content_filter_overrides_routing() {

@@ -115,6 +115,8 @@ pub struct Session {
     /// Message content not yet handed out, at most `data_chunk_size` (+2).
     chunk: Vec<u8>,
     stats: CommandStats,
+    /// Set by [`Session::deny_access`]: every command but QUIT gets this `503` text.
+    access_denied: Option<String>,
 }
 
 impl Session {
@@ -141,7 +143,28 @@ impl Session {
             overshoot: 0,
             chunk: Vec::new(),
             stats: CommandStats::new(),
+            access_denied: None,
         }
+    }
+
+    /// The client restrictions refused the client at connect (`smtpd_delay_reject =
+    /// no`): as Postfix, the rejection replaces the greeting, the session stays open,
+    /// and every command but QUIT is answered `503 5.7.0 Error: access denied for
+    /// <who>`. A `421` rejection closes the session instead.
+    pub fn deny_access(&mut self, code: u16, enhanced: &str, text: &str, who: &str) {
+        if code == 421 {
+            self.greeted = true;
+            self.shutdown(code, enhanced, text);
+            return;
+        }
+        if self.greeted || self.is_closing() {
+            return;
+        }
+        self.greeted = true;
+        self.errors = self.errors.saturating_add(1);
+        let (code, enhanced) = fix_reject(code, enhanced);
+        self.send(code, &enhanced, &sanitize_text(text));
+        self.access_denied = Some(sanitize_text(&format!("Error: access denied for {who}")));
     }
 
     /// Queues the `220` greeting. Input fed before this call is "pregreet"
@@ -555,6 +578,12 @@ impl Session {
         }
         let args = args.to_owned();
         self.stats.command(verb);
+        if verb != Verb::Quit
+            && let Some(text) = self.access_denied.clone()
+        {
+            self.err(503, "5.7.0", &text);
+            return true;
+        }
         self.dispatch(verb, &args);
         true
     }

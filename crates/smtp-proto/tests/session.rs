@@ -687,3 +687,40 @@ fn unbounded_feeding_is_capped() {
     );
     assert!(d.closed);
 }
+
+/// `smtpd_delay_reject = no` with a client rejected at connect, as Debian's Postfix 3.7:
+/// the rejection replaces the greeting, the session stays open, every command but QUIT is
+/// answered 503.
+#[test]
+fn access_denied_at_connect() {
+    let mut s = Session::new(config());
+    s.deny_access(
+        554,
+        "5.7.1",
+        "<c[192.0.2.9]>: Client host rejected: Access denied",
+        "c[192.0.2.9]",
+    );
+    s.feed(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nFOO\r\nRSET\r\nQUIT\r\n");
+    let mut wire = Vec::new();
+    let mut events = 0;
+    loop {
+        match s.next() {
+            Step::Output(b) => wire.extend_from_slice(&b),
+            Step::Event(_) => events += 1,
+            Step::NeedInput | Step::Close => break,
+        }
+    }
+    let denied = "503 5.7.0 Error: access denied for c[192.0.2.9]";
+    assert_eq!(
+        lines(&String::from_utf8_lossy(&wire)),
+        [
+            "554 5.7.1 <c[192.0.2.9]>: Client host rejected: Access denied",
+            denied,
+            denied,
+            denied,
+            denied,
+            "221 2.0.0 Bye"
+        ]
+    );
+    assert_eq!(events, 0);
+}
