@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 /// The backend of one `mysql:` table (one connection, to one of the hosts).
 pub struct Mysql {
-    path: String,
     hosts: Vec<Host>,
     opts: Opts,
     retry_interval: Duration,
@@ -99,7 +98,6 @@ impl Mysql {
         opts.connect_timeout = Duration::from_secs(seconds(cfg, path, "connect_timeout", 5)?);
         opts.read_timeout = Duration::from_secs(seconds(cfg, path, "query_timeout", 10)?);
         Ok(Mysql {
-            path: path.to_string(),
             hosts,
             opts,
             retry_interval: Duration::from_secs(seconds(cfg, path, "retry_interval", 60)?),
@@ -156,8 +154,7 @@ impl SqlBackend for Mysql {
             }
         }
         Err(MapError::temp(format!(
-            "{}: cannot connect to any MySQL server: {}",
-            self.path,
+            "cannot connect to any MySQL server: {}",
             errors.join("; ")
         )))
     }
@@ -175,7 +172,7 @@ impl SqlBackend for Mysql {
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, MapError> {
         for attempt in 0..2 {
             let Some(conn) = self.conn.as_mut() else {
-                return Err(MapError::temp(format!("{}: no connection", self.path)));
+                return Err(MapError::temp("no connection"));
             };
             match conn.query(sql) {
                 Ok(rs) => {
@@ -201,11 +198,11 @@ impl SqlBackend for Mysql {
                         self.connect()?;
                         continue;
                     }
-                    return Err(MapError::temp(format!("{}: query failed: {e}", self.path)));
+                    return Err(MapError::temp(format!("query failed: {e}")));
                 }
             }
         }
-        Err(MapError::temp(format!("{}: query failed", self.path)))
+        Err(MapError::temp("query failed"))
     }
 }
 
