@@ -166,7 +166,12 @@ fn exchange_thread(socket: &Path, rx: Receiver<AuthRequest>, report: impl Fn(Ste
 /// When the service cannot be reached the usual `PLAIN LOGIN` are offered, and every
 /// attempt then gets the temporary failure.
 pub fn mechanisms(socket: &Path, service: &str) -> Vec<String> {
-    let asked = (|| -> io::Result<Vec<String>> {
+    offer(socket, service).0
+}
+
+/// [`mechanisms`], and whether POP3 `APOP` can work (plaintext passwords exist).
+pub fn offer(socket: &Path, service: &str) -> (Vec<String>, bool) {
+    let asked = (|| -> io::Result<(Vec<String>, bool)> {
         let s = connect(socket)?;
         s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         let mut w = &s;
@@ -179,7 +184,7 @@ pub fn mechanisms(socket: &Path, service: &str) -> Vec<String> {
         )?;
         let mut r = &s;
         match read_frame::<_, AuthReply>(&mut r)? {
-            Some(AuthReply::Mechanisms { mechanisms }) => Ok(mechanisms),
+            Some(AuthReply::Mechanisms { mechanisms, apop }) => Ok((mechanisms, apop)),
             _ => Err(io::Error::other("unexpected reply")),
         }
     })();
@@ -190,7 +195,7 @@ pub fn mechanisms(socket: &Path, service: &str) -> Vec<String> {
                 "SASL: cannot ask the authentication service {} for mechanisms: {e}",
                 socket.display()
             );
-            vec!["PLAIN".to_owned(), "LOGIN".to_owned()]
+            (vec!["PLAIN".to_owned(), "LOGIN".to_owned()], false)
         }
     }
 }

@@ -56,11 +56,19 @@ fn settings(w: &Worker) -> Result<Service, String> {
             .map_err(|e| err("auth_failure_window", &e))?
             .max(Duration::from_secs(1)),
     };
+    let host = cfg.get("myhostname").map_err(|e| err("myhostname", &e))?;
     Ok(Service {
         passdbs,
         guard: Guard::new(guard),
         mechanisms,
         defaults,
+        host: match host.trim() {
+            "" => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            h => h.to_owned(),
+        },
     })
 }
 

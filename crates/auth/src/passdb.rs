@@ -127,6 +127,68 @@ pub fn lookup(dbs: &[PassDb], user: &str, defaults: Defaults) -> Result<Option<U
     Ok(None)
 }
 
+/// A user's stored password entry, for mechanisms that check a proof themselves
+/// (CRAM-MD5, APOP, SCRAM): the `{SCHEME}data` string and the user it belongs to.
+#[derive(Debug)]
+pub enum Credentials {
+    /// `enabled` false: the user exists but may not log in.
+    Found {
+        stored: String,
+        info: UserInfo,
+        enabled: bool,
+    },
+    NoUser,
+    Unavailable(String),
+}
+
+/// The stored entry of `user` in the first database that knows it.
+pub fn credentials(dbs: &[PassDb], user: &str, defaults: Defaults) -> Credentials {
+    let mut trouble = None;
+    for db in dbs {
+        match db.find(user, defaults) {
+            Ok(Some(f)) => {
+                return Credentials::Found {
+                    stored: f.stored,
+                    info: f.info,
+                    enabled: f.enabled,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => trouble = Some(e),
+        }
+    }
+    match trouble {
+        Some(e) => Credentials::Unavailable(e),
+        None => Credentials::NoUser,
+    }
+}
+
+/// The password schemes the databases hold (upper-case, e.g. `PLAIN`, `SHA512-CRYPT`), to
+/// decide which mechanisms can be offered. `shadow` holds `CRYPT` only.
+pub fn stored_schemes(dbs: &[PassDb]) -> Result<std::collections::BTreeSet<String>, String> {
+    let mut out = std::collections::BTreeSet::new();
+    for db in dbs {
+        match db {
+            PassDb::Shadow => {
+                out.insert("CRYPT".to_owned());
+            }
+            PassDb::PasswdFile(p) => {
+                for line in read(p)?.lines() {
+                    if line.trim().is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    let pw = line.split(':').nth(1).unwrap_or("");
+                    if !pw.is_empty() {
+                        out.insert(scheme::split(pw).0);
+                    }
+                }
+            }
+            PassDb::Sqlite(p) => out.extend(UserDb::open_ro(p)?.schemes()?),
+        }
+    }
+    Ok(out)
+}
+
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }

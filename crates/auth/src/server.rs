@@ -11,8 +11,9 @@ use oxipost_ipc::auth::{AUTH_PROTOCOL, AUTH_VERSION, AuthReply, AuthRequest};
 use oxipost_ipc::{Hello, read_frame, write_frame};
 
 use crate::guard::Guard;
-use crate::mech::{self, Mech, Step};
-use crate::passdb::{self, Defaults, PassDb, Verdict};
+use crate::mech::{self, Mech, Needs, Step};
+use crate::passdb::{self, Credentials, Defaults, PassDb, Verdict};
+use oxipost_ipc::auth::UserInfo;
 
 /// What every connection shares.
 pub struct Service {
@@ -21,6 +22,8 @@ pub struct Service {
     /// Offered mechanisms (`auth_mechanisms`, upper-case, implemented ones only).
     pub mechanisms: Vec<String>,
     pub defaults: Defaults,
+    /// The server's name in CRAM-MD5 challenges (`myhostname`).
+    pub host: String,
 }
 
 /// The exchange in progress on a connection.
@@ -29,6 +32,10 @@ struct Exchange {
     mech: Mech,
     name: String,
     client: String,
+    /// The user whose stored entry a proof is checked against (enabled ones only).
+    found: Option<UserInfo>,
+    /// Proved; the last server message was sent and the client's empty answer is due.
+    proved: Option<UserInfo>,
 }
 
 /// Log-safe text (user names come from the peer).
@@ -48,6 +55,28 @@ impl Service {
         }
         all.filter(|m| wanted.iter().any(|w| w.eq_ignore_ascii_case(m)))
             .collect()
+    }
+
+    /// The configured mechanisms the databases can serve now (a mechanism that needs the
+    /// plaintext is offered only when some user has one), and whether APOP can work.
+    pub fn available(&self) -> (Vec<String>, bool) {
+        let schemes = match passdb::stored_schemes(&self.passdbs) {
+            Ok(s) => s,
+            Err(e) => {
+                oxipost_log::warning!("auth: password database: {}", clean(&e));
+                Default::default()
+            }
+        };
+        let plain = schemes.contains("PLAIN") || schemes.contains("CLEARTEXT");
+        let scram = plain || schemes.contains("SCRAM-SHA-256");
+        let can = |m: &str| match mech::needs(m) {
+            Some(Needs::Password) => true,
+            Some(Needs::Plaintext) => plain,
+            Some(Needs::Scram) => scram,
+            None => false,
+        };
+        let mechs = self.mechanisms.iter().filter(|m| can(m)).cloned().collect();
+        (mechs, plain)
     }
 
     /// Serves one client until it closes.
@@ -74,9 +103,10 @@ impl Service {
 
     fn handle(&self, req: AuthRequest, exchange: &mut Option<Exchange>) -> AuthReply {
         match req {
-            AuthRequest::Mechanisms { .. } => AuthReply::Mechanisms {
-                mechanisms: self.mechanisms.clone(),
-            },
+            AuthRequest::Mechanisms { .. } => {
+                let (mechanisms, apop) = self.available();
+                AuthReply::Mechanisms { mechanisms, apop }
+            }
             AuthRequest::Lookup { user } => {
                 match passdb::lookup(&self.passdbs, &user, self.defaults) {
                     Ok(user) => AuthReply::User { user },
@@ -91,14 +121,17 @@ impl Service {
                 mechanism,
                 initial,
                 client_address,
+                service,
                 ..
             } => {
                 *exchange = None;
+                // APOP is pop3d's, not a SASL mechanism a client can name.
                 let offered = self
                     .mechanisms
                     .iter()
-                    .any(|m| m.eq_ignore_ascii_case(&mechanism));
-                let Some(mut m) = Mech::new(&mechanism).filter(|_| offered) else {
+                    .any(|m| m.eq_ignore_ascii_case(&mechanism))
+                    || (mechanism == "APOP" && service == "pop3");
+                let Some(mut m) = Mech::new(&mechanism, &self.host).filter(|_| offered) else {
                     return failure(id, "unsupported mechanism", false, 0);
                 };
                 if self.guard.blocked(&client_address) {
@@ -120,6 +153,8 @@ impl Service {
                     mech: m,
                     name: mechanism.to_ascii_uppercase(),
                     client: client_address,
+                    found: None,
+                    proved: None,
                 };
                 let reply = self.step(&mut x, step);
                 if matches!(reply, AuthReply::Challenge { .. }) {
@@ -133,6 +168,12 @@ impl Service {
                 };
                 let step = if response == "*" {
                     Step::Fail("cancelled")
+                } else if let Some(info) = x.proved.take() {
+                    // After the final server message the client answers with nothing.
+                    if response.is_empty() {
+                        return self.success(&x, info);
+                    }
+                    Step::Fail("unexpected data after the final server message")
                 } else {
                     match B64.decode(response.as_bytes()) {
                         Ok(data) => x.mech.step(&data),
@@ -158,31 +199,43 @@ impl Service {
                 oxipost_log::info!("auth: {} from {}: {why}", x.name, clean(&x.client));
                 self.fail(x, "authentication failure")
             }
-            Step::Credentials { user, password } => {
-                match passdb::verify(&self.passdbs, &user, &password.0, self.defaults) {
-                    Verdict::Ok(info) => {
-                        self.guard.succeeded(&x.client);
-                        oxipost_log::info!(
-                            "auth: login: user=<{}>, method={}, rip={}",
-                            clean(&info.user),
-                            x.name,
-                            clean(&x.client)
-                        );
-                        AuthReply::Success {
+            Step::NeedStored { user } => {
+                let stored = match passdb::credentials(&self.passdbs, &user, self.defaults) {
+                    Credentials::Found {
+                        stored,
+                        info,
+                        enabled: true,
+                    } => {
+                        x.found = Some(info);
+                        Some(stored)
+                    }
+                    Credentials::Found { .. } | Credentials::NoUser => None,
+                    Credentials::Unavailable(e) => {
+                        oxipost_log::warning!("auth: password database: {}", clean(&e));
+                        return failure(x.id, "temporary authentication failure", true, 0);
+                    }
+                };
+                let next = x.mech.stored(stored.as_deref());
+                self.step(x, next)
+            }
+            Step::Proved { user, data } => match x.found.take() {
+                Some(info) => match data {
+                    Some(d) => {
+                        x.proved = Some(info);
+                        AuthReply::Challenge {
                             id: x.id,
-                            user: info,
-                            data: None,
+                            data: B64.encode(d),
                         }
                     }
-                    Verdict::Mismatch | Verdict::NoUser => {
-                        oxipost_log::info!(
-                            "auth: {} authentication failed: user=<{}>, rip={}",
-                            x.name,
-                            clean(&user),
-                            clean(&x.client)
-                        );
-                        self.fail(x, "authentication failure")
-                    }
+                    None => self.success(x, info),
+                },
+                _ => self.wrong(x, &user),
+            },
+            Step::Wrong { user } => self.wrong(x, &user),
+            Step::Credentials { user, password } => {
+                match passdb::verify(&self.passdbs, &user, &password.0, self.defaults) {
+                    Verdict::Ok(info) => self.success(x, info),
+                    Verdict::Mismatch | Verdict::NoUser => self.wrong(x, &user),
                     Verdict::Unavailable(e) => {
                         oxipost_log::warning!("auth: password database: {}", clean(&e));
                         failure(x.id, "temporary authentication failure", true, 0)
@@ -190,6 +243,32 @@ impl Service {
                 }
             }
         }
+    }
+
+    fn success(&self, x: &Exchange, info: UserInfo) -> AuthReply {
+        self.guard.succeeded(&x.client);
+        oxipost_log::info!(
+            "auth: login: user=<{}>, method={}, rip={}",
+            clean(&info.user),
+            x.name,
+            clean(&x.client)
+        );
+        AuthReply::Success {
+            id: x.id,
+            user: info,
+            data: None,
+        }
+    }
+
+    /// Wrong credentials (never says which part was wrong).
+    fn wrong(&self, x: &Exchange, user: &str) -> AuthReply {
+        oxipost_log::info!(
+            "auth: {} authentication failed: user=<{}>, rip={}",
+            x.name,
+            clean(user),
+            clean(&x.client)
+        );
+        self.fail(x, "authentication failure")
     }
 
     /// A counted failure: grows the client's delay and sleeps it before answering.
@@ -231,6 +310,7 @@ mod tests {
             }),
             mechanisms: Service::select_mechanisms(&[]),
             defaults: Defaults::default(),
+            host: "mail.example".into(),
         }
     }
 
@@ -288,8 +368,62 @@ mod tests {
             AuthReply::Failure { .. }
         ));
         assert!(matches!(
-            start(&s, &mut x, "CRAM-MD5", None),
+            start(&s, &mut x, "DIGEST-MD5", None),
             AuthReply::Failure { .. }
         ));
+    }
+
+    #[test]
+    fn cram_md5_and_offer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = service(dir.path());
+        assert_eq!(
+            s.available(),
+            (
+                vec![
+                    "PLAIN".to_string(),
+                    "LOGIN".into(),
+                    "CRAM-MD5".into(),
+                    "SCRAM-SHA-256".into()
+                ],
+                true
+            )
+        );
+        let mut x = None;
+        let AuthReply::Challenge { data, .. } = start(&s, &mut x, "CRAM-MD5", None) else {
+            panic!("challenge");
+        };
+        let c = B64.decode(data).expect("b64");
+        let d = crate::scheme::hmac_md5_hex(b"secret", &c);
+        let r = s.handle(
+            AuthRequest::Continue {
+                id: 1,
+                response: B64.encode(format!("alice {d}")),
+            },
+            &mut x,
+        );
+        assert!(matches!(r, AuthReply::Success { user, .. } if user.home == "/home/alice"));
+        // Only hashes: no CRAM-MD5, SCRAM or APOP.
+        let p = dir.path().join("users");
+        std::fs::write(&p, "alice:{SHA512-CRYPT}$6$x$y::::/home/alice\n").expect("write");
+        assert_eq!(
+            s.available(),
+            (vec!["PLAIN".to_string(), "LOGIN".into()], false)
+        );
+        std::fs::write(
+            &p,
+            format!(
+                "alice:{}::::/h\n",
+                crate::scheme::hash("SCRAM-SHA-256", "pw").expect("h")
+            ),
+        )
+        .expect("write");
+        assert_eq!(
+            s.available(),
+            (
+                vec!["PLAIN".to_string(), "LOGIN".into(), "SCRAM-SHA-256".into()],
+                false
+            )
+        );
     }
 }

@@ -213,6 +213,21 @@ impl UserDb {
             .map_err(e)
     }
 
+    /// The password schemes in use by enabled users (`{SCHEME}` prefixes, upper-case;
+    /// `CRYPT` without one, as [`crate::scheme::split`]).
+    pub fn schemes(&self) -> Result<Vec<String>, String> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT CASE WHEN password LIKE '{%}%'
+                    THEN upper(substr(password, 2, instr(password, '}') - 2)) ELSE 'CRYPT' END
+                 FROM users WHERE enabled",
+            )
+            .map_err(e)?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
     pub fn users(&self, domain: Option<&str>) -> Result<Vec<UserRow>, String> {
         let d = domain.map(str::to_ascii_lowercase);
         let mut st = self
@@ -245,6 +260,7 @@ mod tests {
         let ro = UserDb::open_ro(&p).expect("ro");
         let r = ro.find("alice@example.test").expect("find").expect("row");
         assert_eq!(r.password, "{PLAIN}pw");
+        assert_eq!(ro.schemes().expect("schemes"), vec!["PLAIN".to_string()]);
         assert!(r.enabled);
         assert!(
             db.set_password("alice@example.test", "{PLAIN}new")

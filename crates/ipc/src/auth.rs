@@ -47,8 +47,12 @@ pub enum AuthRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthReply {
+    /// SASL mechanisms the service can serve now; `apop`: plaintext passwords exist, so
+    /// pop3d may offer APOP (sent as mechanism `APOP` with `timestamp NUL user NUL digest`).
     Mechanisms {
         mechanisms: Vec<String>,
+        #[serde(default)]
+        apop: bool,
     },
     /// Send this base64 challenge to the client and continue with its response.
     Challenge {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 const MAP_TYPES: &[&str] = oxipost_maps::MAP_TYPES;
 
 /// SASL mechanisms of the server (`-a`) and client (`-A`) side, once they exist.
-const SERVER_SASL: &[&str] = &["PLAIN", "LOGIN"];
+const SERVER_SASL: &[&str] = &["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"];
 const CLIENT_SASL: &[&str] = &[];
 
 #[derive(Parser, Debug)]
