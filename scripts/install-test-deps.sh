@@ -35,6 +35,8 @@ spamass-milter
 spamd
 clamav-daemon
 clamav-milter
+mariadb-server
+mariadb-client
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be
