@@ -7,8 +7,10 @@
 //!   (empty uid/gid mean `mail_owner`'s; `userdb_mail=`/`mail=` in the extra fields sets
 //!   the mail location). Re-read at every lookup, so edits apply at once.
 //! - `sqlite:/path/users.db`: virtual users (see [`crate::sqlite`]).
+//! - `pgsql:/path/file.cf`: users in PostgreSQL, the `pgsql:` table's `.cf` form with a
+//!   `password_query` (see [`crate::pgsql`]).
 //!
-//! PostgreSQL and MySQL passdbs are not implemented yet.
+//! MySQL passdbs are not implemented yet.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,7 @@ pub enum PassDb {
     Shadow,
     PasswdFile(PathBuf),
     Sqlite(PathBuf),
+    Pgsql(PathBuf),
 }
 
 /// Answers for users without their own ids (virtual users): `mail_owner`'s.
@@ -55,9 +58,10 @@ impl PassDb {
             None if spec.eq_ignore_ascii_case("shadow") => Ok(PassDb::Shadow),
             Some(("passwd-file", p)) if p.starts_with('/') => Ok(PassDb::PasswdFile(p.into())),
             Some(("sqlite", p)) if p.starts_with('/') => Ok(PassDb::Sqlite(p.into())),
+            Some(("pgsql", p)) if p.starts_with('/') => Ok(PassDb::Pgsql(p.into())),
             _ => Err(format!(
-                "auth_passdb: {spec:?}: expected shadow, passwd-file:/path or sqlite:/path \
-                 (pgsql: and mysql: are not implemented yet)"
+                "auth_passdb: {spec:?}: expected shadow, passwd-file:/path, sqlite:/path or \
+                 pgsql:/path.cf (mysql: is not implemented yet)"
             )),
         }
     }
@@ -87,6 +91,20 @@ impl PassDb {
                     enabled: r.enabled,
                 }))
             }
+            PassDb::Pgsql(p) => Ok(crate::pgsql::find(p, user)?.map(|r| {
+                let home = r.home.unwrap_or_default();
+                Found {
+                    info: UserInfo {
+                        user: r.user.unwrap_or_else(|| user.to_owned()),
+                        uid: r.uid.unwrap_or(defaults.uid),
+                        gid: r.gid.unwrap_or(defaults.gid),
+                        mail: r.mail.unwrap_or_else(|| "maildir:~/Maildir".into()),
+                        home,
+                    },
+                    enabled: r.password.is_some(),
+                    stored: r.password.unwrap_or_default(),
+                }
+            })),
         }
     }
 }
@@ -184,6 +202,9 @@ pub fn stored_schemes(dbs: &[PassDb]) -> Result<std::collections::BTreeSet<Strin
                 }
             }
             PassDb::Sqlite(p) => out.extend(UserDb::open_ro(p)?.schemes()?),
+            // Not enumerable without a query of its own: only mechanisms that take the
+            // password itself are offered for its users.
+            PassDb::Pgsql(_) => {}
         }
     }
     Ok(out)

@@ -259,6 +259,9 @@ pub fn format_results(
     })
 }
 
+/// Rows of text columns (`None` = NULL).
+pub type Rows = Vec<Vec<Option<String>>>;
+
 /// One database client behind an [`SqlMap`]. Calls are serialised by the map's mutex.
 pub trait SqlBackend: Send {
     /// Opens the connection unless one is open. An error is a temporary failure.
@@ -271,6 +274,11 @@ pub trait SqlBackend: Send {
     /// Runs one query and returns its rows as text (`None` = NULL). On failure the
     /// backend drops a connection that may be broken.
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, MapError>;
+    /// The column names of the last successful query, when the client knows them (the
+    /// pgsql passdb picks `password`, `uid`... by name; without names, by position).
+    fn last_columns(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An SQL table: the shared `.cf` logic over one backend.
@@ -295,6 +303,16 @@ impl<B: SqlBackend> SqlMap<B> {
         template: &str,
         key: &str,
     ) -> Result<Option<Vec<Vec<Option<String>>>>, MapError> {
+        Ok(self.query_table(template, key)?.map(|(_, rows)| rows))
+    }
+
+    /// [`SqlMap::query_rows`] with the column names (empty when the backend does not
+    /// report them).
+    pub fn query_table(
+        &self,
+        template: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<String>, Rows)>, MapError> {
         if key.contains('\0') || !self.cfg.key_allowed(key) {
             return Ok(None);
         }
@@ -306,7 +324,8 @@ impl<B: SqlBackend> SqlMap<B> {
         let Some(sql) = expand(template, key, None, &|s| b.quote(s)) else {
             return Ok(None);
         };
-        b.query(&sql).map(Some)
+        let rows = b.query(&sql)?;
+        Ok(Some((b.last_columns(), rows)))
     }
 
     pub fn config(&self) -> &SqlConfig {
@@ -410,6 +429,7 @@ pub struct Pgsql {
     conn: Option<oxipost_pgwire::Connection>,
     /// Whether `conn` was used before (a failure on it may just be a stale connection).
     reused: bool,
+    columns: Vec<String>,
 }
 
 fn seconds(cfg: &SqlConfig, path: &str, name: &str, default: u64) -> Result<u64, MapError> {
@@ -449,6 +469,7 @@ impl Pgsql {
             params,
             conn: None,
             reused: false,
+            columns: Vec::new(),
         })
     }
 
@@ -508,6 +529,7 @@ impl SqlBackend for Pgsql {
             match conn.simple_query(sql) {
                 Ok(r) => {
                     self.reused = true;
+                    self.columns = r.columns;
                     return Ok(r.rows);
                 }
                 Err(e) => {
@@ -525,6 +547,10 @@ impl SqlBackend for Pgsql {
             }
         }
         Err(MapError::temp("query failed"))
+    }
+
+    fn last_columns(&self) -> Vec<String> {
+        self.columns.clone()
     }
 }
 
