@@ -30,6 +30,17 @@ pub enum Item {
         text: SectionText,
         partial: Option<(u64, u64)>,
     },
+    /// `BINARY[part]<partial>` (RFC 3516): the part with its transfer encoding undone.
+    Binary {
+        label: String,
+        peek: bool,
+        part: Vec<u32>,
+        partial: Option<(u64, u64)>,
+    },
+    /// `BINARY.SIZE[part]`: the decoded size.
+    BinarySize {
+        part: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +57,12 @@ impl Item {
     pub fn needs_body(&self) -> bool {
         matches!(
             self,
-            Item::Envelope | Item::BodyStructure | Item::Body | Item::Section { .. }
+            Item::Envelope
+                | Item::BodyStructure
+                | Item::Body
+                | Item::Section { .. }
+                | Item::Binary { .. }
+                | Item::BinarySize { .. }
         )
     }
 }
@@ -104,6 +120,9 @@ fn item(a: &str) -> Option<Item> {
     };
     if simple.is_some() {
         return simple;
+    }
+    if let Some(b) = binary_item(&up) {
+        return Some(b);
     }
     let (peek, rest) = if let Some(r) = up.strip_prefix("BODY.PEEK[") {
         (true, r)
@@ -173,6 +192,141 @@ fn item(a: &str) -> Option<Item> {
         text: st,
         partial,
     })
+}
+
+/// `BINARY[1.2]<0.10>`, `BINARY.PEEK[...]`, `BINARY.SIZE[...]`: part numbers only.
+fn binary_item(up: &str) -> Option<Item> {
+    let (kind, rest) = if let Some(r) = up.strip_prefix("BINARY.PEEK[") {
+        (1, r)
+    } else if let Some(r) = up.strip_prefix("BINARY.SIZE[") {
+        (2, r)
+    } else if let Some(r) = up.strip_prefix("BINARY[") {
+        (0, r)
+    } else {
+        return None;
+    };
+    let (spec, after) = rest.split_once(']')?;
+    let part = if spec.is_empty() {
+        Vec::new()
+    } else {
+        spec.split('.')
+            .map(|n| {
+                (!n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| n.parse::<u32>().ok())
+                    .flatten()
+            })
+            .collect::<Option<Vec<u32>>>()?
+    };
+    if kind == 2 {
+        return after.is_empty().then_some(Item::BinarySize { part });
+    }
+    let partial = partial_of(after)?;
+    let mut label = format!("BINARY[{spec}]");
+    if let Some((a, _)) = partial {
+        label.push_str(&format!("<{a}>"));
+    }
+    Some(Item::Binary {
+        label,
+        peek: kind == 1,
+        part,
+        partial,
+    })
+}
+
+/// `<a.b>` after a section: `Some(None)` when absent, `None` when malformed.
+fn partial_of(after: &str) -> Option<Option<(u64, u64)>> {
+    if after.is_empty() {
+        return Some(None);
+    }
+    let inner = after.strip_prefix('<')?.strip_suffix('>')?;
+    let (a, b) = inner.split_once('.')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    (b > 0).then_some(Some((a, b)))
+}
+
+/// The bytes of `BINARY[part]`: the whole message as it is for `[]`, a leaf part with its
+/// Content-Transfer-Encoding undone (no charset conversion), a multipart or message part
+/// as it is. `Err` for an encoding this server cannot undo (`[UNKNOWN-CTE]`).
+pub fn binary_bytes(raw: &[u8], msg: Option<&Message<'_>>, part: &[u32]) -> Result<Vec<u8>, ()> {
+    if part.is_empty() {
+        return Ok(raw.to_vec());
+    }
+    let Some(msg) = msg else {
+        return Ok(Vec::new());
+    };
+    let Some((m, idx)) = find_part(msg, part) else {
+        return Ok(Vec::new());
+    };
+    let Some(p) = m.parts.get(idx) else {
+        return Ok(Vec::new());
+    };
+    let body = m
+        .raw_message
+        .get(p.offset_body as usize..p.offset_end as usize)
+        .unwrap_or_default();
+    if matches!(p.body, PartType::Multipart(_) | PartType::Message(_)) {
+        return Ok(body.to_vec());
+    }
+    let cte = p
+        .content_transfer_encoding()
+        .unwrap_or("7bit")
+        .trim()
+        .to_ascii_lowercase();
+    match cte.as_str() {
+        "7bit" | "8bit" | "binary" | "" => Ok(body.to_vec()),
+        "base64" => Ok(base64_lenient(body)),
+        "quoted-printable" => Ok(qp_decode(body)),
+        _ => Err(()),
+    }
+}
+
+/// Base64 as mail carries it: line breaks and stray characters skipped, padding optional.
+fn base64_lenient(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let mut clean: Vec<u8> = data
+        .iter()
+        .copied()
+        .take_while(|&b| b != b'=')
+        .filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        .collect();
+    if clean.len() % 4 == 1 {
+        clean.pop();
+    }
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&clean)
+        .unwrap_or_default()
+}
+
+/// Quoted-printable (RFC 2045 6.7): soft line breaks removed, `=XX` decoded, anything
+/// malformed kept as it is.
+fn qp_decode(data: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if b != b'=' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let rest = &data[i + 1..];
+        if rest.starts_with(b"\r\n") {
+            i += 3;
+        } else if rest.starts_with(b"\n") {
+            i += 2;
+        } else if let (Some(h), Some(l)) = (
+            rest.first().and_then(|&c| hex(c)),
+            rest.get(1).and_then(|&c| hex(c)),
+        ) {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn section(label: &str, peek: bool, part: Vec<u32>, text: SectionText) -> Item {
@@ -643,6 +797,32 @@ mod tests {
             String::from_utf8_lossy(&out),
             "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 5 0)(\"application\" \"octet-stream\" NIL NIL NIL \"base64\" 4) \"mixed\")"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn binary() -> Result<(), String> {
+        let m = parse_message(MULTI).ok_or("parse")?;
+        assert_eq!(binary_bytes(MULTI, Some(&m), &[2]), Ok(vec![0, 1, 2]));
+        assert_eq!(binary_bytes(MULTI, Some(&m), &[1]), Ok(b"hello".to_vec()));
+        assert_eq!(qp_decode(b"a=3Db=\r\nc=ZZ"), b"a=bc=ZZ".to_vec());
+        let x = b"Content-Transfer-Encoding: x-uuencode\r\n\r\nabc\r\n";
+        let mx = parse_message(x).ok_or("parse")?;
+        assert_eq!(binary_bytes(x, Some(&mx), &[1]), Err(()));
+        assert_eq!(
+            items(&Value::Atom("BINARY.PEEK[2]<0.2>".into())),
+            Some(vec![Item::Binary {
+                label: "BINARY[2]<0>".into(),
+                peek: true,
+                part: vec![2],
+                partial: Some((0, 2))
+            }])
+        );
+        assert_eq!(
+            items(&Value::Atom("BINARY.SIZE[1.2]".into())),
+            Some(vec![Item::BinarySize { part: vec![1, 2] }])
+        );
+        assert_eq!(items(&Value::Atom("BINARY[HEADER]".into())), None);
         Ok(())
     }
 

@@ -20,6 +20,7 @@ mod search;
 mod service;
 mod session;
 mod settings;
+mod utf7;
 
 use service::{ImapService, Shared};
 use settings::Settings;

@@ -332,6 +332,11 @@ impl Parser<'_> {
                     }
                 }
             }
+            // A literal8 (RFC 3516, APPEND of binary data) reads as a literal.
+            Some(b'~') if self.b.get(self.i + 1) == Some(&b'{') => {
+                self.i += 1;
+                self.value(depth)
+            }
             Some(b'{') => {
                 let close = self.b[self.i..]
                     .iter()
@@ -453,6 +458,20 @@ mod tests {
                 Frame::Command(b"g NOOP\r\n".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn literal8() -> Result<(), String> {
+        let c = command(b"A APPEND x ~{3}\r\na\0b\r\n").map_err(|e| e.why.to_string())?;
+        assert_eq!(c.args[1], Value::Str(b"a\0b".to_vec()));
+        assert_eq!(
+            frames(b"A APPEND x ~{3}\r\na\0b\r\n"),
+            vec![
+                Frame::Continue,
+                Frame::Command(b"A APPEND x ~{3}\r\na\0b\r\n".to_vec())
+            ]
+        );
+        Ok(())
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Key {
     Smaller(u64),
     Seq(String),
     Uid(String),
+    /// SEARCHRES `$`: the saved result.
+    Saved,
     /// CONDSTORE: MODSEQ at least this.
     ModSeq(u64),
     Not(Box<Key>),
@@ -127,9 +129,13 @@ fn one<'a>(
         }
         "UID" => {
             let s = arg()?;
+            if s == "$" {
+                return Ok(Some(Key::Saved));
+            }
             sequence_set(&s, 1).ok_or("Invalid UID set")?;
             Ok(Some(Key::Uid(s)))
         }
+        "$" => Ok(Some(Key::Saved)),
         "NOT" => Ok(Some(Key::Not(Box::new(
             one(it, depth + 1)?.ok_or("Missing key")?,
         )))),
@@ -151,6 +157,8 @@ pub struct Ctx<'a> {
     pub msg: &'a Message,
     pub recent: bool,
     pub mbox: &'a Mailbox,
+    /// SEARCHRES's saved UIDs, sorted.
+    pub saved: &'a [u32],
 }
 
 fn in_set(set: &str, n: u32, star: u32) -> bool {
@@ -219,6 +227,7 @@ pub fn eval(k: &Key, c: &Ctx<'_>, raw: &mut Option<Vec<u8>>) -> bool {
         Key::Smaller(n) => c.msg.size < *n,
         Key::Seq(s) => in_set(s, c.seq, c.star_seq),
         Key::Uid(s) => in_set(s, c.msg.uid, c.star_uid),
+        Key::Saved => c.saved.binary_search(&c.msg.uid).is_ok(),
         Key::ModSeq(n) => c.msg.modseq >= *n,
         Key::Not(k) => !eval(k, c, raw),
         Key::Or(a, b) => eval(a, c, raw) || eval(b, c, raw),

@@ -20,6 +20,7 @@ use oxipost_store::{Flags, Folders, Mailbox, Message, StoreError};
 use crate::fetch::{self, Item};
 use crate::parse::{self, Command, Frame, Framer, Value, astring};
 use crate::search;
+use crate::utf7;
 
 /// Session parameters.
 #[derive(Debug, Clone)]
@@ -100,6 +101,15 @@ pub struct Session {
     pending_mech: Option<String>,
     /// CONDSTORE (RFC 7162) enabled: MODSEQ goes with every FLAGS.
     condstore: bool,
+    /// QRESYNC (RFC 7162) enabled: `VANISHED` instead of `EXPUNGE`, UID in every FETCH.
+    qresync: bool,
+    /// IMAP4rev2 (RFC 9051) enabled: no `\Recent`/`RECENT`, ESEARCH for SEARCH, LIST in
+    /// SELECT.
+    rev2: bool,
+    /// UTF8=ACCEPT (RFC 6855) enabled: mailbox names travel as UTF-8.
+    utf8: bool,
+    /// SEARCHRES (RFC 5182): the UIDs `SEARCH RETURN (SAVE)` saved, for `$`.
+    saved: Vec<u32>,
 }
 
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -220,12 +230,16 @@ impl Session {
             user_hint: None,
             pending_mech: None,
             condstore: false,
+            qresync: false,
+            rev2: false,
+            utf8: false,
+            saved: Vec::new(),
         }
     }
 
     pub fn capability(&self) -> String {
         let mut c = String::from(
-            "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE",
+            "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH SEARCHRES BINARY LIST-EXTENDED LIST-STATUS STATUS=SIZE UTF8=ACCEPT",
         );
         if matches!(self.state, State::NotAuth) {
             if self.cfg.starttls && !self.cfg.tls_active {
@@ -527,16 +541,40 @@ impl Session {
             "LOGIN" => return self.login(args, out),
             "AUTHENTICATE" => return self.authenticate(args, out),
             "ENABLE" => {
-                let want = args.iter().any(|a| {
-                    a.text()
-                        .is_some_and(|t| t.eq_ignore_ascii_case("CONDSTORE"))
-                });
-                if want && !self.condstore {
-                    self.condstore = true;
-                    out.extend_from_slice(b"* ENABLED CONDSTORE\r\n");
-                } else {
-                    out.extend_from_slice(b"* ENABLED\r\n");
+                if args.is_empty() {
+                    return self.tagged(
+                        out,
+                        "BAD",
+                        "Error in IMAP command ENABLE: Missing capability.",
+                    );
                 }
+                let mut enabled = String::from("* ENABLED");
+                for a in args {
+                    let t = a.text().unwrap_or_default().to_ascii_uppercase();
+                    let flag = match t.as_str() {
+                        "CONDSTORE" => &mut self.condstore,
+                        "QRESYNC" => {
+                            self.condstore = true;
+                            &mut self.qresync
+                        }
+                        "IMAP4REV2" => &mut self.rev2,
+                        "UTF8=ACCEPT" => &mut self.utf8,
+                        // Unknown capabilities are ignored (RFC 5161).
+                        _ => continue,
+                    };
+                    if !*flag {
+                        *flag = true;
+                        enabled.push(' ');
+                        enabled.push_str(if t == "IMAP4REV2" { "IMAP4rev2" } else { &t });
+                    }
+                }
+                if self.rev2
+                    && let State::Selected(s) = &mut self.state
+                {
+                    s.recent.clear();
+                }
+                enabled.push_str("\r\n");
+                out.extend_from_slice(enabled.as_bytes());
                 Ok("Enabled.".into())
             }
             "NAMESPACE" => {
@@ -560,6 +598,7 @@ impl Session {
                     let _ = self.expunge(None, false, &mut Vec::new());
                 }
                 self.state = State::Auth;
+                self.saved.clear();
                 Ok(format!("{} completed.", name.to_ascii_uppercase()))
             }
             "EXPUNGE" => {
@@ -689,11 +728,57 @@ impl Session {
             .ok_or(("NO", "Not logged in.".to_owned()))
     }
 
-    fn mailbox_arg(args: &[Value], i: usize) -> Result<String, (&'static str, String)> {
-        args.get(i)
-            .and_then(Value::text)
-            .map(|n| norm_name(&n))
-            .ok_or(("BAD", "Error in IMAP command: Missing mailbox name.".into()))
+    /// Mailbox argument `i` in its stored form (modified UTF-7): converted from UTF-8
+    /// when UTF8=ACCEPT is on, checked to be modified UTF-7 otherwise.
+    fn mailbox_arg(&self, args: &[Value], i: usize) -> Result<String, (&'static str, String)> {
+        let raw: &[u8] = match args.get(i) {
+            Some(Value::Atom(a)) => a.as_bytes(),
+            Some(Value::Str(s)) => s,
+            _ => return Err(("BAD", "Error in IMAP command: Missing mailbox name.".into())),
+        };
+        self.name_in(raw)
+    }
+
+    fn name_in(&self, raw: &[u8]) -> Result<String, (&'static str, String)> {
+        let invalid = || ("NO", "[CANNOT] Mailbox name is not valid.".to_owned());
+        let text = std::str::from_utf8(raw).map_err(|_| invalid())?;
+        if text.chars().any(char::is_control) {
+            return Err(invalid());
+        }
+        let stored = if self.utf8 {
+            utf7::encode(text)
+        } else if utf7::decode(text).is_some() {
+            text.to_owned()
+        } else {
+            return Err((
+                "NO",
+                "[CANNOT] Mailbox name is not valid mUTF-7.".to_owned(),
+            ));
+        };
+        Ok(norm_name(&stored))
+    }
+
+    /// A stored mailbox name for the wire: as it is, or as UTF-8 with UTF8=ACCEPT.
+    fn put_name(&self, out: &mut Vec<u8>, name: &str) {
+        if self.utf8
+            && let Some(u) = utf7::decode(name)
+        {
+            if u.len() < 1024 && !u.chars().any(char::is_control) {
+                out.push(b'"');
+                for c in u.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push(b'\\');
+                    }
+                    let mut b = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                }
+                out.push(b'"');
+            } else {
+                astring(out, Some(u.as_bytes()));
+            }
+            return;
+        }
+        astring(out, Some(name.as_bytes()));
     }
 
     fn select(
@@ -702,24 +787,61 @@ impl Session {
         readonly: bool,
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
-        let name = Self::mailbox_arg(args, 0)?;
+        let name = self.mailbox_arg(args, 0)?;
+        // RFC 7162 3.2.11 / RFC 9051: the old mailbox is closed before anything else.
+        if matches!(self.state, State::Selected(_)) && (self.qresync || self.rev2) {
+            out.extend_from_slice(b"* OK [CLOSED] Previous mailbox closed.\r\n");
+        }
         self.state = State::Auth;
+        self.saved.clear();
+        let bad = || {
+            (
+                "BAD",
+                "Error in IMAP command SELECT: Invalid parameters.".to_owned(),
+            )
+        };
+        // (CONDSTORE) and/or (QRESYNC (uidvalidity modseq [known-uids [seq-match]])).
+        let mut qresync: Option<(u32, u64, Option<String>)> = None;
         match args.get(1) {
             None => {}
-            Some(Value::List(p))
-                if p.len() == 1
-                    && p[0]
-                        .text()
-                        .is_some_and(|t| t.eq_ignore_ascii_case("CONDSTORE")) =>
-            {
-                self.condstore = true;
+            Some(Value::List(p)) if args.len() == 2 => {
+                let mut it = p.iter();
+                while let Some(v) = it.next() {
+                    let t = v.text().unwrap_or_default().to_ascii_uppercase();
+                    match t.as_str() {
+                        "CONDSTORE" => self.condstore = true,
+                        "QRESYNC" if self.qresync => {
+                            let Some(Value::List(q)) = it.next() else {
+                                return Err(bad());
+                            };
+                            let num = |i: usize| q.get(i).and_then(Value::text);
+                            let validity = num(0).and_then(|v| v.parse::<u32>().ok());
+                            let modseq = num(1).and_then(|v| v.parse::<u64>().ok());
+                            let known = num(2);
+                            let (Some(validity), Some(modseq), true) =
+                                (validity, modseq, (2..=4).contains(&q.len()))
+                            else {
+                                return Err(bad());
+                            };
+                            if known
+                                .as_deref()
+                                .is_some_and(|k| parse::sequence_set(k, u32::MAX).is_none())
+                            {
+                                return Err(bad());
+                            }
+                            qresync = Some((validity, modseq, known));
+                        }
+                        "QRESYNC" => {
+                            return Err((
+                                "BAD",
+                                "Error in IMAP command SELECT: QRESYNC not enabled.".into(),
+                            ));
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
             }
-            Some(_) => {
-                return Err((
-                    "BAD",
-                    "Error in IMAP command SELECT: Invalid parameters.".into(),
-                ));
-            }
+            Some(_) => return Err(bad()),
         }
         let f = self.folders()?;
         if !f.exists(&name) {
@@ -727,13 +849,15 @@ impl Session {
         }
         let dir = f.dir(&name).map_err(|e| ("NO", store_err(&e)))?;
         let mut mbox = Mailbox::open(&dir).map_err(|e| ("NO", store_err(&e)))?;
-        let recent: HashSet<u32> = if readonly {
+        let fresh = if readonly {
+            Vec::new()
+        } else {
+            mbox.refresh().map_err(|e| ("NO", store_err(&e)))?
+        };
+        let recent: HashSet<u32> = if self.rev2 {
             HashSet::new()
         } else {
-            mbox.refresh()
-                .map_err(|e| ("NO", store_err(&e)))?
-                .into_iter()
-                .collect()
+            fresh.into_iter().collect()
         };
         let snap = mbox.snapshot().map_err(|e| ("NO", store_err(&e)))?;
         let first_unseen = snap
@@ -745,9 +869,13 @@ impl Session {
             format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted.\r\n").as_bytes(),
         );
         out.extend_from_slice(format!("* {} EXISTS\r\n", snap.messages.len()).as_bytes());
-        out.extend_from_slice(format!("* {} RECENT\r\n", recent.len()).as_bytes());
-        if let Some(i) = first_unseen {
-            out.extend_from_slice(format!("* OK [UNSEEN {}] First unseen.\r\n", i + 1).as_bytes());
+        if !self.rev2 {
+            out.extend_from_slice(format!("* {} RECENT\r\n", recent.len()).as_bytes());
+            if let Some(i) = first_unseen {
+                out.extend_from_slice(
+                    format!("* OK [UNSEEN {}] First unseen.\r\n", i + 1).as_bytes(),
+                );
+            }
         }
         out.extend_from_slice(
             format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", snap.uidvalidity).as_bytes(),
@@ -758,6 +886,52 @@ impl Session {
         out.extend_from_slice(
             format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", snap.highest_modseq).as_bytes(),
         );
+        if self.rev2 {
+            out.extend_from_slice(b"* LIST () \".\" ");
+            self.put_name(out, &name);
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some((validity, since, known)) = qresync
+            && validity == snap.uidvalidity
+        {
+            let known = known.and_then(|k| parse::sequence_set(&k, u32::MAX));
+            let in_known = |u: u32| {
+                known
+                    .as_ref()
+                    .is_none_or(|r| r.iter().any(|&(a, b)| (a..=b).contains(&u)))
+            };
+            let present: Vec<u32> = snap.messages.iter().map(|m| m.uid).collect();
+            let (log, complete) = mbox
+                .vanished_since(since)
+                .map_err(|e| ("NO", store_err(&e)))?;
+            let mut gone: Vec<(u32, u32)> = log
+                .into_iter()
+                .filter(|u| present.binary_search(u).is_err() && in_known(*u))
+                .map(|u| (u, u))
+                .collect();
+            if !complete {
+                let all = known.clone().unwrap_or_else(|| vec![(1, u32::MAX)]);
+                gone = intersect(&gaps(&present, snap.uidnext), &all);
+            }
+            if !gone.is_empty() {
+                out.extend_from_slice(
+                    format!("* VANISHED (EARLIER) {}\r\n", ranges_text(&gone)).as_bytes(),
+                );
+            }
+            for (i, m) in snap.messages.iter().enumerate() {
+                if m.modseq > since && in_known(m.uid) {
+                    out.extend_from_slice(
+                        format!(
+                            "* {} FETCH (UID {} {})\r\n",
+                            i + 1,
+                            m.uid,
+                            flags_item(m, recent.contains(&m.uid), true)
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+        }
         self.state = State::Selected(Box::new(Selected {
             name,
             mbox,
@@ -774,7 +948,7 @@ impl Session {
     }
 
     fn folder_op(&mut self, op: &str, args: &[Value]) -> Result<String, (&'static str, String)> {
-        let name = Self::mailbox_arg(args, 0)?;
+        let name = self.mailbox_arg(args, 0)?;
         let f = self.folders()?;
         let r = match op {
             "CREATE" => f.create(&name),
@@ -801,8 +975,8 @@ impl Session {
     }
 
     fn rename(&mut self, args: &[Value]) -> Result<String, (&'static str, String)> {
-        let from = Self::mailbox_arg(args, 0)?;
-        let to = Self::mailbox_arg(args, 1)?;
+        let from = self.mailbox_arg(args, 0)?;
+        let to = self.mailbox_arg(args, 1)?;
         let f = self.folders()?;
         if !f.exists(&from) {
             return Err(("NO", "[NONEXISTENT] Mailbox doesn't exist.".into()));
@@ -817,64 +991,192 @@ impl Session {
         lsub: bool,
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
-        // LIST-EXTENDED selection options: only SPECIAL-USE is understood.
-        let (special_only, args) = match args.first() {
-            Some(Value::List(opts)) if !lsub => (
-                opts.iter().any(|o| {
-                    o.text()
-                        .is_some_and(|t| t.eq_ignore_ascii_case("SPECIAL-USE"))
-                }),
-                &args[1..],
-            ),
-            _ => (false, args),
+        let bad = |w: &str| ("BAD", format!("Error in IMAP command LIST: {w}."));
+        let mut args = args;
+        // LIST-EXTENDED (RFC 5258) selection options.
+        let (mut sel_subscribed, mut recursive, mut sel_special) = (false, false, false);
+        if let (false, Some(Value::List(opts))) = (lsub, args.first()) {
+            for o in opts {
+                match o.text().unwrap_or_default().to_ascii_uppercase().as_str() {
+                    "SUBSCRIBED" => sel_subscribed = true,
+                    "REMOTE" => {}
+                    "RECURSIVEMATCH" => recursive = true,
+                    "SPECIAL-USE" => sel_special = true,
+                    _ => return Err(bad("Unknown selection option")),
+                }
+            }
+            if recursive && !sel_subscribed && !sel_special {
+                return Err(bad("RECURSIVEMATCH needs another selection option"));
+            }
+            args = &args[1..];
+        }
+        let Some(reference) = args.first().and_then(Value::text) else {
+            return Err(bad("Invalid arguments"));
         };
-        let (Some(reference), Some(pattern)) = (
-            args.first().and_then(Value::text),
-            args.get(1).and_then(Value::text),
-        ) else {
-            return Err((
-                "BAD",
-                "Error in IMAP command LIST: Invalid arguments.".into(),
-            ));
+        let patterns: Vec<Vec<u8>> = match args.get(1) {
+            Some(Value::List(l)) if !lsub && !l.is_empty() => l
+                .iter()
+                .map(|v| match v {
+                    Value::Atom(a) => Some(a.as_bytes().to_vec()),
+                    Value::Str(s) => Some(s.clone()),
+                    Value::List(_) => None,
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("Invalid pattern"))?,
+            Some(Value::Atom(a)) => vec![a.as_bytes().to_vec()],
+            Some(Value::Str(s)) => vec![s.clone()],
+            _ => return Err(bad("Invalid arguments")),
         };
+        // Return options (RFC 5258, RFC 5819 STATUS).
+        // CHILDREN is answered whether asked or not (RFC 5258 allows it).
+        let (mut ret_subscribed, mut status) = (false, None);
+        match args.get(2) {
+            None => {}
+            Some(Value::Atom(r)) if !lsub && r.eq_ignore_ascii_case("RETURN") => {
+                let Some(Value::List(opts)) = args.get(3) else {
+                    return Err(bad("Invalid RETURN"));
+                };
+                let mut it = opts.iter();
+                while let Some(o) = it.next() {
+                    match o.text().unwrap_or_default().to_ascii_uppercase().as_str() {
+                        "SUBSCRIBED" => ret_subscribed = true,
+                        "CHILDREN" | "SPECIAL-USE" => {}
+                        "STATUS" => match it.next() {
+                            Some(Value::List(items)) => status = Some(items.clone()),
+                            _ => return Err(bad("Invalid STATUS return option")),
+                        },
+                        _ => return Err(bad("Unknown return option")),
+                    }
+                }
+                if args.len() > 4 {
+                    return Err(bad("Extra arguments"));
+                }
+            }
+            Some(_) => return Err(bad("Invalid arguments")),
+        }
         let what = if lsub { "LSUB" } else { "LIST" };
-        if pattern.is_empty() {
+        if patterns.len() == 1 && patterns[0].is_empty() {
             out.extend_from_slice(format!("* {what} (\\Noselect) \".\" \"\"\r\n").as_bytes());
             return Ok(format!("{what} completed."));
         }
+        let reference = self.name_in(reference.as_bytes())?;
+        let full: Vec<String> = patterns
+            .iter()
+            .map(|p| {
+                let p = if self.utf8 {
+                    String::from_utf8(p.clone())
+                        .map(|u| utf7::encode(&u))
+                        .map_err(|_| bad("Invalid pattern"))
+                } else {
+                    Ok(String::from_utf8_lossy(p).into_owned())
+                };
+                p.map(|p| format!("{reference}{p}"))
+            })
+            .collect::<Result<_, _>>()?;
         let f = self.folders()?;
         let all = f.list().map_err(|e| ("NO", store_err(&e)))?;
-        let names = if lsub { f.subscriptions() } else { all.clone() };
-        let full = format!("{reference}{pattern}");
-        for n in names {
-            let cmp = match (full.get(..5), full.get(5..)) {
-                (Some(head), Some(tail)) if n == "INBOX" && head.eq_ignore_ascii_case("INBOX") => {
-                    format!("INBOX{tail}")
-                }
-                _ => full.clone(),
-            };
-            if !matches(cmp.as_bytes(), n.as_bytes()) {
-                continue;
-            }
-            let special = Folders::special_use(&n);
-            if special_only && special.is_none() {
-                continue;
-            }
+        let subs = f.subscriptions();
+        let matches_any = |n: &str| {
+            full.iter().any(|pat| {
+                let cmp = match (pat.get(..5), pat.get(5..)) {
+                    (Some(head), Some(tail))
+                        if n == "INBOX" && head.eq_ignore_ascii_case("INBOX") =>
+                    {
+                        format!("INBOX{tail}")
+                    }
+                    _ => pat.clone(),
+                };
+                matches(cmp.as_bytes(), n.as_bytes())
+            })
+        };
+        let has_children = |n: &str| {
             let prefix = format!("{n}{SEPARATOR}");
-            let mut attrs = vec![if all.iter().any(|c| c.starts_with(&prefix)) {
-                "\\HasChildren"
-            } else {
-                "\\HasNoChildren"
-            }];
-            if let Some(s) = special {
-                attrs.push(s);
+            all.iter().any(|c| c.starts_with(&prefix))
+        };
+        // The candidates: every mailbox, or (SUBSCRIBED) the subscriptions, which may
+        // name mailboxes that no longer exist; RECURSIVEMATCH adds the parents of
+        // selected ones.
+        let mut names: Vec<String> = if lsub || sel_subscribed {
+            let mut v = subs.clone();
+            if subs.iter().any(|x| x == "INBOX") {
+                v.retain(|x| x != "INBOX");
+                v.insert(0, "INBOX".into());
             }
-            if lsub && !all.contains(&n) {
-                attrs = vec!["\\Noselect"];
+            v
+        } else {
+            all.clone()
+        };
+        if sel_special {
+            names.retain(|n| Folders::special_use(n).is_some());
+        }
+        let mut childinfo: HashSet<String> = HashSet::new();
+        if recursive {
+            let selected: Vec<String> = names.clone();
+            for n in &selected {
+                let mut parts: Vec<&str> = n.split(SEPARATOR).collect();
+                while parts.len() > 1 {
+                    parts.pop();
+                    let parent = parts.join(&SEPARATOR.to_string());
+                    if !names.contains(&parent) {
+                        names.push(parent.clone());
+                    }
+                    childinfo.insert(parent);
+                }
+            }
+            names.sort();
+        }
+        for n in names {
+            let in_pattern = matches_any(&n);
+            if !in_pattern {
+                continue;
+            }
+            let exists = all.contains(&n);
+            let subscribed = subs.contains(&n);
+            let mut attrs: Vec<&str> = Vec::new();
+            if lsub {
+                if exists {
+                    attrs.push(if has_children(&n) {
+                        "\\HasChildren"
+                    } else {
+                        "\\HasNoChildren"
+                    });
+                    if let Some(su) = Folders::special_use(&n) {
+                        attrs.push(su);
+                    }
+                } else {
+                    attrs.push("\\Noselect");
+                }
+            } else {
+                if !exists {
+                    attrs.push("\\NonExistent");
+                }
+                if has_children(&n) {
+                    attrs.push("\\HasChildren");
+                } else if exists {
+                    attrs.push("\\HasNoChildren");
+                }
+                if (sel_subscribed || ret_subscribed) && subscribed {
+                    attrs.push("\\Subscribed");
+                }
+                if let Some(su) = Folders::special_use(&n) {
+                    attrs.push(su);
+                }
             }
             out.extend_from_slice(format!("* {what} ({}) \".\" ", attrs.join(" ")).as_bytes());
-            astring(out, Some(n.as_bytes()));
+            self.put_name(out, &n);
+            if recursive && childinfo.contains(&n) && sel_subscribed {
+                out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
             out.extend_from_slice(b"\r\n");
+            if let Some(items) = &status
+                && exists
+            {
+                // LIST-STATUS: a failure for one mailbox is left out, not fatal.
+                let mut line = Vec::new();
+                if self.status_line(&n, items, &mut line).is_ok() {
+                    out.extend_from_slice(&line);
+                }
+            }
         }
         Ok(format!("{what} completed."))
     }
@@ -884,38 +1186,55 @@ impl Session {
         args: &[Value],
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
-        let name = Self::mailbox_arg(args, 0)?;
+        let name = self.mailbox_arg(args, 0)?;
         let Some(Value::List(items)) = args.get(1) else {
             return Err((
                 "BAD",
                 "Error in IMAP command STATUS: Invalid arguments.".into(),
             ));
         };
+        if items.iter().any(|i| {
+            i.text()
+                .is_some_and(|t| t.eq_ignore_ascii_case("HIGHESTMODSEQ"))
+        }) {
+            self.condstore = true;
+        }
+        self.status_line(&name, items, out)?;
+        Ok("Status completed.".into())
+    }
+
+    /// `* STATUS name (...)` for mailbox `name` (stored form).
+    fn status_line(
+        &self,
+        name: &str,
+        items: &[Value],
+        out: &mut Vec<u8>,
+    ) -> Result<(), (&'static str, String)> {
         let f = self.folders()?;
-        if !f.exists(&name) {
+        if !f.exists(name) {
             return Err(("NO", "[NONEXISTENT] Mailbox doesn't exist.".into()));
         }
-        let dir = f.dir(&name).map_err(|e| ("NO", store_err(&e)))?;
+        let dir = f.dir(name).map_err(|e| ("NO", store_err(&e)))?;
         let mbox = Mailbox::open(&dir).map_err(|e| ("NO", store_err(&e)))?;
         let snap = mbox.snapshot().map_err(|e| ("NO", store_err(&e)))?;
         let mut parts = Vec::new();
         for i in items {
             let it = i.text().unwrap_or_default().to_ascii_uppercase();
+            let count = |f: Flags, on: bool| {
+                snap.messages
+                    .iter()
+                    .filter(|m| m.flags.contains(f) == on)
+                    .count() as u64
+            };
             let v = match it.as_str() {
                 "MESSAGES" => snap.messages.len() as u64,
-                "RECENT" => 0,
+                "RECENT" if !self.rev2 => 0,
                 "UIDNEXT" => u64::from(snap.uidnext),
                 "UIDVALIDITY" => u64::from(snap.uidvalidity),
-                "UNSEEN" => snap
-                    .messages
-                    .iter()
-                    .filter(|m| !m.flags.contains(Flags::SEEN))
-                    .count() as u64,
+                "UNSEEN" => count(Flags::SEEN, false),
+                "DELETED" => count(Flags::DELETED, true),
                 "SIZE" => snap.messages.iter().map(|m| m.size).sum(),
-                "HIGHESTMODSEQ" => {
-                    self.condstore = true;
-                    snap.highest_modseq
-                }
+                "HIGHESTMODSEQ" => snap.highest_modseq,
                 _ => {
                     return Err((
                         "BAD",
@@ -926,13 +1245,13 @@ impl Session {
             parts.push(format!("{it} {v}"));
         }
         out.extend_from_slice(b"* STATUS ");
-        astring(out, Some(name.as_bytes()));
+        self.put_name(out, name);
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        Ok("Status completed.".into())
+        Ok(())
     }
 
     fn append(&mut self, args: &[Value]) -> Result<String, (&'static str, String)> {
-        let name = Self::mailbox_arg(args, 0)?;
+        let name = self.mailbox_arg(args, 0)?;
         let mut i = 1;
         let mut flags = (Flags::empty(), Vec::new());
         if let Some(v @ Value::List(_)) = args.get(i) {
@@ -940,7 +1259,7 @@ impl Session {
             i += 1;
         }
         let mut date = None;
-        if args.len() > i + 1 {
+        if args.len() > i + 1 && matches!(args[i], Value::Str(_)) {
             let d = args[i].text().unwrap_or_default();
             date = Some(fetch::append_date(&d).ok_or((
                 "BAD",
@@ -948,11 +1267,36 @@ impl Session {
             ))?);
             i += 1;
         }
-        let Some(Value::Str(data)) = args.get(i) else {
-            return Err((
-                "BAD",
-                "Error in IMAP command APPEND: Missing message literal.".into(),
-            ));
+        // RFC 6855 4: `UTF8 (~{n}...)` carries a message with UTF-8 headers.
+        if let (Some(Value::Atom(a)), Some(Value::List(l))) = (args.get(i), args.get(i + 1))
+            && a.eq_ignore_ascii_case("UTF8")
+            && l.len() == 1
+        {
+            if !self.utf8 {
+                return Err((
+                    "BAD",
+                    "Error in IMAP command APPEND: UTF8=ACCEPT not enabled.".into(),
+                ));
+            }
+            i += 1;
+        }
+        let data = match args.get(i) {
+            Some(Value::Str(d)) => d,
+            Some(Value::List(l)) if l.len() == 1 && matches!(l[0], Value::Str(_)) && self.utf8 => {
+                let Value::Str(d) = &l[0] else {
+                    return Err((
+                        "BAD",
+                        "Error in IMAP command APPEND: Missing message literal.".into(),
+                    ));
+                };
+                d
+            }
+            _ => {
+                return Err((
+                    "BAD",
+                    "Error in IMAP command APPEND: Missing message literal.".into(),
+                ));
+            }
         };
         if args.len() > i + 1 {
             return Err((
@@ -988,6 +1332,7 @@ impl Session {
     /// Brings the view up to date with the index; reports the differences.
     fn sync_view(&mut self, out: &mut Vec<u8>) {
         let condstore = self.condstore;
+        let (qresync, rev2) = (self.qresync, self.rev2);
         let State::Selected(s) = &mut self.state else {
             return;
         };
@@ -996,21 +1341,23 @@ impl Session {
         } else {
             s.mbox.refresh().unwrap_or_default()
         };
-        s.recent.extend(new.iter().copied());
+        if !rev2 {
+            s.recent.extend(new.iter().copied());
+        }
         let modseq = s.mbox.highest_modseq().unwrap_or(s.modseq);
         if new.is_empty() && modseq == s.modseq {
             return;
         }
         let Ok(snap) = s.mbox.snapshot() else { return };
         s.modseq = snap.highest_modseq;
-        // Expunged: highest sequence number first, so the numbers stay right.
         let live: HashSet<u32> = snap.messages.iter().map(|m| m.uid).collect();
-        for i in (0..s.view.len()).rev() {
-            if !live.contains(&s.view[i].uid) {
-                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
-                s.view.remove(i);
-            }
-        }
+        let gone: HashSet<u32> = s
+            .view
+            .iter()
+            .map(|m| m.uid)
+            .filter(|u| !live.contains(u))
+            .collect();
+        remove_from_view(s, &gone, qresync, out);
         let mut j = 0;
         let known = s.view.last().map_or(0, |m| m.uid);
         for (i, m) in s.view.iter_mut().enumerate() {
@@ -1022,9 +1369,14 @@ impl Session {
                 && (n.flags != m.flags || n.keywords != m.keywords)
             {
                 *m = n.clone();
+                let u = if qresync {
+                    format!("UID {} ", m.uid)
+                } else {
+                    String::new()
+                };
                 out.extend_from_slice(
                     format!(
-                        "* {} FETCH ({})\r\n",
+                        "* {} FETCH ({u}{})\r\n",
                         i + 1,
                         flags_item(m, s.recent.contains(&m.uid), condstore)
                     )
@@ -1037,19 +1389,36 @@ impl Session {
             .extend(snap.messages.into_iter().filter(|m| m.uid > known));
         if s.view.len() != before {
             out.extend_from_slice(format!("* {} EXISTS\r\n", s.view.len()).as_bytes());
-            let r = s.view.iter().filter(|m| s.recent.contains(&m.uid)).count();
-            out.extend_from_slice(format!("* {r} RECENT\r\n").as_bytes());
+            if !rev2 {
+                let r = s.view.iter().filter(|m| s.recent.contains(&m.uid)).count();
+                out.extend_from_slice(format!("* {r} RECENT\r\n").as_bytes());
+            }
         }
     }
 
     /// Sequence or UID set → indices into the view.
-    fn resolve(s: &Selected, set: &str, uid: bool) -> Result<Vec<usize>, (&'static str, String)> {
+    fn resolve(
+        s: &Selected,
+        set: &str,
+        uid: bool,
+        saved: &[u32],
+    ) -> Result<Vec<usize>, (&'static str, String)> {
         let bad = || {
             (
                 "BAD",
                 "Error in IMAP command: Invalid messageset.".to_owned(),
             )
         };
+        if set == "$" {
+            // SEARCHRES: the saved result, UIDs whichever command uses it.
+            return Ok(s
+                .view
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| saved.binary_search(&m.uid).is_ok())
+                .map(|(i, _)| i)
+                .collect());
+        }
         if uid {
             let star = s.view.last().map_or(0, |m| m.uid);
             let ranges = parse::sequence_set(set, star.max(1)).ok_or_else(bad)?;
@@ -1081,11 +1450,36 @@ impl Session {
         uid: bool,
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
-        let changed_since = modifier(args.get(2), "CHANGEDSINCE")?;
+        // (CHANGEDSINCE n [VANISHED]) (RFC 7162).
+        let (changed_since, vanished) = match args.get(2) {
+            Some(Value::List(l)) if l.len() == 3 => {
+                let v = l[2]
+                    .text()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("VANISHED"));
+                if !v {
+                    return Err((
+                        "BAD",
+                        "Error in IMAP command FETCH: Invalid modifier.".into(),
+                    ));
+                }
+                (
+                    modifier(Some(&Value::List(l[..2].to_vec())), "CHANGEDSINCE")?,
+                    true,
+                )
+            }
+            other => (modifier(other, "CHANGEDSINCE")?, false),
+        };
+        if vanished && !(uid && self.qresync) {
+            return Err((
+                "BAD",
+                "Error in IMAP command FETCH: VANISHED needs UID FETCH and QRESYNC.".into(),
+            ));
+        }
         if changed_since.is_some() {
             self.condstore = true;
         }
         let condstore = self.condstore;
+        let qresync = self.qresync;
         let State::Selected(s) = &mut self.state else {
             return Err(("BAD", "No mailbox selected.".into()));
         };
@@ -1101,7 +1495,7 @@ impl Session {
             "BAD",
             "Error in IMAP command FETCH: Invalid fetch attribute.".to_owned(),
         ))?;
-        if uid && !items.contains(&Item::Uid) {
+        if (uid || qresync) && !items.contains(&Item::Uid) {
             items.insert(0, Item::Uid);
         }
         if changed_since.is_some() && !items.contains(&Item::ModSeq) {
@@ -1110,15 +1504,42 @@ impl Session {
         if items.contains(&Item::ModSeq) {
             self.condstore = true;
         }
-        let mut idx = Self::resolve(s, &set, uid)?;
+        let mut idx = Self::resolve(s, &set, uid, &self.saved)?;
+        if let (Some(since), true) = (changed_since, vanished) {
+            // Expunged UIDs of the set, reported before the FETCH responses.
+            let star = s.view.last().map_or(0, |m| m.uid);
+            let want = parse::sequence_set(&set, star.max(1)).unwrap_or_default();
+            let present: Vec<u32> = s.view.iter().map(|m| m.uid).collect();
+            let (log, complete) = s
+                .mbox
+                .vanished_since(since)
+                .map_err(|e| ("NO", store_err(&e)))?;
+            let gone = if complete {
+                let log: Vec<u32> = log
+                    .into_iter()
+                    .filter(|u| present.binary_search(u).is_err())
+                    .collect();
+                intersect(&to_ranges(&log), &want)
+            } else {
+                intersect(&gaps(&present, star.saturating_add(1)), &want)
+            };
+            if !gone.is_empty() {
+                out.extend_from_slice(
+                    format!("* VANISHED (EARLIER) {}\r\n", ranges_text(&gone)).as_bytes(),
+                );
+            }
+        }
         if let Some(since) = changed_since {
             idx.retain(|&i| s.view[i].modseq > since);
         }
         let needs_body = items.iter().any(Item::needs_body);
         let sets_seen = !s.readonly
-            && items
-                .iter()
-                .any(|i| matches!(i, Item::Section { peek: false, .. }));
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    Item::Section { peek: false, .. } | Item::Binary { peek: false, .. }
+                )
+            });
         for i in idx {
             let mut m = s.view[i].clone();
             let raw = if needs_body {
@@ -1132,7 +1553,7 @@ impl Session {
             };
             let parsed = if items.iter().any(|i| {
                 matches!(i, Item::Envelope | Item::BodyStructure | Item::Body)
-                    || matches!(i, Item::Section { part, .. } if !part.is_empty())
+                    || matches!(i, Item::Section { part, .. } | Item::Binary { part, .. } | Item::BinarySize { part } if !part.is_empty())
             }) {
                 fetch::parse_message(&raw)
             } else {
@@ -1214,6 +1635,39 @@ impl Session {
                         resp.extend_from_slice(format!(" {{{}}}\r\n", data.len()).as_bytes());
                         resp.extend_from_slice(&data);
                     }
+                    Item::Binary {
+                        label,
+                        part,
+                        partial,
+                        ..
+                    } => {
+                        let mut data = fetch::binary_bytes(&raw, parsed.as_ref(), part)
+                            .map_err(|()| unknown_cte())?;
+                        if let Some((start, len)) = partial {
+                            let a = (*start as usize).min(data.len());
+                            let b = a.saturating_add(*len as usize).min(data.len());
+                            data = data[a..b].to_vec();
+                        }
+                        resp.extend_from_slice(label.as_bytes());
+                        // A literal8 only when the data holds NUL (RFC 3516 4.2).
+                        let tilde = if data.contains(&0) { "~" } else { "" };
+                        resp.extend_from_slice(
+                            format!(" {tilde}{{{}}}\r\n", data.len()).as_bytes(),
+                        );
+                        resp.extend_from_slice(&data);
+                    }
+                    Item::BinarySize { part } => {
+                        let data = fetch::binary_bytes(&raw, parsed.as_ref(), part)
+                            .map_err(|()| unknown_cte())?;
+                        let spec = part
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(".");
+                        resp.extend_from_slice(
+                            format!("BINARY.SIZE[{spec}] {}", data.len()).as_bytes(),
+                        );
+                    }
                 }
             }
             if flags_changed && !sent_flags {
@@ -1267,7 +1721,7 @@ impl Session {
             return Err(("BAD", "Error in IMAP command STORE: Invalid item.".into()));
         }
         let (flags, kw) = parse_flags(val).map_err(|e| ("BAD", e.to_owned()))?;
-        let idx = Self::resolve(s, &set, uid)?;
+        let idx = Self::resolve(s, &set, uid, &self.saved)?;
         if s.readonly {
             return Err(("NO", "Mailbox is read-only.".into()));
         }
@@ -1306,7 +1760,7 @@ impl Session {
             }
             if !silent {
                 let m = &s.view[i];
-                let u = if uid {
+                let u = if uid || self.qresync {
                     format!("UID {} ", m.uid)
                 } else {
                     String::new()
@@ -1337,6 +1791,7 @@ impl Session {
         report: bool,
         out: &mut Vec<u8>,
     ) -> Result<String, (&'static str, String)> {
+        let qresync = self.qresync;
         let State::Selected(s) = &mut self.state else {
             return Err(("BAD", "No mailbox selected.".into()));
         };
@@ -1348,7 +1803,11 @@ impl Session {
             };
         }
         let allowed: Option<HashSet<usize>> = match uid_set {
-            Some(set) => Some(Self::resolve(s, set, true)?.into_iter().collect()),
+            Some(set) => Some(
+                Self::resolve(s, set, true, &self.saved)?
+                    .into_iter()
+                    .collect(),
+            ),
             None => None,
         };
         let uids: Vec<u32> = s
@@ -1366,14 +1825,8 @@ impl Session {
             .map_err(|e| ("NO", store_err(&e)))?
             .into_iter()
             .collect();
-        for i in (0..s.view.len()).rev() {
-            if gone.contains(&s.view[i].uid) {
-                if report {
-                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
-                }
-                s.view.remove(i);
-            }
-        }
+        let mut sink = Vec::new();
+        remove_from_view(s, &gone, qresync, if report { out } else { &mut sink });
         Ok("Expunge completed.".into())
     }
 
@@ -1387,6 +1840,43 @@ impl Session {
             return Err(("BAD", "No mailbox selected.".into()));
         };
         let mut args = args;
+        // ESEARCH (RFC 4731) / SEARCHRES (RFC 5182): RETURN (MIN MAX ALL COUNT SAVE).
+        let mut ret: Option<Vec<String>> = None;
+        if args
+            .first()
+            .and_then(Value::text)
+            .is_some_and(|t| t.eq_ignore_ascii_case("RETURN"))
+        {
+            let Some(Value::List(opts)) = args.get(1) else {
+                return Err((
+                    "BAD",
+                    "Error in IMAP command SEARCH: Invalid RETURN.".into(),
+                ));
+            };
+            let mut v = Vec::new();
+            for o in opts {
+                let t = o.text().unwrap_or_default().to_ascii_uppercase();
+                if !["MIN", "MAX", "ALL", "COUNT", "SAVE"].contains(&t.as_str()) {
+                    return Err((
+                        "BAD",
+                        "Error in IMAP command SEARCH: Unknown return option.".into(),
+                    ));
+                }
+                if !v.contains(&t) {
+                    v.push(t);
+                }
+            }
+            if v.is_empty() {
+                v.push("ALL".into());
+            }
+            ret = Some(v);
+            args = &args[2..];
+        }
+        let save = ret.as_ref().is_some_and(|r| r.iter().any(|o| o == "SAVE"));
+        if save {
+            // A failed SEARCH leaves the saved result empty.
+            self.saved.clear();
+        }
         if args
             .first()
             .and_then(Value::text)
@@ -1406,6 +1896,7 @@ impl Session {
         let star_seq = s.view.len() as u32;
         let star_uid = s.view.last().map_or(0, |m| m.uid);
         let mut hits = Vec::new();
+        let mut hit_uids = Vec::new();
         for (i, m) in s.view.iter().enumerate() {
             let ctx = search::Ctx {
                 seq: i as u32 + 1,
@@ -1414,19 +1905,68 @@ impl Session {
                 msg: m,
                 recent: s.recent.contains(&m.uid),
                 mbox: &s.mbox,
+                saved: &self.saved,
             };
             if search::eval(&key, &ctx, &mut None) {
                 hits.push((if uid { m.uid } else { i as u32 + 1 }, m.modseq));
+                hit_uids.push(m.uid);
             }
         }
-        out.extend_from_slice(b"* SEARCH");
-        for (h, _) in &hits {
-            out.extend_from_slice(format!(" {h}").as_bytes());
+        let max_modseq = key
+            .uses_modseq()
+            .then(|| hits.iter().map(|(_, m)| *m).max())
+            .flatten();
+        if save {
+            self.saved = hit_uids;
         }
-        if key.uses_modseq()
-            && let Some(max) = hits.iter().map(|(_, m)| *m).max()
-        {
-            out.extend_from_slice(format!(" (MODSEQ {max})").as_bytes());
+        // IMAP4rev2 answers every SEARCH in the ESEARCH form (ALL by default).
+        let ret = match ret {
+            Some(r) => Some(r),
+            None if self.rev2 => Some(vec!["ALL".to_owned()]),
+            None => None,
+        };
+        let Some(ret) = ret else {
+            out.extend_from_slice(b"* SEARCH");
+            for (h, _) in &hits {
+                out.extend_from_slice(format!(" {h}").as_bytes());
+            }
+            if let Some(max) = max_modseq {
+                out.extend_from_slice(format!(" (MODSEQ {max})").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            return Ok("Search completed.".into());
+        };
+        // SAVE alone: no ESEARCH response (RFC 5182 2.4).
+        if ret.iter().all(|o| o == "SAVE") {
+            return Ok("Search completed.".into());
+        }
+        let has = |o: &str| ret.iter().any(|x| x == o);
+        let mut nums: Vec<u32> = hits.iter().map(|(h, _)| *h).collect();
+        nums.sort_unstable();
+        out.extend_from_slice(b"* ESEARCH (TAG ");
+        astring(out, Some(self.tag.as_bytes()));
+        out.push(b')');
+        if uid {
+            out.extend_from_slice(b" UID");
+        }
+        if let (Some(min), Some(max)) = (nums.first(), nums.last()) {
+            if has("MIN") {
+                out.extend_from_slice(format!(" MIN {min}").as_bytes());
+            }
+            if has("MAX") {
+                out.extend_from_slice(format!(" MAX {max}").as_bytes());
+            }
+            if has("ALL") {
+                out.extend_from_slice(
+                    format!(" ALL {}", ranges_text(&to_ranges(&nums))).as_bytes(),
+                );
+            }
+        }
+        if has("COUNT") {
+            out.extend_from_slice(format!(" COUNT {}", nums.len()).as_bytes());
+        }
+        if let Some(max) = max_modseq {
+            out.extend_from_slice(format!(" MODSEQ {max}").as_bytes());
         }
         out.extend_from_slice(b"\r\n");
         Ok("Search completed.".into())
@@ -1443,7 +1983,7 @@ impl Session {
             "BAD",
             "Error in IMAP command COPY: Invalid arguments.".to_owned(),
         ))?;
-        let name = Self::mailbox_arg(args, 1)?;
+        let name = self.mailbox_arg(args, 1)?;
         let f = self.folders()?;
         if !f.exists(&name) {
             return Err(("NO", "[TRYCREATE] Mailbox doesn't exist.".into()));
@@ -1455,7 +1995,7 @@ impl Session {
         if mv && s.readonly {
             return Err(("NO", "Mailbox is read-only.".into()));
         }
-        let idx = Self::resolve(s, &set, uid)?;
+        let idx = Self::resolve(s, &set, uid, &self.saved)?;
         let mut dest = Mailbox::open(&dir).map_err(|e| ("NO", store_err(&e)))?;
         let (mut src_uids, mut dst_uids) = (Vec::new(), Vec::new());
         for &i in &idx {
@@ -1490,14 +2030,101 @@ impl Session {
             .map_err(|e| ("NO", store_err(&e)))?
             .into_iter()
             .collect();
-        for i in (0..s.view.len()).rev() {
-            if gone.contains(&s.view[i].uid) {
-                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
-                s.view.remove(i);
-            }
-        }
+        remove_from_view(s, &gone, self.qresync, out);
         Ok("Move completed.".into())
     }
+}
+
+fn unknown_cte() -> (&'static str, String) {
+    (
+        "NO",
+        "[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.".to_owned(),
+    )
+}
+
+/// Drops expunged messages from the view, reporting `* n EXPUNGE` (highest sequence
+/// number first, so the numbers stay right) or, with QRESYNC, one `* VANISHED`.
+fn remove_from_view(s: &mut Selected, gone: &HashSet<u32>, qresync: bool, out: &mut Vec<u8>) {
+    let mut uids = Vec::new();
+    for i in (0..s.view.len()).rev() {
+        if gone.contains(&s.view[i].uid) {
+            if !qresync {
+                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+            }
+            uids.push(s.view[i].uid);
+            s.view.remove(i);
+        }
+    }
+    if qresync && !uids.is_empty() {
+        uids.reverse();
+        out.extend_from_slice(
+            format!("* VANISHED {}\r\n", ranges_text(&to_ranges(&uids))).as_bytes(),
+        );
+    }
+}
+
+/// Sorted, distinct numbers → `1:3,5` ranges.
+fn to_ranges(sorted: &[u32]) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = Vec::new();
+    for &n in sorted {
+        match v.last_mut() {
+            Some((_, b)) if n == b.saturating_add(1) || n == *b => *b = n,
+            _ => v.push((n, n)),
+        }
+    }
+    v
+}
+
+/// Ranges as a sequence set.
+fn ranges_text(r: &[(u32, u32)]) -> String {
+    r.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The UIDs below `uidnext` that are not in `present` (sorted), as ranges.
+fn gaps(present: &[u32], uidnext: u32) -> Vec<(u32, u32)> {
+    let mut v = Vec::new();
+    let mut next = 1u32;
+    for &u in present {
+        if u > next {
+            v.push((next, u - 1));
+        }
+        next = u.saturating_add(1);
+    }
+    if uidnext > next {
+        v.push((next, uidnext - 1));
+    }
+    v
+}
+
+/// The intersection of two range lists, sorted and merged.
+fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = Vec::new();
+    for &(x1, x2) in a {
+        for &(y1, y2) in b {
+            let (lo, hi) = (x1.max(y1), x2.min(y2));
+            if lo <= hi {
+                v.push((lo, hi));
+            }
+        }
+    }
+    v.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::new();
+    for (lo, hi) in v {
+        match merged.last_mut() {
+            Some((_, b)) if lo <= b.saturating_add(1) => *b = (*b).max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
 }
 
 /// A command name for a reply, bounded.
