@@ -143,12 +143,12 @@ class Postfix:
 class Oxipost:
     name = "oxipost"
 
-    def __init__(self, port, maildir):
+    def __init__(self, port, maildir, bin_dir=None):
         self.dir = WORK / "oxipost"
         self.etc = self.dir / "etc"
         self.port = port
         self.maildir = maildir
-        self.bin = REPO / "target" / "release"
+        self.bin = Path(bin_dir) if bin_dir else REPO / "target" / "release"
 
     def setup(self):
         if self.dir.exists():
@@ -233,6 +233,8 @@ def main():
     ap.add_argument("--sizes", default="1024,51200")
     ap.add_argument("--sessions", default="1,10")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--oxipost-bin", default=None,
+                    help="directory of oxipost binaries (default target/release), e.g. a saved build")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_smtp.py: run as root (Postfix needs it)")
@@ -240,7 +242,7 @@ def main():
     maildir = home / "Maildir"
     WORK.mkdir(exist_ok=True)
     os.chmod(WORK, 0o755)
-    systems = [Oxipost(27525, maildir), Postfix(27625, maildir)]
+    systems = [Oxipost(27525, maildir, a.oxipost_bin), Postfix(27625, maildir)]
     for s in systems:
         s.setup()
         s.stop()

@@ -193,6 +193,7 @@ pub fn multi_server<S: MultiService>(mut worker: Worker, mut service: S) -> Exit
         Ok(r) => r,
         Err(e) => oxipost_log::fatal!("event loop: {e}"),
     };
+    oxipost_log::release();
     oxipost_log::info!("exiting: {reason:?}");
     reason
 }
@@ -221,8 +222,11 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
     let mut events = Events::with_capacity(256);
     let mut buf = vec![0u8; READ_CHUNK];
     worker.report(Status::Available);
+    // Log lines of one round go out in one write, just before the loop sleeps.
+    oxipost_log::hold();
 
     loop {
+        oxipost_log::flush();
         // Next deadline: the earliest connection timeout, or the idle limit.
         let now = Instant::now();
         let mut wait: Option<Duration> = slots
@@ -422,6 +426,10 @@ fn pump<C: Connection>(
     if slot.tls.is_some() {
         return pump_tls(slot, buf);
     }
+    // A read that did not fill the buffer emptied the socket; with edge-triggered readiness
+    // new data raises a new event, so reading again only to hear EAGAIN is a wasted system
+    // call per command (as tokio does).
+    let mut drained = false;
     loop {
         // Write what is pending.
         while slot.sent < slot.out.len() {
@@ -469,12 +477,16 @@ fn pump<C: Connection>(
         {
             return true;
         }
+        if drained {
+            return !(slot.closing && slot.out.is_empty());
+        }
         match slot.stream.read(buf) {
             Ok(0) => {
                 slot.conn.lost("lost connection");
                 return false;
             }
             Ok(n) => {
+                drained = n < buf.len();
                 slot.deadline = Instant::now() + slot.conn.timeout_after();
                 let flow = slot.conn.input(&buf[..n], &mut slot.out);
                 apply(slot, flow);

@@ -49,6 +49,8 @@ where
     if !privileged() {
         return Ok(work());
     }
+    // Held log lines would otherwise be written twice: by the child too.
+    oxipost_log::flush();
     let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: callers are single-threaded when they fork (see the module documentation), so
     // the child may

@@ -42,6 +42,7 @@ pub fn trigger_server<S: TriggerService>(mut worker: Worker, mut service: S) -> 
         Ok(r) => r,
         Err(e) => oxipost_log::fatal!("event loop: {e}"),
     };
+    oxipost_log::release();
     oxipost_log::info!("exiting: {reason:?}");
     reason
 }
@@ -58,7 +59,10 @@ fn run<S: TriggerService>(worker: &mut Worker, service: &mut S) -> std::io::Resu
     let mut uses: u64 = 0;
     let mut last_activity = Instant::now();
     worker.report(Status::Available);
+    // Log lines of one round go out in one write, just before the loop sleeps.
+    oxipost_log::hold();
     loop {
+        oxipost_log::flush();
         let now = Instant::now();
         let mut wait = service.deadline().map(|d| d.saturating_duration_since(now));
         if !service.solitary() && !worker.max_idle.is_zero() {
@@ -106,13 +110,17 @@ fn run<S: TriggerService>(worker: &mut Worker, service: &mut S) -> std::io::Resu
                         }
                         Listener::Tcp(t) => while t.accept().is_ok() {},
                     }
+                    if batches.is_empty() {
+                        continue;
+                    }
+                    // One busy/available pair per round of triggers, not per trigger.
+                    worker.report(Status::Taken);
                     for b in batches {
-                        worker.report(Status::Taken);
                         service.trigger(&b);
                         uses += 1;
-                        last_activity = Instant::now();
-                        worker.report(Status::Available);
                     }
+                    last_activity = Instant::now();
+                    worker.report(Status::Available);
                 }
             }
         }

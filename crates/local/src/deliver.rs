@@ -10,7 +10,8 @@
 //! directory fsync per Maildir. A full disk, a quota or a size limit defers; nothing is
 //! reported delivered before it is durable.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -121,7 +122,7 @@ struct Plan<'a> {
     groups: BTreeMap<Identity, Vec<Job>>,
 }
 
-fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
+fn plan<'a>(s: &Settings, req: &'a DeliveryRequest, sources: &expand::Sources) -> Plan<'a> {
     let mut p = Plan {
         req,
         qf: None,
@@ -148,17 +149,6 @@ fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
         }
     };
     p.qf = Some(qf);
-    let alias = |name: &str| s.aliases.lookup(name);
-    let rights = || s.aliases.rights(&s.default_privs);
-    let read =
-        |path: &Path, user: &UserInfo| privs::read_as(&Identity::user(user.uid, user.gid), path);
-    let user = |name: &str| resolve::lookup_user(name, s, resolve::system_user);
-    let sources = expand::Sources {
-        alias: &alias,
-        user: &user,
-        read: &read,
-        alias_rights: &rights,
-    };
     for (pos, rcpt) in req.recipients.iter().enumerate() {
         if is_loop(&header, &rcpt.address) {
             p.parts[pos].push(result(
@@ -185,7 +175,7 @@ fn plan<'a>(s: &Settings, req: &'a DeliveryRequest) -> Plan<'a> {
         let orig = resolve::original_recipient(&rcpt.address, rcpt.orcpt.as_deref());
         let mut forwards: Vec<(String, Vec<String>)> = Vec::new();
         let mut jobs = Vec::new();
-        for leaf in expand::expand(s, &sources, &addr, &req.sender) {
+        for leaf in expand::expand(s, sources, &addr, &req.sender) {
             let (user, target) = match leaf.kind {
                 LeafKind::Mailbox(user) => {
                     let target = choose_target(s, &user);
@@ -302,7 +292,37 @@ fn combine(index: u32, mut parts: Vec<RcptResult>) -> RcptResult {
 /// round of parallel file syncs and one directory sync. One result list per request, each
 /// in request order.
 pub fn deliver_batch(s: &Settings, reqs: &[DeliveryRequest]) -> Vec<Vec<RcptResult>> {
-    let mut plans: Vec<Plan> = reqs.iter().map(|r| plan(s, r)).collect();
+    // A batch is usually many messages to the same few users: look each user up and read
+    // each `.forward` once per batch (a read as the user is a fork), not once per message.
+    type FileKey = (PathBuf, u32, u32);
+    let users: RefCell<HashMap<String, Result<Option<UserInfo>, String>>> = RefCell::default();
+    let files: RefCell<HashMap<FileKey, expand::FileText>> = RefCell::default();
+    let alias = |name: &str| s.aliases.lookup(name);
+    let rights = || s.aliases.rights(&s.default_privs);
+    let read = |path: &Path, user: &UserInfo| {
+        let key = (path.to_path_buf(), user.uid, user.gid);
+        if let Some(t) = files.borrow().get(&key) {
+            return t.clone();
+        }
+        let t = privs::read_as(&Identity::user(user.uid, user.gid), path);
+        files.borrow_mut().insert(key, t.clone());
+        t
+    };
+    let user = |name: &str| {
+        if let Some(u) = users.borrow().get(name) {
+            return u.clone();
+        }
+        let u = resolve::lookup_user(name, s, resolve::system_user);
+        users.borrow_mut().insert(name.to_string(), u.clone());
+        u
+    };
+    let sources = expand::Sources {
+        alias: &alias,
+        user: &user,
+        read: &read,
+        alias_rights: &rights,
+    };
+    let mut plans: Vec<Plan> = reqs.iter().map(|r| plan(s, r, &sources)).collect();
     let mut by_id: BTreeMap<Identity, Vec<(usize, Job)>> = BTreeMap::new();
     for (pi, p) in plans.iter_mut().enumerate() {
         for (id, jobs) in std::mem::take(&mut p.groups) {

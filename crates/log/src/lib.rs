@@ -10,6 +10,7 @@
 use std::fmt;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Syslog severities used by the suite (Postfix's msg_info/warn/error/fatal/panic).
@@ -69,6 +70,41 @@ struct Logger {
     facility: u8,
     syslog: Option<UnixDatagram>,
     file: Option<std::fs::File>,
+    /// `maillog_file` lines not yet written (see [`hold`]).
+    pending: Vec<u8>,
+    /// Whether file lines wait in `pending` for [`flush`].
+    holding: bool,
+}
+
+/// Beyond this many held bytes a line is written at once (with everything before it).
+const HOLD_LIMIT: usize = 32 << 10;
+
+/// This process's pid, looked up once (0: not yet, or reset in a forked child); `getpid` is
+/// a system call, and every line needs the pid.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// This process's pid without a system call after the first (forked children look theirs
+/// up again): for log lines and unique file names on per-message paths.
+pub fn pid() -> u32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic; forked children (the
+        // agents' per-user delivery processes) then look their own pid up again.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forget_pid));
+        }
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
 }
 
 static LOGGER: OnceLock<Mutex<Logger>> = OnceLock::new();
@@ -124,16 +160,81 @@ pub fn init(opts: Options) {
         file: open_file(&opts.maillog_file),
         ident,
         opts,
+        pending: Vec::new(),
+        holding: false,
     };
     match LOGGER.get() {
         Some(m) => {
             if let Ok(mut g) = m.lock() {
+                g.write_pending();
+                let holding = g.holding;
                 *g = logger;
+                g.holding = holding;
             }
         }
         None => {
             let _ = LOGGER.set(Mutex::new(logger));
         }
+    }
+}
+
+impl Logger {
+    fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.file.is_none() {
+            self.file = open_file(&self.opts.maillog_file);
+        }
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.write_all(&self.pending);
+        }
+        self.pending.clear();
+    }
+}
+
+/// From now on `maillog_file` lines of this process wait in memory until [`flush`], so that
+/// an event loop writes the lines of one round with one system call. The loop must call
+/// [`flush`] before it sleeps; warnings and worse, a full buffer, a panic and
+/// [`fatal!`] write at once (with everything held before them, in order). Syslog and stderr
+/// are not held.
+pub fn hold() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(m) = LOGGER.get()
+                && let Ok(mut g) = m.try_lock()
+            {
+                g.write_pending();
+            }
+            previous(info);
+        }));
+    });
+    if let Some(m) = LOGGER.get()
+        && let Ok(mut g) = m.lock()
+    {
+        g.holding = true;
+    }
+}
+
+/// Writes the held lines (see [`hold`]); cheap when there are none.
+pub fn flush() {
+    if let Some(m) = LOGGER.get()
+        && let Ok(mut g) = m.lock()
+    {
+        g.write_pending();
+    }
+}
+
+/// Ends [`hold`]: writes the held lines, and later lines go out one by one again (a loop
+/// that is about to return, so that nothing is left behind at exit).
+pub fn release() {
+    if let Some(m) = LOGGER.get()
+        && let Ok(mut g) = m.lock()
+    {
+        g.holding = false;
+        g.write_pending();
     }
 }
 
@@ -203,7 +304,7 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     let Ok(mut g) = m.lock() else {
         return;
     };
-    let pid = std::process::id();
+    let pid = pid();
     // SAFETY: time(NULL) only returns the clock.
     let now = unsafe { libc::time(std::ptr::null_mut()) };
     if g.opts.stderr {
@@ -229,8 +330,9 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
             g.file = open_file(&g.opts.maillog_file);
         }
         let line = format_file_line(now, &g.host, &g.ident, pid, &text);
-        if let Some(f) = g.file.as_mut() {
-            let _ = f.write_all(line.as_bytes());
+        g.pending.extend_from_slice(line.as_bytes());
+        if !g.holding || level >= Level::Warning || g.pending.len() >= HOLD_LIMIT {
+            g.write_pending();
         }
     }
 }

@@ -464,7 +464,7 @@ impl Unique {
         Unique {
             secs: now.as_secs(),
             usecs: now.subsec_micros(),
-            pid: std::process::id(),
+            pid: oxipost_log::pid(),
             count: COUNTER.fetch_add(1, Ordering::Relaxed),
         }
     }

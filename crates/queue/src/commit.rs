@@ -30,7 +30,7 @@
 //!   resets the eventfd. The event loop never blocks on a disk.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::{QueueError, Result};
 use crate::id::QueueId;
-use crate::layout::sync_dir;
 use crate::writer::PreparedFile;
 
 /// Tuning for a [`GroupCommitter`].
@@ -290,9 +289,38 @@ fn start_writeback(file: &std::fs::File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File) {}
 
+/// Open queue directories, so that a round's directory sync is one `fsync` rather than
+/// open, fsync, close. Queue directories are never removed while the suite runs; a
+/// failed sync drops the descriptor, and the next round opens the directory again.
+#[derive(Default)]
+struct DirFds(Vec<(PathBuf, std::fs::File)>);
+
+/// More distinct directories than this (deep hashed queues) are not kept open.
+const DIR_FDS_MAX: usize = 64;
+
+impl DirFds {
+    fn sync(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        if let Some(pos) = self.0.iter().position(|(d, _)| d == dir) {
+            let r = self.0[pos].1.sync_all();
+            if r.is_err() {
+                self.0.swap_remove(pos);
+            }
+            return r;
+        }
+        let f = std::fs::File::open(dir)?;
+        f.sync_all()?;
+        if self.0.len() < DIR_FDS_MAX {
+            self.0.push((dir.to_path_buf(), f));
+        }
+        Ok(())
+    }
+}
+
 fn flusher(rx: Receiver<Job>, shared: Arc<Shared>, options: CommitterOptions) {
+    let mut dir_fds = DirFds::default();
+    let pool = SyncPool::new(options.sync_threads);
     while let Some(batch) = gather(&rx, &options) {
-        let results = run_round(batch, &shared, &options);
+        let results = run_round(batch, &shared, &options, &mut dir_fds, &pool);
         let mut any_token = false;
         {
             let mut q = match shared.completions.lock() {
@@ -317,40 +345,82 @@ fn flusher(rx: Receiver<Job>, shared: Arc<Shared>, options: CommitterOptions) {
     }
 }
 
-/// `fdatasync` every file of the batch, on up to `threads` threads.
-fn sync_all_data(batch: &[Job], threads: usize) -> Vec<std::io::Result<()>> {
-    let threads = threads.clamp(1, batch.len().max(1));
-    if threads == 1 {
-        return batch.iter().map(|j| j.file.file().sync_data()).collect();
+/// Threads that `fdatasync` part of a round's files while the flusher does the rest. They
+/// live as long as the flusher: starting threads every round costs a dozen system calls
+/// each. Each one ends when its sender is dropped.
+struct SyncPool {
+    helpers: Vec<Helper>,
+}
+
+/// One helper: descriptors to sync go out, their results come back in order.
+type Helper = (Sender<Vec<RawFd>>, Receiver<Vec<std::io::Result<()>>>);
+
+fn fdatasync(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fd belongs to a file the flusher keeps open until every result is back.
+    if unsafe { libc::fdatasync(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    let per = batch.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(per)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|j| j.file.file().sync_data())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![Err(std::io::Error::other("fdatasync thread panicked"))]
-                })
-            })
-            .collect()
-    })
+}
+
+impl SyncPool {
+    fn new(threads: usize) -> SyncPool {
+        let mut helpers = Vec::new();
+        for _ in 1..threads.max(1) {
+            let (tx, rx) = mpsc::channel::<Vec<RawFd>>();
+            let (rtx, rrx) = mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("queue-sync".into())
+                .spawn(move || {
+                    while let Ok(fds) = rx.recv() {
+                        let r: Vec<_> = fds.into_iter().map(fdatasync).collect();
+                        if rtx.send(r).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if spawned.is_err() {
+                break; // fewer helpers: the flusher syncs more itself
+            }
+            helpers.push((tx, rrx));
+        }
+        SyncPool { helpers }
+    }
+
+    /// `fdatasync` every file of the batch, split over the helpers and this thread.
+    fn sync_all_data(&self, batch: &[Job]) -> Vec<std::io::Result<()>> {
+        let fds: Vec<RawFd> = batch.iter().map(|j| j.file.file().as_raw_fd()).collect();
+        let parts = (self.helpers.len() + 1).min(fds.len().max(1));
+        if parts == 1 {
+            return fds.into_iter().map(fdatasync).collect();
+        }
+        let per = fds.len().div_ceil(parts);
+        let mut chunks = fds.chunks(per);
+        let mine = chunks.next().unwrap_or(&[]);
+        let mut sent = Vec::new();
+        for (chunk, (tx, _)) in chunks.zip(&self.helpers) {
+            let ok = tx.send(chunk.to_vec()).is_ok();
+            sent.push((chunk.len(), ok));
+        }
+        let mut out: Vec<std::io::Result<()>> = mine.iter().map(|&fd| fdatasync(fd)).collect();
+        for ((len, ok), (_, rx)) in sent.into_iter().zip(&self.helpers) {
+            match ok.then(|| rx.recv().ok()).flatten() {
+                Some(r) if r.len() == len => out.extend(r),
+                _ => out
+                    .extend((0..len).map(|_| Err(std::io::Error::other("fdatasync helper gone")))),
+            }
+        }
+        out
+    }
 }
 
 fn run_round(
     batch: Vec<Job>,
     shared: &Shared,
     options: &CommitterOptions,
+    dir_fds: &mut DirFds,
+    pool: &SyncPool,
 ) -> Vec<(Reply, Result<QueueId>)> {
     shared.rounds.fetch_add(1, Ordering::Relaxed);
     if options.use_sync_file_range && batch.len() > 1 {
@@ -362,7 +432,7 @@ fn run_round(
     // flushes, renames included, into one journal commit).
     let mut batch = batch;
     let published: Vec<Result<PathBuf>> = batch.iter_mut().map(|j| j.file.publish()).collect();
-    let synced = sync_all_data(&batch, options.sync_threads);
+    let synced = pool.sync_all_data(&batch);
     let mut staged: Vec<(Job, Result<PathBuf>)> = Vec::with_capacity(batch.len());
     for ((mut job, published), synced) in batch.into_iter().zip(published).zip(synced) {
         let r = match (published, synced) {
@@ -382,7 +452,7 @@ fn run_round(
             && !dirs.iter().any(|(x, _)| x == d)
         {
             shared.dir_syncs.fetch_add(1, Ordering::Relaxed);
-            let err = sync_dir(d).err().map(QueueError::from);
+            let err = dir_fds.sync(d).err().map(QueueError::from);
             dirs.push((d.clone(), err));
         }
     }

@@ -73,7 +73,7 @@ impl QueueWriter {
     /// for local submission).
     pub fn create(layout: &Layout, queue: Queue, options: WriterOptions) -> Result<QueueWriter> {
         let dir = layout.queue_dir(queue);
-        let pid = std::process::id();
+        let pid = oxipost_log::pid();
         let (file, temp_path) = loop {
             let (_, usec) = split_time(SystemTime::now());
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);

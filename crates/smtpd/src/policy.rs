@@ -102,8 +102,38 @@ pub fn is_known_local_user(
     if local_users.contains(base) {
         return true;
     }
+    known_account(base)
+}
+
+/// getpwnam, with accounts found in the last second remembered: a lookup reads all of
+/// `/etc/passwd` (six system calls), once per RCPT. Only positive answers are kept, so a new
+/// account is never refused; a deleted one is accepted for at most a second (and bounced by
+/// local, as mail queued just before the deletion would be).
+fn known_account(name: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static FOUND: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    const KEEP: Duration = Duration::from_secs(1);
+    if let Ok(g) = FOUND.lock()
+        && let Some(at) = g.as_ref().and_then(|m| m.get(name))
+        && at.elapsed() < KEEP
+    {
+        return true;
+    }
     // getpwnam: a NUL or odd bytes simply find nobody.
-    matches!(nix::unistd::User::from_name(base), Ok(Some(_)))
+    let found = matches!(nix::unistd::User::from_name(name), Ok(Some(_)));
+    if found && let Ok(mut g) = FOUND.lock() {
+        let m = g.get_or_insert_with(HashMap::new);
+        if m.len() >= 1024 {
+            m.retain(|_, at| at.elapsed() < KEEP);
+            if m.len() >= 1024 {
+                m.clear();
+            }
+        }
+        m.insert(name.to_string(), Instant::now());
+    }
+    found
 }
 
 #[cfg(test)]
