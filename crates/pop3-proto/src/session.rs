@@ -39,6 +39,10 @@ pub struct Config {
     pub secured: bool,
     /// SASL mechanisms for `AUTH` and `CAPA`'s `SASL` line.
     pub mechanisms: Vec<String>,
+    /// RFC 1939's APOP timestamp (`<pid.clock@host>`), unique per connection: announced
+    /// at the end of the greeting and `APOP` accepted. None: APOP is not offered (the
+    /// authentication service has no plaintext passwords to check digests against).
+    pub apop_timestamp: Option<String>,
 }
 
 impl Config {
@@ -56,6 +60,7 @@ impl Config {
             login_requires_tls: false,
             secured: false,
             mechanisms: vec!["PLAIN".to_owned(), "LOGIN".to_owned()],
+            apop_timestamp: None,
         }
     }
 }
@@ -213,7 +218,10 @@ impl Session {
 
     /// Writes the greeting.
     pub fn greet(&self, out: &mut Vec<u8>) {
-        ok(out, &self.cfg.greeting);
+        match &self.cfg.apop_timestamp {
+            Some(ts) => ok(out, &format!("{} {ts}", self.cfg.greeting)),
+            None => ok(out, &self.cfg.greeting),
+        }
     }
 
     /// Bytes from the peer. Input is kept (up to one line beyond the limit) until
@@ -439,9 +447,35 @@ impl Session {
                 }))
             }
             "APOP" => {
-                // The auth service checks hashes; it never hands out plaintext passwords.
-                err(out, "APOP is not supported.");
-                None
+                let Some(ts) = self.cfg.apop_timestamp.clone() else {
+                    err(out, "APOP is not supported.");
+                    return None;
+                };
+                if !self.login_allowed() {
+                    plaintext_refused(out);
+                    return None;
+                }
+                // `APOP name digest`: the digest is MD5(timestamp password) in hex. The
+                // authentication service checks it; the session only forwards it.
+                if args.len() != 2
+                    || args[0].contains('\0')
+                    || args[1].len() != 32
+                    || !args[1].bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    err(out, "Invalid APOP arguments.");
+                    return self.bad_command(out).then_some(Step::Close);
+                }
+                let user = args[0].to_owned();
+                let data = format!("{ts}\0{user}\0{}", args[1]);
+                self.state = State::Authenticating {
+                    sasl: false,
+                    awaiting: true,
+                };
+                Some(Step::Event(Event::Authenticate {
+                    mechanism: "APOP".to_owned(),
+                    initial: Some(Secret(B64.encode(data.as_bytes()))),
+                    user: Some(user),
+                }))
             }
             "AUTH" => {
                 if args.is_empty() {

@@ -392,3 +392,40 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn apop_only_with_a_timestamp() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let mut d = Driver::new(Config::new(), vec![M1]);
+    assert!(
+        d.say("APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n")
+            .starts_with("-ERR")
+    );
+    assert!(d.events.is_empty());
+    let mut cfg = Config::new();
+    cfg.apop_timestamp = Some("<1.2@h>".into());
+    let mut d = Driver::new(cfg, vec![M1]);
+    assert_eq!(
+        String::from_utf8_lossy(&d.wire),
+        "+OK oxipost ready. <1.2@h>\r\n"
+    );
+    assert!(d.say("APOP alice nothex\r\n").starts_with("-ERR"));
+    let out = d.say("APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n");
+    let Some(Event::Authenticate {
+        mechanism,
+        initial: Some(Secret(i)),
+        user,
+    }) = d.events.last()
+    else {
+        panic!("no APOP event: {out}");
+    };
+    assert_eq!(
+        (mechanism.as_str(), user.as_deref()),
+        ("APOP", Some("alice"))
+    );
+    assert_eq!(
+        B64.decode(i).expect("b64"),
+        b"<1.2@h>\0alice\0c4c9334bac560ecc979e58001b3e22fb"
+    );
+}

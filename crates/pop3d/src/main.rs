@@ -70,7 +70,19 @@ fn main() {
         oxipost_log::fatal!("{e}");
     }
     raise_descriptor_limit();
-    let mechanisms = auth::mechanisms(&settings.auth_socket, "pop3");
+    let (mechanisms, apop) = auth::offer(&settings.auth_socket, "pop3");
+    // APOP (RFC 1939) only while the service has plaintext passwords to check it with;
+    // the greeting then carries a timestamp naming this host.
+    let apop_host = apop.then(|| {
+        let h = worker.config.get("myhostname").unwrap_or_default();
+        match h.trim() {
+            "" => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            h => h.to_owned(),
+        }
+    });
     let local_ip = worker.listeners.first().and_then(|l| match l {
         oxipost_daemon::Listener::Tcp(t) => t
             .local_addr()
@@ -80,7 +92,7 @@ fn main() {
         _ => None,
     });
     let tls_offered = settings.tls.enabled;
-    let shared = match Shared::new(settings, mechanisms, tls_offered, local_ip) {
+    let shared = match Shared::new(settings, mechanisms, apop_host, tls_offered, local_ip) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
     };

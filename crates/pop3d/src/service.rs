@@ -43,6 +43,8 @@ pub struct Shared {
     proto: Config,
     /// The listening address, for `lip=` in log lines (when bound to one address).
     local_ip: Option<IpAddr>,
+    /// The host name for APOP timestamps; None: APOP is not offered.
+    apop_host: Option<String>,
     auth: AuthResults,
     ticker: Ticker,
     state: RefCell<State>,
@@ -110,6 +112,7 @@ impl Shared {
     pub fn new(
         settings: Settings,
         mechanisms: Vec<String>,
+        apop_host: Option<String>,
         tls_offered: bool,
         local_ip: Option<IpAddr>,
     ) -> Result<Shared, String> {
@@ -126,6 +129,7 @@ impl Shared {
             settings,
             proto,
             local_ip,
+            apop_host,
             auth,
             ticker,
             state: RefCell::new(State::default()),
@@ -291,6 +295,14 @@ impl Pop3Conn {
         let mut cfg = shared.proto.clone();
         cfg.secured = ip.is_loopback();
         cfg.tls_active = shared.settings.tls.wrapper;
+        // RFC 1939's `<process-ID.clock@hostname>`, with the connection number so that
+        // two clients of this process in one second never share a timestamp.
+        cfg.apop_timestamp = shared.apop_host.as_ref().map(|h| {
+            let clock = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            format!("<{}.{id}.{clock}@{h}>", std::process::id())
+        });
         Pop3Conn {
             session: Session::new(cfg),
             shared,

@@ -21,14 +21,24 @@ pub fn mechanisms(socket: &Path, options: &[String], service: &str) -> Vec<Strin
     filter_mechanisms(oxipost_auth_client::mechanisms(socket, service), options)
 }
 
-/// Applies `noplaintext` (no PLAIN, LOGIN) and `noanonymous` (no ANONYMOUS).
+/// Applies `smtpd_sasl_security_options` with Cyrus SASL's mechanism properties, as
+/// Postfix does: `noplaintext` drops PLAIN and LOGIN, `noanonymous` ANONYMOUS,
+/// `nodictionary` every mechanism open to an offline dictionary attack (all implemented
+/// ones), `noactive` all but those safe from active attacks (none), `mutual_auth` all but
+/// those that authenticate the server too (SCRAM), `forward_secrecy` all.
 pub fn filter_mechanisms(all: Vec<String>, options: &[String]) -> Vec<String> {
-    let has = |o: &str| options.iter().any(|x| x == o);
+    let has = |o: &str| options.iter().any(|x| x.eq_ignore_ascii_case(o));
     all.into_iter()
         .filter(|m| {
             let m = m.to_ascii_uppercase();
-            !(has("noplaintext") && (m == "PLAIN" || m == "LOGIN"))
+            let plaintext = m == "PLAIN" || m == "LOGIN";
+            let mutual = m.starts_with("SCRAM-");
+            !(has("noplaintext") && plaintext)
                 && !(has("noanonymous") && m == "ANONYMOUS")
+                && !has("nodictionary")
+                && !has("noactive")
+                && !has("forward_secrecy")
+                && !(has("mutual_auth") && !mutual)
         })
         .collect()
 }
@@ -62,7 +72,15 @@ mod tests {
             filter_mechanisms(all.clone(), &["noplaintext".into()]),
             vec!["SCRAM-SHA-256".to_string()]
         );
-        assert_eq!(filter_mechanisms(all, &["noanonymous".into()]).len(), 3);
+        assert_eq!(
+            filter_mechanisms(all.clone(), &["noanonymous".into()]).len(),
+            3
+        );
+        assert_eq!(
+            filter_mechanisms(all.clone(), &["mutual_auth".into()]),
+            vec!["SCRAM-SHA-256".to_string()]
+        );
+        assert!(filter_mechanisms(all, &["nodictionary".into()]).is_empty());
     }
 
     #[test]

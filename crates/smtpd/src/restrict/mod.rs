@@ -44,6 +44,7 @@ pub mod dns;
 pub mod jobs;
 pub mod nets;
 pub mod policy_service;
+pub mod server;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -340,6 +341,13 @@ pub struct Restrictions {
     pub queue_directory: std::path::PathBuf,
     pub mail_version: String,
     pub compatibility_level: String,
+    /// `myhostname`, for `permit_mx_backup`'s "is this MX host me".
+    pub myhostname: String,
+    /// `inet_interfaces` and `proxy_interfaces`, for the same question.
+    pub own_addresses: server::OwnAddresses,
+    /// `permit_mx_backup_networks`, and whether it is set at all.
+    pub mx_backup_networks: NetList,
+    pub mx_backup_networks_set: bool,
     /// Lists that name something this build does not know (logged at start).
     pub unknown_names: Vec<String>,
 }
@@ -365,6 +373,22 @@ const IO_NAMES: &[&str] = &[
     "reject_unknown_recipient_domain",
     "reject_rhsbl_recipient",
     "check_policy_service",
+    "permit_mx_backup",
+    "check_client_mx_access",
+    "check_client_ns_access",
+    "check_client_a_access",
+    "check_reverse_client_mx_access",
+    "check_reverse_client_ns_access",
+    "check_reverse_client_a_access",
+    "check_helo_mx_access",
+    "check_helo_ns_access",
+    "check_helo_a_access",
+    "check_sender_mx_access",
+    "check_sender_ns_access",
+    "check_sender_a_access",
+    "check_recipient_mx_access",
+    "check_recipient_ns_access",
+    "check_recipient_a_access",
 ];
 
 /// Every restriction name this engine knows (besides class names and `type:table`).
@@ -420,6 +444,22 @@ const KNOWN: &[&str] = &[
     "reject_unlisted_recipient",
     "check_recipient_maps",
     "reject_multi_recipient_bounce",
+    "permit_mx_backup",
+    "check_client_mx_access",
+    "check_client_ns_access",
+    "check_client_a_access",
+    "check_reverse_client_mx_access",
+    "check_reverse_client_ns_access",
+    "check_reverse_client_a_access",
+    "check_helo_mx_access",
+    "check_helo_ns_access",
+    "check_helo_a_access",
+    "check_sender_mx_access",
+    "check_sender_ns_access",
+    "check_sender_a_access",
+    "check_recipient_mx_access",
+    "check_recipient_ns_access",
+    "check_recipient_a_access",
 ];
 
 /// Names that take one argument (a table, a DNS domain, a policy endpoint).
@@ -440,6 +480,21 @@ const WITH_ARG: &[&str] = &[
     "reject_rhsbl_sender",
     "check_recipient_access",
     "reject_rhsbl_recipient",
+    "check_client_mx_access",
+    "check_client_ns_access",
+    "check_client_a_access",
+    "check_reverse_client_mx_access",
+    "check_reverse_client_ns_access",
+    "check_reverse_client_a_access",
+    "check_helo_mx_access",
+    "check_helo_ns_access",
+    "check_helo_a_access",
+    "check_sender_mx_access",
+    "check_sender_ns_access",
+    "check_sender_a_access",
+    "check_recipient_mx_access",
+    "check_recipient_ns_access",
+    "check_recipient_a_access",
 ];
 
 fn err(name: &str, e: impl std::fmt::Display) -> String {
@@ -634,6 +689,14 @@ impl Restrictions {
             ),
             mail_version: param(cfg, "mail_version", "")?,
             compatibility_level: compat,
+            myhostname: param(cfg, "myhostname", "localhost")?.to_ascii_lowercase(),
+            own_addresses: server::OwnAddresses::parse(
+                &param(cfg, "inet_interfaces", "all")?,
+                &param(cfg, "proxy_interfaces", "")?,
+            ),
+            mx_backup_networks: NetList::parse(&param(cfg, "permit_mx_backup_networks", "")?)
+                .map_err(|e| err("permit_mx_backup_networks", e))?,
+            mx_backup_networks_set: !param(cfg, "permit_mx_backup_networks", "")?.is_empty(),
             unknown_names: Vec::new(),
         };
         // local_recipient_maps: an explicit setting is honoured table by table; the
@@ -1540,6 +1603,13 @@ impl<'a> Eval<'a> {
                 Some(rc) => self.check_mail_access(arg, &rc, RECIPIENT, def_acl),
                 None => Status::Dunno,
             },
+            "permit_mx_backup" => match recipient {
+                Some(rc) => self.permit_mx_backup(&rc, reply_name, reply_class),
+                None => Status::Dunno,
+            },
+            n if server::SERVER_ACCESS.iter().any(|(k, _, _)| *k == n) => {
+                self.check_server_restriction(n, arg, def_acl)
+            }
             "permit_auth_destination" => match recipient {
                 Some(rc) if self.permit_auth_destination(&rc) => Status::Ok,
                 _ => Status::Dunno,
@@ -1676,18 +1746,31 @@ impl<'a> Eval<'a> {
         )
     }
 
+    /// Postfix's `reject_*sender_login_mismatch`: `smtpd_sender_login_maps` maps a sender
+    /// address (full address, the local part when its domain is local, `@domain`) to its
+    /// owners, SASL login names separated by commas or white space and compared without
+    /// case. A logged-in client must own the sender (`known`: only when the address has
+    /// owners); a client that is not logged in may not use an owned address.
     fn sender_login_mismatch(&mut self, name: &str, sender: &str) -> Status {
-        let Some(TableRef::Open(maps)) = self.r.sender_login_maps.clone() else {
-            if let Some(TableRef::Broken(_)) = self.r.sender_login_maps {
-                return self.dict_retry(sender);
-            }
+        if self.r.sender_login_maps.is_none() {
             return Status::Dunno;
+        }
+        let user = self.cx.sasl_username.clone().filter(|u| !u.is_empty());
+        let check = match (&user, name) {
+            (Some(_), "reject_unauthenticated_sender_login_mismatch") => return Status::Dunno,
+            (None, "reject_authenticated_sender_login_mismatch") => return Status::Dunno,
+            (Some(_), n) => n != "reject_known_sender_login_mismatch",
+            (None, _) => false,
         };
-        let user = self.cx.sasl_username.clone();
+        let Some(TableRef::Open(maps)) = self.r.sender_login_maps.clone() else {
+            return self.dict_retry(sender);
+        };
         let res = self.r.resolve(sender);
+        let mydestination = &self.r.mydestination;
+        let is_local = |d: &str| mydestination.matches(d);
         let q = AddrQuery {
             delimiter: &self.r.recipient_delimiter,
-            is_local: None,
+            is_local: Some(&is_local),
             at_domain: true,
         };
         let owners = match maps.lookup_addr(&res.address, &q) {
@@ -1697,52 +1780,35 @@ impl<'a> Eval<'a> {
                 return self.dict_retry(sender);
             }
         };
-        let authenticated_check = matches!(
-            name,
-            "reject_sender_login_mismatch"
-                | "reject_authenticated_sender_login_mismatch"
-                | "reject_known_sender_login_mismatch"
-        );
-        let unauth_check = matches!(
-            name,
-            "reject_sender_login_mismatch"
-                | "reject_unauthenticated_sender_login_mismatch"
-                | "reject_known_sender_login_mismatch"
-        );
-        match (&user, owners) {
-            (Some(u), Some(o)) if authenticated_check => {
-                let owned = o
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .any(|n| n.eq_ignore_ascii_case(u));
+        match (user, owners) {
+            (Some(u), owners) => {
+                let owned = match owners {
+                    Some(o) => o
+                        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+                        .any(|n| n.to_lowercase() == u.to_lowercase()),
+                    // Without owners only the strict forms (not `known`) reject.
+                    None => !check,
+                };
                 if owned {
-                    Status::Dunno
-                } else {
-                    self.reject(
-                        ErrClass::Policy,
-                        553,
-                        "5.7.1",
-                        format!("<{sender}>: Sender address rejected: not owned by user {u}"),
-                    )
+                    return Status::Dunno;
                 }
-            }
-            (Some(u), None)
-                if name == "reject_sender_login_mismatch"
-                    || name == "reject_authenticated_sender_login_mismatch" =>
-            {
                 self.reject(
                     ErrClass::Policy,
                     553,
                     "5.7.1",
-                    format!("<{sender}>: Sender address rejected: not owned by user {u}"),
+                    format!(
+                        "<{sender}>: Sender address rejected: not owned by user {}",
+                        clean(&u)
+                    ),
                 )
             }
-            (None, Some(_)) if unauth_check => self.reject(
+            (None, Some(_)) => self.reject(
                 ErrClass::Policy,
                 553,
                 "5.7.1",
                 format!("<{sender}>: Sender address rejected: not logged in"),
             ),
-            _ => Status::Dunno,
+            (None, None) => Status::Dunno,
         }
     }
 
