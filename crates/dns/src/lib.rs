@@ -96,6 +96,8 @@ pub enum Answer {
     /// The character strings of one TXT record, concatenated.
     Txt(String),
     Ptr(String),
+    /// A name server host name, lower-cased, without the trailing dot.
+    Ns(String),
 }
 
 /// The default time one server gets to answer one try.
@@ -383,6 +385,19 @@ impl Resolver {
         Ok(v)
     }
 
+    /// NS records of `name` (name server host names, in server order). An existing name
+    /// without NS records is `Ok(vec![])`, a missing one [`DnsError::NotFound`].
+    pub fn ns(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        Ok(self
+            .query(name, RecordType::NS)?
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Ns(n) => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// TXT records of `name`, each record's strings concatenated (lossy UTF-8).
     pub fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
         Ok(self
@@ -586,6 +601,7 @@ fn answers(reply: &Message, rtype: RecordType) -> Result<Vec<Answer>, DnsError> 
                     .collect::<String>(),
             ),
             RData::PTR(p) => Answer::Ptr(host(&p.0)),
+            RData::NS(n) => Answer::Ns(host(&n.0)),
             _ => continue,
         };
         out.push(a);

@@ -105,7 +105,7 @@ impl Eval<'_> {
     }
 
     /// `check_addr_access`: the address, then its parent networks (`1.2.3`, `1.2`, `1`).
-    fn check_addr_access(
+    pub(super) fn check_addr_access(
         &mut self,
         table: &str,
         address: &str,
