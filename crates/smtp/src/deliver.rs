@@ -103,7 +103,7 @@ impl Agent {
         let before = arrival_delay(req.arrival, received);
         let start = Instant::now();
         let mut timing = (Duration::ZERO, Duration::ZERO, 1u32);
-        let decided = match read_message(req) {
+        let decided = match read_message(req).and_then(|m| self.generic_message(m)) {
             Ok(msg) => self.deliver_message(req, &msg, start, &mut timing),
             Err(text) => vec![
                 Decided {
@@ -115,6 +115,49 @@ impl Agent {
                 req.recipients.len()
             ],
         };
+        self.report(req, before, timing, decided)
+    }
+
+    /// Delivers a batch (one destination): after the destination itself failed (no
+    /// server reached), the rest is deferred without trying again, as Postfix's qmgr
+    /// does for a dead destination.
+    pub fn deliver_batch(&mut self, reqs: &[DeliveryRequest]) -> Vec<Vec<RcptResult>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut dead: Option<(String, String)> = None;
+        for req in reqs {
+            if let Some((dsn, text)) = &dead {
+                let before = arrival_delay(req.arrival, SystemTime::now());
+                let d = Decided {
+                    outcome: Outcome::Deferred,
+                    dsn: dsn.clone(),
+                    text: format!("delivery temporarily suspended: {text}"),
+                    relay: "none".into(),
+                };
+                let decided = vec![d; req.recipients.len()];
+                out.push(self.report(req, before, (Duration::ZERO, Duration::ZERO, 1), decided));
+                continue;
+            }
+            let results = self.deliver(req);
+            if let Some(first) = results.first()
+                && results
+                    .iter()
+                    .all(|r| r.outcome == Outcome::Deferred && r.relay == "none")
+            {
+                dead = Some((first.status.clone(), first.text.clone()));
+            }
+            out.push(results);
+        }
+        out
+    }
+
+    /// One log line per recipient, and the results for qmgr.
+    fn report(
+        &self,
+        req: &DeliveryRequest,
+        before: Duration,
+        timing: (Duration, Duration, u32),
+        decided: Vec<Decided>,
+    ) -> Vec<RcptResult> {
         let (setup, xfer, conn_use) = timing;
         req.recipients
             .iter()
@@ -188,7 +231,7 @@ impl Agent {
             }
         };
         let key = nexthop_text.to_ascii_lowercase();
-        let rcpts: Vec<RcptSpec> = req
+        let mut rcpts: Vec<RcptSpec> = req
             .recipients
             .iter()
             .map(|r| RcptSpec {
@@ -197,10 +240,24 @@ impl Agent {
                 orcpt: r.orcpt.clone(),
             })
             .collect();
+        if let Some(g) = &self.s.generic {
+            for r in &mut rcpts {
+                match g.map(&r.address) {
+                    Ok(a) => r.address = a,
+                    Err(e) => {
+                        let text = format!("{}_generic_maps lookup error: {e}", self.s.prefix);
+                        return all(Outcome::Deferred, "4.3.0", text, "none");
+                    }
+                }
+            }
+        }
 
         // A cached session to the same destination first.
         if let Some(c) = self.cache.take() {
-            if c.key == key && !c.session.broken {
+            if c.key == key
+                && !c.session.broken
+                && c.session.opened.elapsed() < self.s.reuse_time_limit
+            {
                 let mut session = c.session;
                 let t0 = Instant::now();
                 let attempt = self.transact(&mut session, msg, &rcpts, true);
@@ -264,9 +321,20 @@ impl Agent {
             Nexthop::Inet { host, .. } => host.clone(),
             Nexthop::Unix(_) => String::new(),
         };
+        // Recipients with a final answer (2xx, 5xx, or 4xx from the last server tried),
+        // and the latest temporary answer of the others: a 4xx from one MX host, or a
+        // session that broke, leaves the recipient to the next host (Postfix's
+        // smtp_mx_address_limit / smtp_mx_session_limit), and only what no host
+        // accepted is deferred, with the last server's words.
+        let mut finals: Vec<Option<Decided>> = vec![None; n];
+        let mut soft: Vec<Option<Decided>> = vec![None; n];
         let mut last: Option<(Failure, String)> = None;
-        let mut sessions_tried = 0;
-        for (name, addr, unix) in &targets {
+        let mut sessions = 0usize;
+        for (i, (name, addr, unix)) in targets.iter().enumerate() {
+            let todo: Vec<usize> = (0..n).filter(|&k| finals[k].is_none()).collect();
+            if todo.is_empty() {
+                break;
+            }
             let credentials =
                 match self.credentials(&nexthop_text, name, addr.map_or(0, |a| a.port())) {
                     Ok(c) => c,
@@ -290,78 +358,137 @@ impl Agent {
             }
             match opened {
                 Ok(mut session) => {
+                    // Only sessions that completed the handshake count, as Postfix's.
+                    sessions += 1;
+                    let more = i + 1 < targets.len()
+                        && (self.s.mx_session_limit == 0 || sessions < self.s.mx_session_limit);
                     timing.0 = start.elapsed();
                     let t0 = Instant::now();
-                    let attempt = self.transact(&mut session, msg, &rcpts, false);
+                    let sub: Vec<RcptSpec> = todo.iter().map(|&k| rcpts[k].clone()).collect();
+                    let attempt = self.transact(&mut session, msg, &sub, false);
                     timing.1 = t0.elapsed();
                     timing.2 = session.transactions;
-                    match attempt {
-                        Ok(decided) => {
-                            self.keep(key, session);
-                            return decided;
+                    let (decided, failure) = match attempt {
+                        Ok(d) => (d.into_iter().map(Some).collect::<Vec<_>>(), None),
+                        Err((f, partial)) => (partial, Some(f)),
+                    };
+                    let described = failure.as_ref().map(|f| {
+                        let (dsn, perm, text) = f.describe(&session.peer, self.s.skip_5xx_greeting);
+                        Decided {
+                            outcome: if perm {
+                                Outcome::Bounced
+                            } else {
+                                Outcome::Deferred
+                            },
+                            dsn,
+                            text,
+                            relay: session.relay.clone(),
                         }
-                        Err((f, partial)) => {
-                            let (dsn, perm, text) =
-                                f.describe(&session.peer, self.s.skip_5xx_greeting);
-                            let relay = session.relay.clone();
-                            session.quit();
-                            return partial
-                                .into_iter()
-                                .map(|d| {
-                                    d.unwrap_or_else(|| Decided {
-                                        outcome: if perm {
-                                            Outcome::Bounced
-                                        } else {
-                                            Outcome::Deferred
-                                        },
-                                        dsn: dsn.clone(),
-                                        text: text.clone(),
-                                        relay: relay.clone(),
-                                    })
-                                })
-                                .collect();
+                    });
+                    let next_ok = more && failure.as_ref().is_none_or(Failure::try_next);
+                    let mut left = false;
+                    for (j, d) in decided.into_iter().enumerate() {
+                        let k = todo[j];
+                        let d = match (d, &described) {
+                            (Some(d), _) => d,
+                            (None, Some(f)) => f.clone(),
+                            (None, None) => continue,
+                        };
+                        if d.outcome == Outcome::Deferred && next_ok {
+                            soft[k] = Some(d);
+                            left = true;
+                        } else {
+                            finals[k] = Some(d);
                         }
+                    }
+                    if let Some(f) = failure {
+                        last = Some((f, session.peer.clone()));
+                        session.quit();
+                    } else if left {
+                        session.quit();
+                    } else {
+                        self.keep(key.clone(), session);
+                    }
+                    if !next_ok {
+                        break;
+                    }
+                    if left {
+                        oxipost_log::info!(
+                            "{}: {} recipient(s) left for the next server after {}",
+                            req.queue_id,
+                            soft.iter()
+                                .zip(&finals)
+                                .filter(|(s, f)| s.is_some() && f.is_none())
+                                .count(),
+                            name
+                        );
                     }
                 }
-                Err((f, peer, relay)) => {
+                Err((f, peer, _relay)) => {
                     let (_, _, text) = f.describe(&peer, self.s.skip_5xx_greeting);
-                    if !matches!(f, Failure::Connect(_)) {
-                        sessions_tried += 1;
-                    }
                     oxipost_log::info!("{}: {text}", req.queue_id);
                     let stop = !f.try_next()
-                        || (self.s.mx_session_limit > 0
-                            && sessions_tried >= self.s.mx_session_limit);
+                        || (self.s.mx_session_limit > 0 && sessions >= self.s.mx_session_limit);
                     last = Some((f, peer));
                     if stop {
                         break;
                     }
-                    let _ = relay;
                 }
             }
         }
-        timing.0 = start.elapsed();
-        match last {
-            Some((f, peer)) => {
-                let (dsn, perm, text) = f.describe(&peer, self.s.skip_5xx_greeting);
-                let o = if perm {
-                    Outcome::Bounced
-                } else {
-                    Outcome::Deferred
-                };
-                all(o, &dsn, text, "none")
-            }
-            None => all(
-                Outcome::Deferred,
-                "4.4.4",
-                format!("no server found for {nexthop_text}"),
-                "none",
-            ),
+        if timing.0.is_zero() {
+            timing.0 = start.elapsed();
         }
+        let fallback = match &last {
+            Some((f, peer)) => {
+                let (dsn, perm, text) = f.describe(peer, self.s.skip_5xx_greeting);
+                Decided {
+                    outcome: if perm {
+                        Outcome::Bounced
+                    } else {
+                        Outcome::Deferred
+                    },
+                    dsn,
+                    text,
+                    relay: "none".into(),
+                }
+            }
+            None => Decided {
+                outcome: Outcome::Deferred,
+                dsn: "4.4.4".into(),
+                text: format!("no server found for {nexthop_text}"),
+                relay: "none".into(),
+            },
+        };
+        finals
+            .into_iter()
+            .zip(soft)
+            .map(|(f, s)| f.or(s).unwrap_or_else(|| fallback.clone()))
+            .collect()
+    }
+
+    /// `smtp_generic_maps` on the sender and the message header (recipients are mapped
+    /// with the request). A table error defers the message.
+    fn generic_message(&self, mut m: Message) -> Result<Message, String> {
+        let Some(g) = &self.s.generic else {
+            return Ok(m);
+        };
+        let err = |e: String| format!("{}_generic_maps lookup error: {e}", self.s.prefix);
+        m.mail.sender = g.map(&m.mail.sender).map_err(err)?;
+        if let Some(c) = g.rewrite_headers(&m.content).map_err(err)? {
+            m.content = c;
+        }
+        Ok(m)
     }
 
     fn keep(&mut self, key: String, session: Session) {
-        if session.broken {
+        let wanted = self.s.cache_on_demand
+            || self
+                .s
+                .cache_destinations
+                .iter()
+                .any(|d| *d == key || key.trim_start_matches('[').split(']').next() == Some(d));
+        if session.broken || !wanted || session.opened.elapsed() >= self.s.reuse_time_limit {
             session.quit();
             return;
         }

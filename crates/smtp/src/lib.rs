@@ -10,8 +10,8 @@
 //!
 //! Modules: [`settings`] (typed main.cf), [`dest`] (next hop → servers, MX),
 //! [`conn`] (sockets, TLS, session set-up, the transaction loop), [`tls`] (levels,
-//! policy, verification), [`sasl`] (credentials and mechanisms), [`deliver`] (one
-//! request, connection reuse), [`report`] (log lines), [`service`] (the protocol with
+//! policy, verification), [`sasl`] (credentials and mechanisms), [`generic`]
+//! (`smtp_generic_maps`), [`deliver`] (one request, MX fallback, connection reuse), [`report`] (log lines), [`service`] (the protocol with
 //! qmgr).
 //!
 //! Architecture Invariant: the protocol is in the sans-IO core; this crate owns sockets,
@@ -21,6 +21,7 @@
 pub mod conn;
 pub mod deliver;
 pub mod dest;
+pub mod generic;
 pub mod report;
 pub mod sasl;
 pub mod service;
@@ -43,7 +44,8 @@ smtp_connection_cache_time_limit, smtp_discard_ehlo_keywords, smtp_tls_security_
 smtp_tls_policy_maps, smtp_tls_CAfile, smtp_tls_CApath, smtp_tls_verify_cert_match,
 smtp_tls_secure_cert_match, smtp_sasl_auth_enable, smtp_sasl_password_maps,
 smtp_sasl_security_options, smtp_sasl_tls_security_options, smtp_sasl_mechanism_filter,
-smtp_sasl_auth_soft_bounce, oxipost_dns_servers; lmtp_* variants in LMTP mode.
+smtp_sasl_auth_soft_bounce, smtp_generic_maps, smtp_connection_cache_on_demand,
+smtp_connection_cache_destinations, smtp_connection_reuse_time_limit, oxipost_dns_servers; lmtp_* variants in LMTP mode.
 ";
 
 /// The program: `program` is `smtp` or `lmtp`.

@@ -80,12 +80,10 @@ fn conversation<S: Timed>(agent: &mut Agent, mut stream: S, idle: Duration) {
                 write_frame(&mut stream, &DeliveryReply { results })
             }
             AgentRequest::Batch(b) => {
-                let replies = b
-                    .requests
-                    .iter()
-                    .map(|r| DeliveryReply {
-                        results: agent.deliver(r),
-                    })
+                let replies = agent
+                    .deliver_batch(&b.requests)
+                    .into_iter()
+                    .map(|results| DeliveryReply { results })
                     .collect();
                 write_frame(&mut stream, &DeliveryBatchReply { replies })
             }

@@ -67,6 +67,14 @@ pub struct Settings {
     pub sasl_soft_bounce: bool,
     pub skip_5xx_greeting: bool,
     pub cache_time_limit: Duration,
+    /// `smtp_connection_reuse_time_limit`: a session older than this is not reused.
+    pub reuse_time_limit: Duration,
+    /// `smtp_connection_cache_on_demand`: keep sessions for reuse (a batch from qmgr is
+    /// the backlog that makes it pay).
+    pub cache_on_demand: bool,
+    /// `smtp_connection_cache_destinations`: next hops whose sessions are kept even
+    /// when on-demand caching is off (lower case, as written: `[host]:port`, domain).
+    pub cache_destinations: Vec<String>,
     pub mx_address_limit: usize,
     pub mx_session_limit: usize,
     pub discard_ehlo_keywords: Vec<String>,
@@ -74,6 +82,9 @@ pub struct Settings {
     pub host_lookup: Vec<String>,
     /// `oxipost_dns_servers`: empty means `/etc/resolv.conf`.
     pub dns_servers: String,
+    /// `smtp_generic_maps` (`lmtp_generic_maps` in LMTP mode, no fallback: Postfix
+    /// keeps them apart).
+    pub generic: Option<crate::generic::Generic>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -260,11 +271,34 @@ impl Settings {
             sasl_soft_bounce: boolean("sasl_auth_soft_bounce", true)?,
             skip_5xx_greeting: boolean("skip_5xx_greeting", true)?,
             cache_time_limit: time("connection_cache_time_limit", 2)?,
+            reuse_time_limit: time("connection_reuse_time_limit", 300)?,
+            cache_on_demand: boolean("connection_cache_on_demand", true)?,
+            cache_destinations: list("connection_cache_destinations")?,
             mx_address_limit: int("mx_address_limit", 5)?.max(0) as usize,
             mx_session_limit: int("mx_session_limit", 2)?.max(0) as usize,
             discard_ehlo_keywords: list("discard_ehlo_keywords")?,
             host_lookup,
             dns_servers: cfg.get("oxipost_dns_servers").unwrap_or_default(),
+            generic: {
+                let n = format!("{prefix}_generic_maps");
+                let v = cfg.get(&n).unwrap_or_default();
+                if v.trim().is_empty() {
+                    None
+                } else {
+                    let maps =
+                        Maps::open(&v, &MapConfig::default()).map_err(|e| format!("{n}: {e}"))?;
+                    let mut local = vec![
+                        cfg.get("myhostname").map_err(err)?,
+                        cfg.get("myorigin").map_err(err)?,
+                    ];
+                    local.extend(cfg.get_list("mydestination").map_err(err)?);
+                    Some(crate::generic::Generic::new(
+                        maps,
+                        &cfg.get("recipient_delimiter").map_err(err)?,
+                        local,
+                    ))
+                }
+            },
         })
     }
 }
