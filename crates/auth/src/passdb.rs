@@ -9,8 +9,8 @@
 //! - `sqlite:/path/users.db`: virtual users (see [`crate::sqlite`]).
 //! - `pgsql:/path/file.cf`: users in PostgreSQL, the `pgsql:` table's `.cf` form with a
 //!   `password_query` (see [`crate::pgsql`]).
-//!
-//! MySQL passdbs are not implemented yet.
+//! - `mysql:/path/file.cf`: users in MySQL/MariaDB, the `mysql:` table's `.cf` form with
+//!   a `password_query`, columns as for pgsql (see [`crate::mysql`]).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ pub enum PassDb {
     PasswdFile(PathBuf),
     Sqlite(PathBuf),
     Pgsql(PathBuf),
+    Mysql(PathBuf),
 }
 
 /// Answers for users without their own ids (virtual users): `mail_owner`'s.
@@ -59,9 +60,10 @@ impl PassDb {
             Some(("passwd-file", p)) if p.starts_with('/') => Ok(PassDb::PasswdFile(p.into())),
             Some(("sqlite", p)) if p.starts_with('/') => Ok(PassDb::Sqlite(p.into())),
             Some(("pgsql", p)) if p.starts_with('/') => Ok(PassDb::Pgsql(p.into())),
+            Some(("mysql", p)) if p.starts_with('/') => Ok(PassDb::Mysql(p.into())),
             _ => Err(format!(
-                "auth_passdb: {spec:?}: expected shadow, passwd-file:/path, sqlite:/path or \
-                 pgsql:/path.cf (mysql: is not implemented yet)"
+                "auth_passdb: {spec:?}: expected shadow, passwd-file:/path, sqlite:/path, \
+                 pgsql:/path.cf or mysql:/path.cf"
             )),
         }
     }
@@ -91,21 +93,28 @@ impl PassDb {
                     enabled: r.enabled,
                 }))
             }
-            PassDb::Pgsql(p) => Ok(crate::pgsql::find(p, user)?.map(|r| {
-                let home = r.home.unwrap_or_default();
-                Found {
-                    info: UserInfo {
-                        user: r.user.unwrap_or_else(|| user.to_owned()),
-                        uid: r.uid.unwrap_or(defaults.uid),
-                        gid: r.gid.unwrap_or(defaults.gid),
-                        mail: r.mail.unwrap_or_else(|| "maildir:~/Maildir".into()),
-                        home,
-                    },
-                    enabled: r.password.is_some(),
-                    stored: r.password.unwrap_or_default(),
-                }
-            })),
+            PassDb::Pgsql(p) => {
+                Ok(crate::pgsql::find(p, user)?.map(|r| sql_found(r, user, defaults)))
+            }
+            PassDb::Mysql(p) => {
+                Ok(crate::mysql::find(p, user)?.map(|r| sql_found(r, user, defaults)))
+            }
         }
+    }
+}
+
+/// A user row of an SQL passdb (pgsql, mysql) with the defaults filled in.
+fn sql_found(r: crate::pgsql::Row, user: &str, defaults: Defaults) -> Found {
+    Found {
+        info: UserInfo {
+            user: r.user.unwrap_or_else(|| user.to_owned()),
+            uid: r.uid.unwrap_or(defaults.uid),
+            gid: r.gid.unwrap_or(defaults.gid),
+            mail: r.mail.unwrap_or_else(|| "maildir:~/Maildir".into()),
+            home: r.home.unwrap_or_default(),
+        },
+        enabled: r.password.is_some(),
+        stored: r.password.unwrap_or_default(),
     }
 }
 
@@ -204,7 +213,7 @@ pub fn stored_schemes(dbs: &[PassDb]) -> Result<std::collections::BTreeSet<Strin
             PassDb::Sqlite(p) => out.extend(UserDb::open_ro(p)?.schemes()?),
             // Not enumerable without a query of its own: only mechanisms that take the
             // password itself are offered for its users.
-            PassDb::Pgsql(_) => {}
+            PassDb::Pgsql(_) | PassDb::Mysql(_) => {}
         }
     }
     Ok(out)

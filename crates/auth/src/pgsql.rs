@@ -79,7 +79,7 @@ pub fn find(path: &Path, login: &str) -> Result<Option<Row>, String> {
 
 /// Names the values of one row: by column name, or by position (`password, uid, gid,
 /// home, mail`) when the client reports no names.
-fn row_from(columns: &[String], row: Vec<Option<String>>) -> Result<Row, String> {
+pub(crate) fn row_from(columns: &[String], row: Vec<Option<String>>) -> Result<Row, String> {
     const POSITIONAL: [&str; 5] = ["password", "uid", "gid", "home", "mail"];
     let mut out = Row::default();
     for (i, v) in row.into_iter().enumerate() {

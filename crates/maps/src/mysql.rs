@@ -33,6 +33,8 @@ pub struct Mysql {
     conn: Option<Conn>,
     /// Whether `conn` answered a query before (a failure may just mean a stale connection).
     reused: bool,
+    /// The column names of the last result (the mysql passdb picks columns by name).
+    columns: Vec<String>,
 }
 
 struct Host {
@@ -103,6 +105,7 @@ impl Mysql {
             retry_interval: Duration::from_secs(seconds(cfg, path, "retry_interval", 60)?),
             conn: None,
             reused: false,
+            columns: Vec::new(),
         })
     }
 
@@ -177,6 +180,7 @@ impl SqlBackend for Mysql {
             match conn.query(sql) {
                 Ok(rs) => {
                     self.reused = true;
+                    self.columns = rs.columns.into_iter().map(|c| c.name).collect();
                     return Ok(rs
                         .rows
                         .into_iter()
@@ -203,6 +207,10 @@ impl SqlBackend for Mysql {
             }
         }
         Err(MapError::temp("query failed"))
+    }
+
+    fn last_columns(&self) -> Vec<String> {
+        self.columns.clone()
     }
 }
 
