@@ -199,3 +199,64 @@ def wait_for(pred, what, s, timeout=30):
             return v
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}; log:\n" + s.log()[-4000:])
+
+
+_tspec = importlib.util.spec_from_file_location("tls_auth_conftest", _here.parent / "tls_auth" / "conftest.py")
+_tls = importlib.util.module_from_spec(_tspec)
+_tspec.loader.exec_module(_tls)
+make_cert = _tls.make_cert
+
+
+class MailSuite(Suite):
+    """A suite with a certificate for smtpd (submission with STARTTLS), pop3d and imapd."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.submission_port = self.base + 587
+        self.pop3_port = self.base + 110
+        self.imap_port = self.base + 143
+        self.tls = self.root / "tls"
+        self.tls.mkdir()
+        if AS_USER:
+            shutil.chown(self.tls, "oxipost", "oxipost")
+        key, cert, _ = make_cert(self.tls, "server", "mail.example.test")
+        self.postconf(
+            "smtpd_tls_security_level=may", f"smtpd_tls_cert_file={cert}", f"smtpd_tls_key_file={key}",
+            "pop3d_tls_security_level=may", f"pop3d_tls_cert_file={cert}", f"pop3d_tls_key_file={key}",
+            "imapd_tls_security_level=may", f"imapd_tls_cert_file={cert}", f"imapd_tls_key_file={key}",
+            "auth_failure_delay=0",
+        )
+
+
+def give(path):
+    if AS_USER:
+        shutil.chown(path, "oxipost", "oxipost")
+
+
+@pytest.fixture
+def mail_suites():
+    """A factory of MailSuites (several nodes), all stopped and removed afterwards."""
+    made = []
+
+    def make():
+        top = Path(tempfile.mkdtemp(prefix="oxipost-pgs-", dir="/tmp"))
+        os.chmod(top, 0o755)
+        if AS_USER:
+            shutil.chown(top, "oxipost", "oxipost")
+        made.append(top)
+        s = MailSuite(top / "oxi")
+        made[-1] = (top, s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for entry in made:
+            if isinstance(entry, tuple):
+                top, s = entry
+                s.stop()
+                s.kill_all()
+            else:
+                top = entry
+            if not os.environ.get("OXIPOST_KEEP"):
+                shutil.rmtree(top, ignore_errors=True)

@@ -533,7 +533,9 @@ impl SqlBackend for Pgsql {
                     return Ok(r.rows);
                 }
                 Err(e) => {
-                    let stale = self.reused && matches!(e, oxipost_pgwire::Error::Io(_));
+                    // A reused connection may have been closed since (the socket shut, or
+                    // the server's "terminating connection" FATAL waiting in it).
+                    let stale = self.reused && e.is_fatal();
                     if e.is_fatal() {
                         self.conn = None;
                     }
