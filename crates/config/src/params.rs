@@ -241,7 +241,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_tls_security_options", Kind::List, "$smtpd_sasl_security_options", "Which SASL mechanisms smtpd offers over TLS.", false),
     p("smtpd_sasl_authenticated_header", Kind::Bool, "no", "Put the SASL login name in the Received: header.", false),
     p("smtpd_sender_login_maps", Kind::Maps, "", "Who owns which MAIL FROM address, for reject_sender_login_mismatch.", false),
-    p("auth_passdb", Kind::List, "shadow", "Password databases of the auth service, tried in order: shadow, passwd-file:/path (Dovecot format), sqlite:/path/users.db (oxipost).", false),
+    p("auth_passdb", Kind::List, "shadow", "Password databases of the auth service, tried in order: shadow, passwd-file:/path (Dovecot format), sqlite:/path/users.db (oxipost), pgsql:/path.cf and mysql:/path.cf (a password_query in the pgsql_table(5)/mysql_table(5) form).", false),
     p("auth_mechanisms", Kind::List, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256", "SASL mechanisms the auth service offers (oxipost); CRAM-MD5 only while some user has a {PLAIN} password, SCRAM-SHA-256 while one has {PLAIN} or {SCRAM-SHA-256}.", false),
     p("auth_failure_delay", Kind::Time('s'), "1s", "Delay after a failed login, doubled per further failure from the same client address (at most 16 times) (oxipost).", false),
     p("auth_failure_limit", Kind::Int, "10", "Failed logins per client address within auth_failure_window after which every attempt fails (0: no limit) (oxipost).", false),
