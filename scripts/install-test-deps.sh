@@ -37,6 +37,8 @@ clamav-daemon
 clamav-milter
 mariadb-server
 mariadb-client
+postgresql
+postgresql-client
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be
