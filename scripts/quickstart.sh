@@ -50,6 +50,9 @@ port=$("$bin/postconf" -c "$run/etc" -M | awk '$2 == "inet" && $8 == "smtpd" { p
 user=$("$bin/postconf" -c "$run/etc" -h local_users | awk '{ print $1 }' | cut -d: -f1)
 user=${user:-demo}
 home=$("$bin/postconf" -c "$run/etc" -h local_home_base)
+pop3=$("$bin/postconf" -c "$run/etc" -M | awk '$2 == "inet" && $8 == "pop3d" { print $1; exit }')
+imap=$("$bin/postconf" -c "$run/etc" -M | awk '$2 == "inet" && $8 == "imapd" { print $1; exit }')
+password=$(cat "$run/etc/demo-password" 2>/dev/null || echo '(see oxipost-user passwd)')
 cat <<MSG
 
 oxipost is running (config $run/etc, spool $run/spool, log $run/log/maillog).
@@ -61,6 +64,10 @@ or, without swaks:
 
 Read it:
   ls ${home:-$run/home}/$user/Maildir/new/ && cat ${home:-$run/home}/$user/Maildir/new/*
+or over POP3/IMAP (ports ${pop3#*:}/${imap#*:}) as the SQLite virtual user
+  $user@localhost, password: $password   (also in $run/etc/demo-password)
+e.g.  python3 -c "import poplib; p = poplib.POP3('127.0.0.1', ${pop3#*:}); p.user('$user@localhost'); p.pass_('$password'); print(p.stat())"
+Add users with:  $bin/oxipost-user -c $run/etc add someone@localhost   (password on stdin)
 
 Stop the suite:
   $bin/mailctl -c $run/etc stop

@@ -3,6 +3,13 @@
 //! DIR/data, DIR/log, with the suite's binaries (the directory of this mailctl) as
 //! daemon_directory and high ports on 127.0.0.1. master.cf is the shipped one with the
 //! inet services moved to `port_base + offset`.
+//!
+//! Logins are SQLite virtual users (`auth_passdb = sqlite:DIR/etc/users.db`, managed with
+//! `oxipost-user`), unlike the shipped main.cf's system users (`shadow`, which needs
+//! root). The demo user `demo@localhost` gets a random password, written to
+//! DIR/etc/demo-password (mode 0600), stored as `{SCRAM-SHA-256}` so that every
+//! mechanism but CRAM-MD5/APOP works; its mailbox is the Maildir local delivers
+//! `demo@localhost` mail to.
 
 use std::path::{Path, PathBuf};
 
@@ -114,7 +121,9 @@ pub fn main_cf(dir: &Path, bin_dir: &Path) -> String {
          local_home_base = {d}/home\n\
          # The instance's own aliases: never the host's /etc/aliases.\n\
          alias_maps = hash:{d}/etc/aliases\n\
-         alias_database = hash:{d}/etc/aliases\n",
+         alias_database = hash:{d}/etc/aliases\n\
+         # Logins: SQLite virtual users (oxipost-user -c {d}/etc add user@domain).\n\
+         auth_passdb = sqlite:{d}/etc/users.db\n",
         host = host_name()
     )
 }
@@ -134,7 +143,8 @@ pub fn init(dir: &Path, port_base: u16) -> Result<Vec<PathBuf>, String> {
         (etc.join("master.cf"), master_cf(port_base)?),
         (etc.join("aliases"), STARTER_ALIASES.to_string()),
     ];
-    for (p, _) in &files {
+    let made_later = [etc.join("users.db"), etc.join("demo-password")];
+    for p in files.iter().map(|(p, _)| p).chain(&made_later) {
         if p.exists() {
             return Err(format!("{} exists; not overwriting it", p.display()));
         }
@@ -150,7 +160,75 @@ pub fn init(dir: &Path, port_base: u16) -> Result<Vec<PathBuf>, String> {
         written.push(p);
     }
     written.push(build_aliases(&bin_dir, &etc)?);
+    written.extend(demo_user(&bin_dir, &dir)?);
     Ok(written)
+}
+
+/// The demo user's login (its mail goes to the local user `demo`).
+pub const DEMO_LOGIN: &str = "demo@localhost";
+
+/// Creates DIR/etc/users.db with the demo user and DIR/etc/demo-password through the
+/// suite's `oxipost-user` (the password goes over standard input, never argv).
+fn demo_user(bin_dir: &Path, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let db = dir.join("etc").join("users.db");
+    let pw_file = dir.join("etc").join("demo-password");
+    let password = random_password()?;
+    let tool = bin_dir.join("oxipost-user");
+    let mut child = std::process::Command::new(&tool)
+        .arg("--db")
+        .arg(&db)
+        .args(["add", DEMO_LOGIN, "--scheme", "SCRAM-SHA-256", "--mailbox"])
+        .arg(format!("{}/home/demo/Maildir/", dir.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run {}: {e}", tool.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(format!("{password}\n").as_bytes())
+            .map_err(|e| format!("{}: {e}", tool.display()))?;
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("{}: {e}", tool.display()))?;
+    if !status.success() {
+        return Err(format!("{} add {DEMO_LOGIN}: {status}", tool.display()));
+    }
+    // The database holds SCRAM keys (open to an offline guess): the instance's user only.
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pw_file)
+        .map_err(|e| format!("{}: {e}", pw_file.display()))?;
+    f.write_all(format!("{password}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", pw_file.display()))?;
+    Ok(vec![db, pw_file])
+}
+
+/// 16 random letters and digits from the kernel.
+fn random_password() -> Result<String, String> {
+    use std::io::Read as _;
+    const ALNUM: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut raw = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    // Rejection sampling keeps every character equally likely.
+    let limit = 256 - 256 % ALNUM.len();
+    let pw: String = raw
+        .iter()
+        .filter(|b| usize::from(**b) < limit)
+        .take(16)
+        .map(|b| char::from(ALNUM[usize::from(*b) % ALNUM.len()]))
+        .collect();
+    if pw.len() < 16 {
+        return Err("/dev/urandom: not enough random bytes".into());
+    }
+    Ok(pw)
 }
 
 /// The aliases(5) file of an init'ed directory.

@@ -1,13 +1,14 @@
 //! `oxipost-user`: manages the SQLite virtual users of the authentication service (the
 //! `sqlite:` entry of `auth_passdb`, or `--db`). Passwords are read from standard input
-//! (one line), never from the command line, and stored as `{SHA512-CRYPT}` hashes.
+//! (one line), never from the command line, and stored as `{SHA512-CRYPT}` hashes (or
+//! another scheme with `--scheme`: `SCRAM-SHA-256` lets SCRAM clients log in, `PLAIN`
+//! also CRAM-MD5 and APOP).
 
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oxipost_auth::scheme::hash_sha512;
 use oxipost_auth::sqlite::{UserDb, split_login};
 use oxipost_config::Config;
 
@@ -35,9 +36,16 @@ enum Cmd {
         /// Quota in bytes (0: none).
         #[arg(long, default_value_t = 0)]
         quota: i64,
+        /// Password scheme: SHA512-CRYPT, BLF-CRYPT, ARGON2ID, SCRAM-SHA-256 or PLAIN.
+        #[arg(short = 's', long, default_value = "SHA512-CRYPT")]
+        scheme: String,
     },
     /// Change a password (read from standard input).
-    Passwd { login: String },
+    Passwd {
+        login: String,
+        #[arg(short = 's', long, default_value = "SHA512-CRYPT")]
+        scheme: String,
+    },
     /// Remove a user.
     Del { login: String },
     /// Disable a user (logins fail; the data stays).
@@ -55,7 +63,7 @@ enum Cmd {
         passdb: Vec<String>,
     },
     /// Print a hash of the password on standard input (like `doveadm pw`), for
-    /// passwd-files: SHA512-CRYPT, BLF-CRYPT, ARGON2ID or PLAIN.
+    /// passwd-files: SHA512-CRYPT, BLF-CRYPT, ARGON2ID, SCRAM-SHA-256 or PLAIN.
     Hash {
         #[arg(short = 's', long, default_value = "SHA512-CRYPT")]
         scheme: String,
@@ -163,14 +171,15 @@ fn run(cli: Cli) -> Result<(), String> {
             login,
             mailbox,
             quota,
+            scheme,
         } => {
             let (u, d) = split_login(login).ok_or_else(|| format!("{login}: not user@domain"))?;
-            let hash = hash_sha512(&read_password()?)?;
+            let hash = oxipost_auth::scheme::hash(scheme, &read_password()?)?;
             let mb = mailbox.clone().unwrap_or_else(|| format!("{d}/{u}/"));
             db.add_user(login, &hash, &mb, *quota)
         }
-        Cmd::Passwd { login } => {
-            let hash = hash_sha512(&read_password()?)?;
+        Cmd::Passwd { login, scheme } => {
+            let hash = oxipost_auth::scheme::hash(scheme, &read_password()?)?;
             must(db.set_password(login, &hash)?, login)
         }
         Cmd::Del { login } => must(db.del_user(login)?, login),
