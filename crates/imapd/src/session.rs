@@ -1098,10 +1098,8 @@ impl Session {
         // selected ones.
         let mut names: Vec<String> = if lsub || sel_subscribed {
             let mut v = subs.clone();
-            if subs.iter().any(|x| x == "INBOX") {
-                v.retain(|x| x != "INBOX");
-                v.insert(0, "INBOX".into());
-            }
+            // INBOX first, then sorted, as LIST.
+            v.sort_by(|a, b| (a != "INBOX", a).cmp(&(b != "INBOX", b)));
             v
         } else {
             all.clone()
@@ -1532,6 +1530,8 @@ impl Session {
         if let Some(since) = changed_since {
             idx.retain(|&i| s.view[i].modseq > since);
         }
+        // MODSEQ goes with FLAGS under CONDSTORE, once.
+        let flags_modseq = condstore && !items.contains(&Item::ModSeq);
         let needs_body = items.iter().any(Item::needs_body);
         let sets_seen = !s.readonly
             && items.iter().any(|i| {
@@ -1589,7 +1589,7 @@ impl Session {
                     Item::Flags => {
                         sent_flags = true;
                         resp.extend_from_slice(
-                            flags_item(&m, s.recent.contains(&m.uid), condstore).as_bytes(),
+                            flags_item(&m, s.recent.contains(&m.uid), flags_modseq).as_bytes(),
                         )
                     }
                     Item::InternalDate => resp.extend_from_slice(
@@ -1673,7 +1673,7 @@ impl Session {
             if flags_changed && !sent_flags {
                 sep(&mut resp);
                 resp.extend_from_slice(
-                    flags_item(&m, s.recent.contains(&m.uid), condstore).as_bytes(),
+                    flags_item(&m, s.recent.contains(&m.uid), flags_modseq).as_bytes(),
                 );
             }
             resp.extend_from_slice(b")\r\n");
