@@ -26,6 +26,7 @@ python3-pytest
 libnet-ssleay-perl
 libio-socket-ssl-perl
 libauthen-sasl-perl
+libdigest-hmac-perl
 openssl
 fetchmail
 isync
