@@ -47,9 +47,28 @@ ZONE = {
     "addr-only.example": [("A", "127.0.0.1")],
     "helo.example.test": [("A", "127.0.0.1")],
     "nullmx.example": [("MX", (0, ""))],
+    # MX/NS access checks: hosts of a "spammer" network.
+    "mxbad.test": [("MX", (10, "mx.spammer.test"))],
+    "mx.spammer.test": [("A", "127.0.0.9")],
+    "mxip.test": [("MX", (10, "mail.hoster.test"))],
+    "mail.hoster.test": [("A", "127.0.0.9")],
+    "amx.test": [("A", "127.0.0.9")],
+    "mxok.test": [("MX", (10, "mx.ok.test"))],
+    "mx.ok.test": [("A", "127.0.0.8")],
+    "nsbad.test": [("NS", "ns1.spammer.test"), ("A", "127.0.0.8")],
+    "sub.nsbad.test": [("A", "127.0.0.8")],
+    "ns1.spammer.test": [("A", "127.0.0.10")],
+    "nsip.test": [("NS", "ns.hoster.test")],
+    "ns.hoster.test": [("A", "127.0.0.9")],
+    # permit_mx_backup: 127.0.0.1 (this host) as backup or primary MX.
+    "me.test": [("A", "127.0.0.1")],
+    "primary.test": [("A", "192.0.2.10")],
+    "backupmx.test": [("MX", (10, "primary.test")), ("MX", (20, "me.test"))],
+    "primaryme.test": [("MX", (10, "me.test")), ("MX", (20, "primary.test"))],
+    "nobackup.test": [("MX", (10, "primary.test"))],
 }
 
-TYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR"}
+TYPES = {1: "A", 28: "AAAA", 15: "MX", 16: "TXT", 12: "PTR", 2: "NS"}
 
 
 def _name(data, off):

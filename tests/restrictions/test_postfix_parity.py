@@ -104,3 +104,94 @@ def test_redirect_delivers_to_the_target_only(suite, dns):
     c.close()
     suite.wait_for_mail(1, user="alice")
     assert len(suite.new_mail()) == 1
+
+
+# ---- MX/NS/A access and permit_mx_backup -----------------------------------------------
+
+SERVER_ACCESS = """\
+mx.spammer.test REJECT bad mx
+127.0.0.9 REJECT hoster listed
+.spammer.test REJECT spammer network
+mx.ok.test OK
+"""
+
+
+def test_mx_ns_a_access(suite, dns):
+    """check_*_mx_access / _ns_access / _a_access: the MX (or NS) host names of the domain,
+    then their addresses; a domain without MX is its own MX host; a name without NS takes
+    its parent's; OK from such a table is refused (451 4.3.5), as Postfix."""
+    t = write_file(suite, "server_access", SERVER_ACCESS)
+    base_config(suite, dns,
+                "parent_domain_matches_subdomains=",
+                "smtpd_relay_restrictions=",
+                f"smtpd_sender_restrictions=check_sender_mx_access texthash:{t}, "
+                f"check_sender_ns_access texthash:{t}",
+                f"smtpd_recipient_restrictions=check_recipient_a_access texthash:{t}, "
+                "reject_unauth_destination")
+    suite.start()
+    c = Client(suite)
+    for sender, reply in [
+        ("u@mxbad.test", "554 5.7.1 <u@mxbad.test>: Sender address rejected: bad mx"),
+        ("u@mxip.test", "554 5.7.1 <u@mxip.test>: Sender address rejected: hoster listed"),
+        ("u@amx.test", "554 5.7.1 <u@amx.test>: Sender address rejected: hoster listed"),
+        ("u@nsbad.test", "554 5.7.1 <u@nsbad.test>: Sender address rejected: spammer network"),
+        ("u@sub.nsbad.test", "554 5.7.1 <u@sub.nsbad.test>: Sender address rejected: spammer network"),
+        ("u@nsip.test", "554 5.7.1 <u@nsip.test>: Sender address rejected: hoster listed"),
+        ("u@mxok.test", "451 4.3.5 Server configuration error"),
+        ("u@good.example", "250 2.1.5 Ok"),
+        ("u@nonexistent.test", "250 2.1.5 Ok"),
+    ]:
+        assert c.cmd(f"MAIL FROM:<{sender}>") == "250 2.1.0 Ok"
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == reply, sender
+        c.cmd("RSET")
+    c.close()
+    wait_log(suite, "warning: restriction check_sender_mx_access returns OK for u@mxok.test")
+    # HELO and client forms; the recipient A check with a relay attempt.
+    t2 = write_file(suite, "client_access", "127.0.0.1 REJECT client a\n")
+    reconfigure(suite,
+                "smtpd_sender_restrictions=",
+                f"smtpd_helo_restrictions=check_helo_mx_access texthash:{t}",
+                f"smtpd_client_restrictions=check_client_a_access texthash:{t2}")
+    c = Client(suite, ehlo="mxbad.test")
+    c.cmd("MAIL FROM:<a@good.example>")
+    assert c.cmd(f"RCPT TO:<{LOCAL}>") == \
+        "554 5.7.1 <client.example.test[127.0.0.1]>: Client host rejected: client a"
+    c.close()
+    reconfigure(suite, "smtpd_client_restrictions=")
+    c = Client(suite, ehlo="mxbad.test")
+    c.cmd("MAIL FROM:<a@good.example>")
+    assert c.cmd(f"RCPT TO:<{LOCAL}>") == "554 5.7.1 <mxbad.test>: Helo command rejected: bad mx"
+    c.close()
+    c = Client(suite)
+    c.cmd("MAIL FROM:<a@good.example>")
+    assert c.cmd("RCPT TO:<u@amx.test>") == "554 5.7.1 <u@amx.test>: Recipient address rejected: hoster listed"
+    assert c.cmd("RCPT TO:<u@good.example>") == "554 5.7.1 <u@good.example>: Relay access denied"
+    c.close()
+
+
+def test_permit_mx_backup(suite, dns):
+    """permit_mx_backup: a domain whose backup (not primary) MX is this host is accepted;
+    primary MX, no backup, or no MX at all: Relay access denied; with
+    permit_mx_backup_networks, only when a primary MX is in those networks."""
+    base_config(suite, dns,
+                "smtpd_relay_restrictions=",
+                "smtpd_recipient_restrictions=permit_mx_backup, reject_unauth_destination")
+    suite.start()
+    c = Client(suite)
+    c.cmd("MAIL FROM:<a@good.example>")
+    assert c.cmd("RCPT TO:<u@backupmx.test>") == "250 2.1.5 Ok"
+    assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
+    for rcpt in ("u@primaryme.test", "u@nobackup.test", "u@nonexistent.test", "u@amx.test",
+                 "u%backupmx.test@backupmx.test"):
+        assert c.cmd(f"RCPT TO:<{rcpt}>") == f"554 5.7.1 <{rcpt}>: Relay access denied", rcpt
+    c.close()
+    reconfigure(suite, "permit_mx_backup_networks=198.51.100.0/24")
+    c = Client(suite)
+    c.cmd("MAIL FROM:<a@good.example>")
+    assert c.cmd("RCPT TO:<u@backupmx.test>") == "554 5.7.1 <u@backupmx.test>: Relay access denied"
+    c.close()
+    reconfigure(suite, "permit_mx_backup_networks=192.0.2.0/24")
+    c = Client(suite)
+    c.cmd("MAIL FROM:<a@good.example>")
+    assert c.cmd("RCPT TO:<u@backupmx.test>") == "250 2.1.5 Ok"
+    c.close()
