@@ -187,3 +187,19 @@ def wait_for(pred, what, s, timeout=30):
             return v
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}; log:\n" + s.log()[-4000:])
+
+
+# The suite with TLS certificates for submission (tests/tls_auth's TlsSuite).
+_tspec = importlib.util.spec_from_file_location("tls_auth_conftest", _here.parent / "tls_auth" / "conftest.py")
+_tls = importlib.util.module_from_spec(_tspec)
+_tspec.loader.exec_module(_tls)
+tls_suite = _tls.tls_suite  # the fixture
+
+
+def suite_ids():
+    """(uid, gid) the suite's daemons run as."""
+    if AS_USER:
+        import pwd
+        pw = pwd.getpwnam("oxipost")
+        return pw.pw_uid, pw.pw_gid
+    return os.getuid(), os.getgid()

@@ -5,7 +5,7 @@ users live in MariaDB; the server stopped gives 451 4.3.0 and never an accept)."
 import mailbox
 import smtplib
 
-from conftest import BIN, DB_NAME, give, run, wait_for
+from conftest import BIN, DB_NAME, give, run, suite_ids, wait_for
 
 
 def fill(db):
@@ -147,10 +147,7 @@ def test_virtual_domain_users_in_mariadb(suite, db):
     boxes = db.cf(etc, "vmailbox.cf",
                   "query = SELECT maildir FROM users WHERE local_part='%u' AND domain='%d' AND active=1\n")
     aliases = db.cf(etc, "valias.cf", "query = SELECT goto FROM aliases WHERE address='%s'\n")
-    import os
-    uid, gid = (os.getuid(), os.getgid())
-    if suite_user_ids := _suite_ids():
-        uid, gid = suite_user_ids
+    uid, gid = suite_ids()
     suite.postconf(
         f"virtual_mailbox_domains = mysql:{domains}",
         f"virtual_mailbox_maps = mysql:{boxes}",
@@ -201,11 +198,3 @@ def test_virtual_domain_users_in_mariadb(suite, db):
     subjects = sorted(m["Subject"] for m in mailbox.Maildir(str(joe), create=False))
     assert subjects == ["after restart", "from mariadb", "from mariadb"]
 
-
-def _suite_ids():
-    from conftest import AS_USER
-    if AS_USER:
-        import pwd
-        pw = pwd.getpwnam("oxipost")
-        return pw.pw_uid, pw.pw_gid
-    return None
