@@ -94,6 +94,16 @@ class Postgres:
             capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         pwfile.unlink()
+        # Every authentication method the client speaks, by role: md5 and cleartext for
+        # two roles, SCRAM-SHA-256 for the rest over TCP, trust on the Unix socket.
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(
+            "local all all trust\n"
+            "host all oximd5 127.0.0.1/32 md5\n"
+            "host all oxiclear 127.0.0.1/32 password\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n")
+        if self.as_pg:
+            shutil.chown(hba, "postgres", "postgres")
 
     def start(self):
         log = self.top / "postgres.log"
@@ -155,6 +165,9 @@ class Postgres:
         self.sql(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{pw}'", db="postgres")
         self.sql(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}", db="postgres")
         self.sql(SCHEMA + f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {DB_USER};")
+        self.sql("SET password_encryption = 'md5'; CREATE ROLE oximd5 LOGIN PASSWORD 'md5-pw';"
+                 "CREATE ROLE oxiclear LOGIN PASSWORD 'clear-pw';"
+                 "GRANT SELECT ON ALL TABLES IN SCHEMA public TO oximd5, oxiclear;")
 
     def cf(self, path: Path, query: str, extra: str = "", user=DB_USER, password=DB_PASSWORD):
         """Writes a pgsql_table(5) file for the oxipost side (TCP, SCRAM)."""

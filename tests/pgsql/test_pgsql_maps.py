@@ -102,15 +102,26 @@ def test_postmap_queries(suite, pg):
         "additional_conditions = AND goto <> ''\n")
     for _ in range(4):
         assert q(suite, "joe@example.com", f"pgsql:{legacy}") == "joe@store.example"
-    if (pg.sock / f".s.PGSQL.{pg.port}").exists():
-        import os
-        if os.geteuid() == 0:
-            sock_cf = etc / "sock.cf"
-            # The port names the socket file inside the directory.
-            sock_cf.write_text(
-                f"hosts = unix:{pg.sock}/.s.PGSQL.{pg.port}\nuser = postgres\ndbname = {DB_NAME}\n"
-                "query = SELECT goto FROM aliases WHERE address='%s'\n")
-            assert q(suite, "joe@example.com", f"pgsql:{sock_cf}") == "joe@store.example"
+    assert (pg.sock / f".s.PGSQL.{pg.port}").exists()
+    sock_cf = etc / "sock.cf"
+    # The socket file itself; trust authentication on the socket.
+    sock_cf.write_text(
+        f"hosts = unix:{pg.sock}/.s.PGSQL.{pg.port}\nuser = postgres\ndbname = {DB_NAME}\n"
+        "query = SELECT goto FROM aliases WHERE address='%s'\n")
+    assert q(suite, "joe@example.com", f"pgsql:{sock_cf}") == "joe@store.example"
+
+
+def test_md5_and_cleartext_logins(suite, pg):
+    pg.sql(DATA)
+    md5 = pg.cf(suite.etc / "md5.cf", "SELECT goto FROM aliases WHERE address='%s'",
+                user="oximd5", password="md5-pw")
+    assert q(suite, "joe@example.com", md5) == "joe@store.example"
+    clear = pg.cf(suite.etc / "clear.cf", "SELECT goto FROM aliases WHERE address='%s'",
+                  user="oxiclear", password="clear-pw")
+    assert q(suite, "joe@example.com", clear) == "joe@store.example"
+    bad = pg.cf(suite.etc / "badmd5.cf", "SELECT goto FROM aliases WHERE address='%s'",
+                user="oximd5", password="wrong")
+    assert "28P01" in lookup_error(suite, "joe@example.com", bad)
 
 
 def test_server_errors_and_down(suite, pg):
