@@ -3,7 +3,8 @@
 //! the MySQL parameters:
 //!
 //! - `hosts` (default `localhost`): `host`, `host:port`, `inet:host:port`, `[v6]:port`,
-//!   `unix:/path/to/mysqld.sock`. Unix sockets are tried first, then TCP hosts, each group
+//!   `unix:/path/to/mysqld.sock`; `localhost` is the server's socket
+//!   `/run/mysqld/mysqld.sock`, as with libmysqlclient (use `127.0.0.1` for TCP). Unix sockets are tried first, then TCP hosts, each group
 //!   in random order (Postfix's order); a host that failed is skipped for
 //!   `retry_interval` seconds (default 60) while another host is left to try — when all
 //!   have failed, all are tried again at once, so a single server is back at the next

@@ -18,9 +18,14 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
+/// The server's socket where Debian's MariaDB and MySQL put it.
+pub const DEFAULT_SOCKET: &str = "/run/mysqld/mysqld.sock";
+
 impl Endpoint {
     /// Parses Postfix's `hosts` forms: `unix:/path`, `inet:host[:port]`, `host[:port]`,
-    /// `[v6addr]:port`; the port defaults to 3306.
+    /// `[v6addr]:port`; the port defaults to 3306. The name `localhost` means the
+    /// server's Unix socket ([`DEFAULT_SOCKET`]), as in libmysqlclient, which Postfix
+    /// hands its host names to (use `127.0.0.1` for TCP).
     pub fn parse(s: &str) -> Result<Endpoint, String> {
         if let Some(p) = s.strip_prefix("unix:") {
             if !p.starts_with('/') {
@@ -42,6 +47,9 @@ impl Endpoint {
         };
         if host.is_empty() {
             return Err(format!("{s}: empty host name"));
+        }
+        if host == "localhost" {
+            return Ok(Endpoint::Unix(DEFAULT_SOCKET.into()));
         }
         let port = match port {
             None => 3306,
@@ -482,6 +490,12 @@ mod tests {
             Ok(Endpoint::Unix("/run/mysqld/mysqld.sock".into()))
         );
         assert!(Endpoint::parse("unix:rel").is_err());
+        for l in ["localhost", "inet:localhost:3306"] {
+            assert_eq!(
+                Endpoint::parse(l),
+                Ok(Endpoint::Unix(DEFAULT_SOCKET.into()))
+            );
+        }
         assert!(Endpoint::parse("db:x").is_err());
         assert!(Endpoint::parse("inet:").is_err());
         assert_eq!(tcp("::1", 5).to_string(), "inet:[::1]:5");

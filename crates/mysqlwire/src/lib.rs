@@ -17,7 +17,7 @@ pub mod conn;
 pub mod packet;
 pub mod proto;
 
-pub use conn::{Conn, Endpoint, Opts, ResultSet};
+pub use conn::{Conn, DEFAULT_SOCKET, Endpoint, Opts, ResultSet};
 
 use std::fmt;
 
