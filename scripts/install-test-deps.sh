@@ -30,6 +30,8 @@ libdigest-hmac-perl
 openssl
 fetchmail
 isync
+offlineimap3
+mutt
 python3-milter
 spamassassin
 spamass-milter
