@@ -11,8 +11,16 @@
   delrcpt     -> delete the recipient other@localhost
   stall       -> sleep 30 s at end of message
 A recipient starting with `milterreject` is rejected at RCPT. Every accepted message gets
-`X-Test-Macros:` with the macros it saw."""
+`X-Test-Macros:` with the macros it saw.
 
+Per SMTP stage (issue 11): `pymilter_app.py PORT [RECORD [CONNECT]]` appends one JSON line
+per event to RECORD ({"stage": ..., "macros": {...}}) and answers CONNECT with CONNECT
+(reject, tempfail, replycode, accept; default continue). A HELO name, a sender's or a
+recipient's local part starting with `reject`, `tempfail`, `replycode` or `discard`
+(HELO: `helo-reject`...; MAIL: `mail-reject`...; RCPT: `rcpt-reject`...) gets that answer
+at that stage; `replycode` is 553 5.7.2 "<stage> refused by milter"."""
+
+import json
 import sys
 import time
 
@@ -34,26 +42,77 @@ class TestMilter(Milter.Base):
             if v is not None:
                 self.macros[n] = v
 
+    def record(self, stage, args=()):
+        """Appends what this event brought (all macros it may carry) to RECORD."""
+        if not RECORD:
+            return
+        seen = {}
+        for n in ALL_MACROS:
+            v = self.getsymval(n)
+            if v is not None:
+                seen[n] = v
+        with open(RECORD, "a") as f:
+            f.write(json.dumps({"stage": stage, "args": list(args), "macros": seen}) + "\n")
+
+    def answer(self, stage, what):
+        """The answer for a stage-specific word (reject, tempfail, replycode, discard)."""
+        if what.startswith("reject"):
+            return Milter.REJECT
+        if what.startswith("tempfail"):
+            return Milter.TEMPFAIL
+        if what.startswith("replycode"):
+            self.setreply("553", "5.7.2", f"{stage} refused by milter")
+            return Milter.REJECT
+        if what.startswith("discard"):
+            return Milter.DISCARD
+        if what.startswith("accept"):
+            return Milter.ACCEPT
+        return Milter.CONTINUE
+
     def connect(self, hostname, family, hostaddr):
         self.note("j", "_", "{daemon_name}", "v", "{client_addr}", "{client_name}")
         self.hostname = hostname
-        return Milter.CONTINUE
+        self.record("connect", [hostname])
+        return self.answer("connect", CONNECT)
 
     def hello(self, name):
         self.helo = name
-        return Milter.CONTINUE
+        self.record("helo", [name])
+        return self.answer("helo", name[len("helo-"):] if name.startswith("helo-") else "")
 
     def envfrom(self, f, *args):
         self.note("i", "{mail_addr}", "{auth_authen}")
         self.sender = f
-        return Milter.CONTINUE
+        self.record("mail", [f, *args])
+        local = f.strip("<>").split("@")[0]
+        return self.answer("sender", local[len("mail-"):] if local.startswith("mail-") else "")
 
     def envrcpt(self, to, *args):
         self.note("{rcpt_addr}")
+        self.record("rcpt", [to, *args])
         if to.strip("<>").startswith("milterreject"):
             self.setreply("550", "5.7.1", "recipient refused by milter")
             return Milter.REJECT
-        self.rcpts.append(to)
+        local = to.strip("<>").split("@")[0]
+        a = self.answer("recipient", local[len("rcpt-"):] if local.startswith("rcpt-") else "")
+        if a == Milter.CONTINUE:
+            self.rcpts.append(to)
+        return a
+
+    def data(self):
+        self.record("data")
+        return Milter.CONTINUE
+
+    def unknown(self, cmd):
+        self.record("unknown", [cmd if isinstance(cmd, str) else cmd.decode("latin-1")])
+        return self.answer("command", "replycode" if "REFUSEME" in str(cmd) else "")
+
+    def eoh(self):
+        self.record("eoh")
+        return Milter.CONTINUE
+
+    def abort(self):
+        self.record("abort")
         return Milter.CONTINUE
 
     def header(self, name, value):
@@ -88,10 +147,19 @@ class TestMilter(Milter.Base):
             self.chgfrom("<changed@example.org>")
         if "delrcpt" in s:
             self.delrcpt("<other@localhost>")
+        self.record("eom")
         seen = " ".join(f"{k}={v}" for k, v in sorted(self.macros.items()))
         self.addheader("X-Test-Macros", seen)
         self.addheader("X-Test-Connect", f"host={self.hostname} helo={self.helo} from={self.sender}")
         return Milter.ACCEPT
+
+
+ALL_MACROS = ["j", "_", "v", "i", "{daemon_name}", "{daemon_addr}", "{client_addr}", "{client_name}",
+              "{tls_version}", "{cipher}", "{cipher_bits}", "{cert_subject}", "{cert_issuer}",
+              "{auth_type}", "{auth_authen}", "{auth_author}", "{mail_addr}", "{mail_host}",
+              "{mail_mailer}", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"]
+RECORD = sys.argv[2] if len(sys.argv) > 2 else ""
+CONNECT = sys.argv[3] if len(sys.argv) > 3 else ""
 
 
 def main():

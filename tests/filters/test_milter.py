@@ -131,11 +131,19 @@ def test_milter_refusals(suite, milter, subject, code, reply):
     assert suite.queue_files("incoming") == [] and suite.new_mail() == []
 
 
-def test_milter_rcpt_reject_refuses_message(suite, milter):
+def test_milter_rcpt_reject_refuses_that_recipient(suite, milter):
+    """A milter's reject at RCPT refuses that recipient at RCPT (Postfix); the message
+    goes to the others."""
     suite.postconf(f"smtpd_milters = inet:127.0.0.1:{milter}")
     suite.start()
-    code, reply_text = smtp(suite, "hello", rcpts=("demo@localhost", "milterreject@example.net"))
-    assert code == 550 and b"recipient refused by milter" in reply_text
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+        c.ehlo("client.example")
+        assert c.docmd("MAIL FROM:<alice@example.org>")[0] == 250
+        assert c.docmd("RCPT TO:<milterreject@example.net>") == (550, b"5.7.1 recipient refused by milter")
+        assert c.docmd("RCPT TO:<demo@localhost>")[0] == 250
+        code, _ = c.data(b"Subject: hello\r\n\r\nbody\r\n")
+        assert code == 250
+    suite.wait_for_mail(1)
 
 
 def test_milter_discard_and_quarantine(suite, milter):
@@ -158,6 +166,8 @@ def test_milter_discard_and_quarantine(suite, milter):
 
 @pytest.mark.parametrize("action,expect", [("accept", 250), ("tempfail", 451), ("reject", 550)])
 def test_milter_not_running_default_action(suite, action, expect):
+    """The milter cannot be reached at CONNECT: accept skips it; tempfail and reject
+    refuse every command of the session with that reply."""
     port = free_port()
     suite.postconf(f"smtpd_milters = inet:127.0.0.1:{port}", f"milter_default_action = {action}")
     suite.start()
@@ -166,8 +176,9 @@ def test_milter_not_running_default_action(suite, action, expect):
         assert code == 250
         suite.wait_for_mail(1)
     else:
-        code, reply_text = smtp(suite, "no milter")
-        assert code == expect
+        with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+            assert c.docmd("EHLO client.example")[0] == expect
+            assert c.docmd("MAIL FROM:<alice@example.org>")[0] == expect
     wait(lambda: re.search(rf"warning: \w+: milter inet:127.0.0.1:{port}: connect: .*default_action={action}",
                            suite.log()), what="warning naming the milter", suite=suite)
 
@@ -199,17 +210,27 @@ def test_milter_stall_and_garbage(suite, milter):
         suite.postconf(f"smtpd_milters = inet:127.0.0.1:{milter}, {{ inet:127.0.0.1:{gport}, default_action=reject }}",
                        "milter_content_timeout = 2s", "milter_default_action = tempfail")
         suite.start()
-        t0 = time.time()
-        code, reply_text = smtp(suite, "stall please")
-        assert code == 451 and time.time() - t0 < 20
-        assert re.search(rf"milter inet:127.0.0.1:{milter}: timeout; default_action=tempfail", suite.log())
-        code, reply_text = smtp(suite, "fine for the first")
-        assert code == 550
-        assert re.search(rf"milter inet:127.0.0.1:{gport}: protocol error.*default_action=reject", suite.log())
+        # The garbage milter fails at CONNECT: its default action (reject) refuses the
+        # session's commands, the working milter before it notwithstanding.
+        with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+            assert c.docmd("EHLO client.example") == (550, b"5.7.1 Command rejected")
+        wait(lambda: re.search(rf"milter inet:127.0.0.1:{gport}: protocol error.*default_action=reject",
+                               suite.log()), what="garbage warning", suite=suite)
     finally:
         stop.set()
         t.join(timeout=5)
         g.close()
+
+
+def test_milter_stall(suite, milter):
+    """A milter that stalls at end of message past milter_content_timeout: tempfail."""
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{milter}",
+                   "milter_content_timeout = 2s", "milter_default_action = tempfail")
+    suite.start()
+    t0 = time.time()
+    code, reply_text = smtp(suite, "stall please")
+    assert code == 451 and time.time() - t0 < 20
+    assert re.search(rf"milter inet:127.0.0.1:{milter}: timeout; default_action=tempfail", suite.log())
 
 
 def test_non_smtpd_milters_for_local_submission(suite, milter):

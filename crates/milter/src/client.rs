@@ -163,6 +163,8 @@ pub struct Milter {
     conn: Conn,
     pub actions: u32,
     pub steps: u32,
+    /// The negotiated protocol version (the lower of ours and the milter's).
+    pub version: u32,
     timeouts: Timeouts,
     macros: MacroLists,
 }
@@ -204,14 +206,17 @@ impl Milter {
             conn,
             actions: 0,
             steps: 0,
+            version: version.clamp(2, proto::VERSION),
             timeouts: t,
             macros: macros.clone(),
         };
+        // Only the steps the offered version knows (milter_protocol 2..6), as Postfix.
+        let offered = step::for_version(m.version);
         m.send(
             &Command::OptNeg {
-                version: version.clamp(2, proto::VERSION),
+                version: m.version,
                 actions: action::ALL,
-                steps: step::ALL,
+                steps: offered,
             },
             t.command,
         )?;
@@ -226,7 +231,8 @@ impl Milter {
                     return Err(Error::Garbage(format!("protocol version {version}")));
                 }
                 m.actions = actions & action::ALL;
-                m.steps = steps & step::ALL;
+                m.steps = steps & offered;
+                m.version = m.version.min(version);
                 if m.actions & action::SETSYMLIST != 0 {
                     for (stage, names) in macros {
                         m.macros.retain(|(s, _)| *s != stage);
@@ -392,6 +398,10 @@ impl Milter {
     }
 
     pub fn data(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Reply, Error> {
+        // DATA is an event from protocol version 4 on.
+        if self.version < 4 {
+            return Ok(Reply::Continue);
+        }
         let t = self.timeouts.command;
         self.event(
             Some(Stage::Data),
@@ -401,6 +411,16 @@ impl Milter {
             lookup,
             t,
         )
+    }
+
+    /// An unknown SMTP command (protocol version 3 on).
+    pub fn unknown(&mut self, line: &str) -> Result<Reply, Error> {
+        if self.version < 3 {
+            return Ok(Reply::Continue);
+        }
+        let t = self.timeouts.command;
+        let c = Command::Unknown(line.to_string());
+        self.event(None, c, step::NOUNKNOWN, step::NR_UNKN, &|_| None, t)
     }
 
     /// One header; `value` as it follows the colon (its leading space is dropped unless

@@ -8,6 +8,7 @@
 //!   `milter_command_timeout` and `milter_content_timeout`, option negotiation (steps the
 //!   milter skips or will not answer, its `SMFIR_SETSYMLIST` macro lists) and one method
 //!   per event;
+//! - [`conversation`]: one SMTP session's milters, event by event (smtpd);
 //! - [`session`]: a whole transaction past the configured list with
 //!   `milter_default_action` for a milter that is down, stalls, closes or answers garbage;
 //! - [`edit`]: applying header and body modifications to a message held as bytes, and
@@ -20,6 +21,7 @@
 //! client.
 
 pub mod client;
+pub mod conversation;
 pub mod edit;
 pub mod proto;
 #[cfg(feature = "queue")]
@@ -27,6 +29,7 @@ pub mod queue;
 pub mod session;
 
 pub use client::{Addr, Error, MacroLists, Milter, Modification, Reply, Timeouts};
+pub use conversation::{Answer, Conversation};
 pub use proto::{Family, Response, Stage};
 pub use session::{DefaultAction, MilterSettings, MilterSpec, Transaction, Verdict, load, run};
 

@@ -51,6 +51,18 @@ pub mod step {
     pub const HDR_LEADSPC: u32 = 0x100000;
     /// Everything oxipost supports (what Postfix offers).
     pub const ALL: u32 = 0x1FFFFF;
+
+    /// The steps a protocol version knows (as Postfix offers them): version 2 the six
+    /// `SMFIP_NO*` of connect..headers, 3 adds end of header, 4 and 5 unknown, DATA and
+    /// no-reply headers, 6 everything.
+    pub fn for_version(version: u32) -> u32 {
+        match version {
+            0..=2 => 0x3F,
+            3 => 0x7F,
+            4 | 5 => 0x3FF,
+            _ => ALL,
+        }
+    }
 }
 
 /// The macro stages of `SMFIR_SETSYMLIST` (`SMFIM_*`), in protocol order.
@@ -132,6 +144,8 @@ pub enum Command {
     Body(Vec<u8>),
     Eom,
     Abort,
+    /// An SMTP command smtpd did not recognize, as the client sent it.
+    Unknown(String),
     Quit,
     QuitNewConnection,
 }
@@ -213,6 +227,10 @@ impl Command {
             }
             Command::Eom => b'E',
             Command::Abort => b'A',
+            Command::Unknown(line) => {
+                push_str(&mut d, line);
+                b'U'
+            }
             Command::Quit => b'Q',
             Command::QuitNewConnection => b'K',
         };

@@ -48,6 +48,9 @@ pub struct MilterSpec {
 pub struct MilterSettings {
     pub milters: Vec<MilterSpec>,
     pub macros: MacroLists,
+    /// `milter_macro_daemon_name` (`{daemon_name}`) and `milter_macro_v` (`v`).
+    pub daemon_name: String,
+    pub v: String,
 }
 
 /// Splits a milter list: white space or commas, with `{ ... }` groups kept whole.
@@ -145,7 +148,11 @@ impl MilterSettings {
             }
             milters.push(spec);
         }
-        Ok(MilterSettings { milters, macros })
+        Ok(MilterSettings {
+            milters,
+            macros,
+            ..MilterSettings::default()
+        })
     }
 }
 
@@ -184,8 +191,11 @@ pub fn load(
     };
     let action = DefaultAction::parse(&get("milter_default_action")?)?;
     let protocol = parse_protocol(&get("milter_protocol")?)?;
-    MilterSettings::parse(&value, action, timeouts, macros, protocol)
-        .map_err(|e| format!("parameter {list}: {e}"))
+    let mut s = MilterSettings::parse(&value, action, timeouts, macros, protocol)
+        .map_err(|e| format!("parameter {list}: {e}"))?;
+    s.daemon_name = get("milter_macro_daemon_name")?;
+    s.v = get("milter_macro_v")?;
+    Ok(s)
 }
 
 /// The transaction as the milters see it.
@@ -431,6 +441,7 @@ mod tests {
                 },
             }],
             macros: crate::default_macros(),
+            ..MilterSettings::default()
         }
     }
 

@@ -1,23 +1,28 @@
-//! smtpd's side of the milter protocol (`smtpd_milters`): the configuration, a runner that
-//! takes a finished transaction to the milters on a helper thread (milter calls block) and
-//! wakes the event loop when they have decided, and the application of their verdict to the
-//! queue file before it is committed and the client answered.
+//! smtpd's side of the milter protocol (`smtpd_milters`): the configuration, one
+//! conversation thread per SMTP connection (milter calls block; the event loop must not),
+//! and the application of the verdict at end of message to the queue file before it is
+//! committed and the client answered.
+//!
+//! Each SMTP event — connect, HELO, MAIL, every RCPT, DATA, an unknown command — goes to
+//! the connection's thread when it happens; input waits for the answer, which applies to
+//! that command as in Postfix (a reject at RCPT refuses that recipient only, at MAIL the
+//! transaction). RSET and a refused MAIL send ABORT without waiting.
 //!
 //! While milters are configured (and `receive_override_options` does not say
 //! `no_milters`), the message content of a transaction is held in memory instead of being
 //! streamed to the queue file, so that header and body modifications can be applied before
-//! it is written. The whole transaction — connect, HELO, MAIL, every RCPT, DATA, headers,
-//! body, end of message — is replayed to each milter at end of data: a reject at any stage
-//! refuses the message there (at `.`), not at the command it answered. Envelope changes
-//! (add/delete recipient, change sender) rebuild the queue file with its envelope changed.
+//! it is written; headers, body and end of message go to the milters at end of data.
+//! Envelope changes (add/delete recipient, change sender) rebuild the queue file with its
+//! envelope changed.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use oxipost_config::Config;
-use oxipost_milter::{Family, MilterSettings, Transaction, Verdict};
+use oxipost_milter::{Answer, Conversation, Family, MilterSettings, Verdict};
 use oxipost_queue::QueueWriter;
 
 pub use oxipost_milter::edit::apply;
@@ -40,19 +45,7 @@ pub struct Held {
     pub rcpts: Vec<String>,
 }
 
-/// A transaction as handed to the helper thread (owned).
-pub struct Input {
-    pub client_name: String,
-    pub client_addr: String,
-    pub client_port: u16,
-    pub helo: Option<String>,
-    pub sender: String,
-    pub rcpts: Vec<String>,
-    pub message: Vec<u8>,
-    pub macros: HashMap<String, String>,
-}
-
-/// What the milters said, with the warnings to log.
+/// What the milters said about a message, with the warnings to log.
 pub struct Decision {
     pub verdict: Verdict,
     pub warnings: Vec<String>,
@@ -60,14 +53,55 @@ pub struct Decision {
     pub message: Vec<u8>,
 }
 
-type Ready = Arc<Mutex<HashMap<usize, (u64, Decision)>>>;
+/// A finished job of a connection's conversation thread.
+pub enum Done {
+    /// The answer to an SMTP event, with the warnings to log.
+    Event(Answer, Vec<String>),
+    /// The verdict on a message.
+    Message(Decision),
+}
 
-/// Milter conversations on helper threads, and the pipe that wakes the event loop.
+/// Work for a conversation thread; `None`: nobody waits for the result.
+type Job = Box<dyn FnOnce(&mut Conversation) -> Option<Done> + Send>;
+
+type Ready = Arc<Mutex<HashMap<usize, (u64, Done)>>>;
+
+/// The connections' conversation threads, and the pipe that wakes the event loop.
 pub struct Runner {
     pub settings: Arc<MilterSettings>,
     ready: Ready,
     wake_read: OwnedFd,
     wake_write: Arc<OwnedFd>,
+}
+
+/// One connection's conversation thread. Dropping it ends the thread, which says QUIT to
+/// the milters.
+pub struct Handle {
+    jobs: Sender<(u64, Job)>,
+}
+
+impl Handle {
+    /// Queues a job whose result the connection waits for under `serial`.
+    pub fn send(
+        &self,
+        serial: u64,
+        job: impl FnOnce(&mut Conversation) -> Done + Send + 'static,
+    ) -> bool {
+        self.jobs
+            .send((serial, Box::new(move |c| Some(job(c)))))
+            .is_ok()
+    }
+
+    /// Queues a job nobody waits for (ABORT).
+    pub fn post(&self, job: impl FnOnce(&mut Conversation) + Send + 'static) {
+        let _ = self.jobs.send((
+            0,
+            Box::new(move |c| {
+                job(c);
+                None
+            }),
+        ));
+    }
 }
 
 impl Runner {
@@ -92,7 +126,7 @@ impl Runner {
         self.wake_read.as_raw_fd()
     }
 
-    /// Drains the wake pipe; the connections whose decision is ready.
+    /// Drains the wake pipe; the connections whose answer is ready.
     pub fn woken(&self) -> Vec<usize> {
         let mut buf = [0u8; 256];
         while matches!(nix::unistd::read(self.wake_read.as_fd(), &mut buf), Ok(n) if n > 0) {}
@@ -102,8 +136,8 @@ impl Runner {
             .unwrap_or_default()
     }
 
-    /// The decision for `conn` if it is ready and is for `serial`.
-    pub fn take(&self, conn: usize, serial: u64) -> Option<Decision> {
+    /// The answer for `conn` if it is ready and is for `serial`.
+    pub fn take(&self, conn: usize, serial: u64) -> Option<Done> {
         let mut r = self.ready.lock().ok()?;
         match r.remove(&conn) {
             Some((s, d)) if s == serial => Some(d),
@@ -111,71 +145,51 @@ impl Runner {
         }
     }
 
-    /// Forgets a closed connection's decision.
+    /// Forgets a closed connection's answer.
     pub fn forget(&self, conn: usize) {
         if let Ok(mut r) = self.ready.lock() {
             r.remove(&conn);
         }
     }
 
-    /// Runs the transaction past the milters on a new thread.
-    pub fn start(&self, conn: usize, serial: u64, input: Input) {
-        let settings = Arc::clone(&self.settings);
+    /// Starts the conversation thread of connection `conn` (`None`: no thread could be
+    /// made).
+    pub fn open(&self, conn: usize) -> Option<Handle> {
+        let (tx, rx) = channel::<(u64, Job)>();
+        let settings = MilterSettings::clone(&self.settings);
         let ready = Arc::clone(&self.ready);
         let wake = Arc::clone(&self.wake_write);
-        let job = move || {
-            let d = decide(&settings, input);
-            if let Ok(mut r) = ready.lock() {
-                r.insert(conn, (serial, d));
-            }
-            let _ = nix::unistd::write(wake.as_fd(), &[1]);
-        };
-        let job = Arc::new(Mutex::new(Some(job)));
-        let in_thread = Arc::clone(&job);
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("smtpd-milter".into())
             .spawn(move || {
-                if let Some(j) = in_thread.lock().ok().and_then(|mut j| j.take()) {
-                    j();
+                let mut c = Conversation::new(settings);
+                while let Ok((serial, job)) = rx.recv() {
+                    if let Some(done) = job(&mut c) {
+                        if let Ok(mut r) = ready.lock() {
+                            r.insert(conn, (serial, done));
+                        }
+                        let _ = nix::unistd::write(wake.as_fd(), &[1]);
+                    }
                 }
-            });
-        if spawned.is_err()
-            && let Some(j) = job.lock().ok().and_then(|mut j| j.take())
-        {
-            // No thread: run here (blocking this process, but never losing the message).
-            j();
-        }
+                c.quit();
+            })
+            .ok()?;
+        Some(Handle { jobs: tx })
     }
 }
 
-fn decide(settings: &MilterSettings, input: Input) -> Decision {
-    let family = match input.client_addr.parse::<std::net::IpAddr>() {
+/// The client's address as the connect event gives it.
+pub fn family(addr: &str, port: u16) -> Family {
+    match addr.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(a)) => Family::Inet4 {
-            port: input.client_port,
+            port,
             addr: a.to_string(),
         },
         Ok(std::net::IpAddr::V6(a)) => Family::Inet6 {
-            port: input.client_port,
+            port,
             addr: a.to_string(),
         },
         Err(_) => Family::Unknown,
-    };
-    let macros = &input.macros;
-    let lookup = |n: &str| macros.get(n).cloned();
-    let t = Transaction {
-        client_name: &input.client_name,
-        family,
-        helo: input.helo.as_deref(),
-        mail: vec![format!("<{}>", input.sender)],
-        rcpts: input.rcpts.iter().map(|r| vec![format!("<{r}>")]).collect(),
-        message: &input.message,
-        macros: &lookup,
-    };
-    let (verdict, warnings) = oxipost_milter::run(settings, &t);
-    Decision {
-        verdict,
-        warnings,
-        message: input.message,
     }
 }
 

@@ -71,6 +71,7 @@ struct Txn {
 enum Pending {
     Connect,
     Helo {
+        name: String,
         extended: bool,
     },
     Mail,
@@ -80,6 +81,31 @@ enum Pending {
     Eod,
     /// The milters are deciding about a finished message ([`crate::milter`]).
     Milter,
+    /// The milters are answering an SMTP event ([`crate::milter`]).
+    MilterEvent(MilterStage),
+}
+
+/// An SMTP event the milters are asked about, with what its acceptance needs.
+enum MilterStage {
+    Connect,
+    Helo { extended: bool },
+    Mail,
+    Rcpt(RcptTo),
+    Data,
+}
+
+impl MilterStage {
+    /// The stage as Postfix's `milter-reject: STAGE from ...` names it.
+    fn name(&self) -> &'static str {
+        match self {
+            MilterStage::Connect => "CONNECT",
+            MilterStage::Helo { extended: true } => "EHLO",
+            MilterStage::Helo { extended: false } => "HELO",
+            MilterStage::Mail => "MAIL",
+            MilterStage::Rcpt(_) => "RCPT",
+            MilterStage::Data => "DATA",
+        }
+    }
 }
 
 /// One client connection.
@@ -121,6 +147,10 @@ pub struct SmtpConn {
     in_data: bool,
     /// A finished message waiting for the milters' verdict (`check` is `Pending::Milter`).
     milter_held: Option<crate::milter::Held>,
+    /// This connection's milter conversation ([`crate::milter`]), once connected.
+    milter: Option<crate::milter::Handle>,
+    /// A milter refused the connection: every command but QUIT gets this reply.
+    milter_denied: Option<String>,
 }
 
 impl SmtpConn {
@@ -149,6 +179,8 @@ impl SmtpConn {
             ill_pipelining: false,
             in_data: false,
             milter_held: None,
+            milter: None,
+            milter_denied: None,
         }
     }
 
@@ -186,6 +218,21 @@ impl SmtpConn {
     fn event(&mut self, ev: Event) {
         // A driver bug (answering with nothing pending) must not take the process down;
         // the session state stays consistent either way.
+        if let Some(reply) = self.milter_denied.clone()
+            && matches!(
+                ev,
+                Event::Helo { .. }
+                    | Event::Mail(_)
+                    | Event::Rcpt(_)
+                    | Event::Data
+                    | Event::Vrfy(_)
+                    | Event::Auth { .. }
+            )
+        {
+            let (code, enhanced, text) = crate::milter::split_reply(&reply);
+            let _ = self.session.reject(code, &enhanced, &text);
+            return;
+        }
         let _ = match ev {
             Event::Helo { name, extended } => self.helo(name, extended),
             Event::Mail(m) if self.shared.settings.tls.required && !self.session.is_tls() => {
@@ -220,14 +267,14 @@ impl SmtpConn {
                     let cx = self.context(Stage::Mail, None, None);
                     self.run_check(Stage::Mail, Pending::Mail, cx)
                 } else {
-                    self.session.accept()
+                    self.milter_event(MilterStage::Mail)
                 }
             }
             Event::Rcpt(r) => self.rcpt(r),
             Event::Data => {
                 self.in_data = true;
                 if self.shared.settings.restrictions.data.is_empty() {
-                    self.session.accept()
+                    self.milter_event(MilterStage::Data)
                 } else {
                     let cx = self.context(Stage::Data, None, None);
                     self.run_check(Stage::Data, Pending::Data, cx)
@@ -252,6 +299,7 @@ impl SmtpConn {
                 self.in_data = false;
                 // Dropping the writer removes its temporary file.
                 self.txn = None;
+                self.milter_abort();
                 Ok(())
             }
             Event::Vrfy(arg) => self.vrfy(&arg),
@@ -302,6 +350,12 @@ impl SmtpConn {
             }
             RcptStatus::Accept(_) | RcptStatus::Other(_) => {}
         }
+        self.milter_event(MilterStage::Rcpt(r))
+    }
+
+    /// A recipient everyone accepted: into the queue file.
+    fn rcpt_queue(&mut self, r: RcptTo) -> Result<(), proto::NoPendingDecision> {
+        let rcpt = r.recipient.to_string();
         if let Err(e) = self.open_queue_file() {
             oxipost_log::warning!("{}: queue file create: {e}", self.client.namaddr());
             self.log_reject("RCPT", 451, "4.3.0", WRITE_ERROR, Some(&rcpt));
@@ -385,12 +439,11 @@ impl SmtpConn {
     fn helo(&mut self, name: String, extended: bool) -> Result<(), proto::NoPendingDecision> {
         let r = &self.shared.settings.restrictions;
         if r.delay_reject || r.helo.is_empty() {
-            self.esmtp = extended;
-            return self.session.accept();
+            return self.milter_helo(name, extended);
         }
-        let mut cx = self.context(Stage::Helo, Some(name), None);
+        let mut cx = self.context(Stage::Helo, Some(name.clone()), None);
         cx.extended = extended;
-        self.run_check(Stage::Helo, Pending::Helo { extended }, cx)
+        self.run_check(Stage::Helo, Pending::Helo { name, extended }, cx)
     }
 
     /// What the restrictions see of this session.
@@ -428,7 +481,7 @@ impl SmtpConn {
             size: txn.and_then(|t| t.mail.size).unwrap_or(0),
             instance: format!(
                 "{:x}.{:x}.{:x}",
-                std::process::id(),
+                oxipost_log::pid(),
                 self.id,
                 self.check_serial
             ),
@@ -474,7 +527,8 @@ impl SmtpConn {
             return match pending {
                 Pending::Connect => {
                     let who = self.client.namaddr();
-                    self.session.deny_access(rep.code, &rep.dsn, &rep.text, &who);
+                    self.session
+                        .deny_access(rep.code, &rep.dsn, &rep.text, &who);
                     Ok(())
                 }
                 Pending::Mail | Pending::Eod => {
@@ -490,18 +544,16 @@ impl SmtpConn {
             };
         }
         match pending {
-            Pending::Connect => {
-                self.session.greet();
-                Ok(())
-            }
-            Pending::Helo { extended } => {
-                self.esmtp = extended;
-                self.session.accept()
-            }
-            Pending::Mail | Pending::Vrfy | Pending::Data => self.session.accept(),
+            Pending::Connect => self.milter_event(MilterStage::Connect),
+            Pending::Helo { name, extended } => self.milter_helo(name, extended),
+            Pending::Mail => self.milter_event(MilterStage::Mail),
+            Pending::Data => self.milter_event(MilterStage::Data),
+            Pending::Vrfy => self.session.accept(),
             Pending::Rcpt(r) => self.rcpt_accepted(r),
             Pending::Eod => self.message_end(),
-            Pending::Milter => self.session.reject(451, "4.3.0", WRITE_ERROR),
+            Pending::Milter | Pending::MilterEvent(_) => {
+                self.session.reject(451, "4.3.0", WRITE_ERROR)
+            }
         }
     }
 
@@ -552,7 +604,7 @@ impl SmtpConn {
             let _ = self.run_check(Stage::Connect, Pending::Connect, cx);
             return self.drive(out);
         }
-        self.session.greet();
+        let _ = self.milter_event(MilterStage::Connect);
         self.drive(out)
     }
 
@@ -663,7 +715,7 @@ impl SmtpConn {
         for h in txn.actions.prepend.iter().rev() {
             received.insert_str(0, &format!("{}\r\n", h.replace(['\r', '\n'], " ")));
         }
-        if self.shared.milters.enabled() {
+        if self.milter.is_some() {
             txn.milter_buf = Some(received.into_bytes());
         } else if let Err(e) = w.write_content(received.as_bytes()) {
             txn.failed = Some(e.to_string());
@@ -703,6 +755,16 @@ impl SmtpConn {
     /// End of data: finish the file, act on the content checks' verdict, and hand the file
     /// to the committer; the reply waits for it.
     fn message_end(&mut self) -> Result<(), proto::NoPendingDecision> {
+        let r = self.message_end_inner();
+        if !matches!(self.check, Some(Pending::Milter)) {
+            // Ended without the milters seeing the content (refused, discarded): they
+            // hear ABORT, so that they take the next MAIL.
+            self.milter_abort();
+        }
+        r
+    }
+
+    fn message_end_inner(&mut self) -> Result<(), proto::NoPendingDecision> {
         self.start_content();
         let Some(mut txn) = self.txn.take() else {
             return self.session.reject(451, "4.3.0", WRITE_ERROR);
@@ -764,10 +826,26 @@ impl SmtpConn {
             return self.session.accept_with(&format!("Ok: queued as {id}"));
         }
         let hold = hold || txn.actions.hold.is_some();
-        if let Some(message) = milter_buf {
-            // The milters decide on a helper thread; input waits ([`Self::milter_done`]).
-            let input = self.milter_input(&id, &txn, message);
+        if let Some(message) = milter_buf
+            && let Some(h) = self.milter.as_ref()
+        {
+            // The milters decide on the connection's thread; input waits
+            // ([`Self::milter_done`]).
             self.check_serial = self.check_serial.wrapping_add(1);
+            let macros = self.milter_macros(Some(&id));
+            let sent = h.send(self.check_serial, move |c| {
+                c.macros.extend(macros);
+                let (verdict, warnings) = c.message(&message);
+                crate::milter::Done::Message(crate::milter::Decision {
+                    verdict,
+                    warnings,
+                    message,
+                })
+            });
+            if !sent {
+                oxipost_log::warning!("{id}: milter conversation lost");
+                return self.session.reject(451, "4.3.0", WRITE_ERROR);
+            }
             self.check = Some(Pending::Milter);
             self.milter_held = Some(crate::milter::Held {
                 writer: w,
@@ -776,43 +854,271 @@ impl SmtpConn {
                 sender: txn.sender.clone(),
                 rcpts: txn.rcpts.clone(),
             });
-            self.shared.milters.start(self.id, self.check_serial, input);
             return Ok(());
         }
         self.queue_message(w, &txn.actions, hold, &id)
     }
 
-    /// What the milters are shown of a finished transaction, with Postfix's macros.
-    fn milter_input(&self, id: &str, txn: &Txn, message: Vec<u8>) -> crate::milter::Input {
-        let st = &self.shared.settings;
+    /// The macros of this session so far, with Postfix's names; `id` is `i`.
+    fn milter_macros(&self, id: Option<&str>) -> Vec<(String, String)> {
+        let st = &self.shared.milters.settings;
         let c = &self.client;
-        let mut m = std::collections::HashMap::new();
-        m.insert("j".to_string(), st.myhostname.clone());
-        m.insert("{daemon_name}".to_string(), st.myhostname.clone());
-        m.insert(
-            "v".to_string(),
-            format!("{} {}", st.mail_name, env!("CARGO_PKG_VERSION")),
-        );
-        m.insert("_".to_string(), format!("{} [{}]", c.name, c.addr));
-        m.insert("{client_addr}".to_string(), c.addr.clone());
-        m.insert("{client_name}".to_string(), c.name.clone());
-        m.insert("{client_ptr}".to_string(), self.peer.1.clone());
-        m.insert("{client_port}".to_string(), c.port.to_string());
-        m.insert("i".to_string(), id.to_string());
-        m.insert("{mail_addr}".to_string(), txn.sender.clone());
-        if let Some((user, method)) = &self.sasl_user {
-            m.insert("{auth_authen}".to_string(), user.clone());
-            m.insert("{auth_type}".to_string(), method.clone());
+        let mut m = vec![
+            ("j".to_string(), self.shared.settings.myhostname.clone()),
+            ("{daemon_name}".into(), st.daemon_name.clone()),
+            ("v".into(), st.v.clone()),
+            ("_".into(), format!("{} [{}]", c.name, c.addr)),
+            ("{client_addr}".into(), c.addr.clone()),
+            ("{client_name}".into(), c.name.clone()),
+            ("{client_ptr}".into(), self.peer.1.clone()),
+            ("{client_port}".into(), c.port.to_string()),
+        ];
+        if let Some(t) = &self.tls {
+            m.push(("{tls_version}".into(), t.protocol.clone()));
+            m.push(("{cipher}".into(), t.cipher.clone()));
+            m.push(("{cipher_bits}".into(), t.bits.to_string()));
         }
-        crate::milter::Input {
-            client_name: c.name.clone(),
-            client_addr: c.addr.clone(),
-            client_port: c.port,
-            helo: self.session.helo_name().map(str::to_owned),
-            sender: txn.sender.clone(),
-            rcpts: txn.rcpts.clone(),
-            message,
-            macros: m,
+        if let Some(id) = id {
+            m.push(("i".into(), id.to_string()));
+        }
+        if let Some((user, method)) = self
+            .sasl_user
+            .as_ref()
+            .filter(|_| self.session.is_authenticated())
+        {
+            m.push(("{auth_authen}".into(), user.clone()));
+            m.push(("{auth_type}".into(), method.clone()));
+        }
+        if let Some(t) = &self.txn {
+            let (mailer, host) = self.route(&t.sender);
+            m.push(("{mail_addr}".into(), t.sender.clone()));
+            m.push(("{mail_host}".into(), host));
+            m.push(("{mail_mailer}".into(), mailer));
+            if let Some(a) = t
+                .mail
+                .auth
+                .as_deref()
+                .filter(|a| *a != "<>")
+                .and_then(sasl::xtext_decode)
+            {
+                m.push(("{auth_author}".into(), a));
+            }
+        }
+        m
+    }
+
+    /// Where an address would go, as the `{mail_mailer}`/`{mail_host}` and
+    /// `{rcpt_mailer}`/`{rcpt_host}` macros say it: (transport, next hop).
+    fn route(&self, addr: &str) -> (String, String) {
+        use oxipost_cleanup::AddressClass;
+        let me = &self.shared.settings.myhostname;
+        let domain = addr.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        let Some(domain) = domain.filter(|d| !d.is_empty()) else {
+            return ("local".into(), me.clone());
+        };
+        match self.shared.cleanup.classes.classify(&domain) {
+            Ok(AddressClass::Local) => ("local".into(), me.clone()),
+            Ok(AddressClass::VirtualMailbox) => ("virtual".into(), domain),
+            Ok(AddressClass::Relay) => ("relay".into(), domain),
+            Ok(AddressClass::VirtualAlias) => ("error".into(), domain),
+            Ok(AddressClass::Default) | Err(_) => ("smtp".into(), domain),
+        }
+    }
+
+    /// HELO/EHLO the restrictions allowed: to the milters.
+    fn milter_helo(
+        &mut self,
+        name: String,
+        extended: bool,
+    ) -> Result<(), proto::NoPendingDecision> {
+        if self.milter.is_some() {
+            self.milter_send(MilterStage::Helo { extended }, move |c| c.helo(&name))
+        } else {
+            self.milter_continue(MilterStage::Helo { extended })
+        }
+    }
+
+    /// An SMTP event the restrictions allowed: to the milters when there are any (input
+    /// waits for their answer, [`Self::milter_answer`]), else accepted now.
+    fn milter_event(&mut self, stage: MilterStage) -> Result<(), proto::NoPendingDecision> {
+        if matches!(stage, MilterStage::Connect) && self.shared.milters.enabled() {
+            self.milter = self.shared.milters.open(self.id);
+            if self.milter.is_none() {
+                oxipost_log::warning!(
+                    "{}: cannot start the milter conversation",
+                    self.client.namaddr()
+                );
+                self.milter_denied = Some(oxipost_milter::conversation::TEMPFAIL.into());
+            }
+        }
+        if self.milter.is_none() {
+            return self.milter_continue(stage);
+        }
+        match &stage {
+            MilterStage::Connect => {
+                let name = self.client.name.clone();
+                let family = crate::milter::family(&self.client.addr, self.client.port);
+                self.milter_send(stage, move |c| c.connect(&name, family))
+            }
+            MilterStage::Helo { .. } => self.milter_continue(stage),
+            MilterStage::Mail => {
+                // Postfix has the queue id from MAIL on (its `i` macro).
+                if let Err(e) = self.open_queue_file() {
+                    oxipost_log::warning!("{}: queue file create: {e}", self.client.namaddr());
+                    self.txn = None;
+                    return self.session.reject(451, "4.3.0", WRITE_ERROR);
+                }
+                let args = self
+                    .txn
+                    .as_ref()
+                    .map(|t| mail_args(&t.mail))
+                    .unwrap_or_default();
+                self.milter_send(stage, move |c| c.mail(&args))
+            }
+            MilterStage::Rcpt(r) => {
+                let rcpt = r.recipient.to_string();
+                let (mailer, host) = self.route(&rcpt);
+                let args = rcpt_args(r);
+                self.milter_send(stage, move |c| {
+                    c.macros.insert("{rcpt_addr}".into(), rcpt);
+                    c.macros.insert("{rcpt_host}".into(), host);
+                    c.macros.insert("{rcpt_mailer}".into(), mailer);
+                    c.rcpt(&args)
+                })
+            }
+            MilterStage::Data => self.milter_send(stage, |c| c.data()),
+        }
+    }
+
+    /// Sends one event to the conversation thread with the current macros.
+    fn milter_send(
+        &mut self,
+        stage: MilterStage,
+        f: impl FnOnce(&mut oxipost_milter::Conversation) -> oxipost_milter::Answer + Send + 'static,
+    ) -> Result<(), proto::NoPendingDecision> {
+        let id = self.queue_id();
+        let macros = self.milter_macros(id.as_deref());
+        self.check_serial = self.check_serial.wrapping_add(1);
+        let sent = self.milter.as_ref().is_some_and(|h| {
+            h.send(self.check_serial, move |c| {
+                c.macros.extend(macros);
+                let a = f(c);
+                crate::milter::Done::Event(a, c.take_warnings())
+            })
+        });
+        if !sent {
+            // The thread is gone (it cannot panic on milter input; be safe anyway).
+            self.milter = None;
+            return self.milter_answer(
+                stage,
+                oxipost_milter::Answer::Reply(oxipost_milter::conversation::TEMPFAIL.into()),
+                Vec::new(),
+            );
+        }
+        self.check = Some(Pending::MilterEvent(stage));
+        Ok(())
+    }
+
+    /// The milters answered an SMTP event.
+    fn milter_answer(
+        &mut self,
+        stage: MilterStage,
+        answer: oxipost_milter::Answer,
+        warnings: Vec<String>,
+    ) -> Result<(), proto::NoPendingDecision> {
+        use oxipost_milter::Answer;
+        let id = self.queue_id().unwrap_or_else(|| "NOQUEUE".into());
+        for w in &warnings {
+            oxipost_log::warning!("{id}: {}", clean(w));
+        }
+        let to = match &stage {
+            MilterStage::Rcpt(r) => Some(r.recipient.to_string()),
+            _ => None,
+        };
+        let tail = self.milter_log_tail(to.as_deref());
+        let from = self.client.namaddr();
+        let what = stage.name();
+        match answer {
+            Answer::Continue => self.milter_continue(stage),
+            Answer::Discard => {
+                oxipost_log::info!(
+                    "{id}: milter-discard: {what} from {from}: milter triggers DISCARD action;{tail}"
+                );
+                if let Some(t) = self.txn.as_mut() {
+                    t.actions.discard = Some("milter triggers DISCARD action".into());
+                }
+                self.milter_continue(stage)
+            }
+            Answer::Reply(reply) => {
+                let (code, enhanced, text) = crate::milter::split_reply(&reply);
+                oxipost_log::info!(
+                    "{id}: milter-reject: {what} from {from}: {code} {enhanced} {};{tail}",
+                    clean(&text)
+                );
+                match stage {
+                    MilterStage::Connect if code == 421 => {
+                        self.session.shutdown(code, &enhanced, &text);
+                        Ok(())
+                    }
+                    MilterStage::Connect => {
+                        // Postfix greets, then refuses every command but QUIT.
+                        self.milter_denied = Some(reply);
+                        self.session.greet();
+                        Ok(())
+                    }
+                    MilterStage::Mail => {
+                        self.txn = None;
+                        self.milter_abort();
+                        self.session.reject(code, &enhanced, &text)
+                    }
+                    MilterStage::Data => {
+                        self.in_data = false;
+                        self.session.reject(code, &enhanced, &text)
+                    }
+                    MilterStage::Helo { .. } | MilterStage::Rcpt(_) => {
+                        self.session.reject(code, &enhanced, &text)
+                    }
+                }
+            }
+        }
+    }
+
+    /// ` from=<s> to=<r> proto=P helo=<h>` for milter log lines.
+    fn milter_log_tail(&self, to: Option<&str>) -> String {
+        let mut t = String::new();
+        if let Some(txn) = &self.txn {
+            t.push_str(&format!(" from=<{}>", clean(&txn.sender)));
+        }
+        if let Some(to) = to {
+            t.push_str(&format!(" to=<{}>", clean(to)));
+        }
+        t.push_str(&format!(" proto={}", self.protocol()));
+        if let Some(h) = self.session.helo_name() {
+            t.push_str(&format!(" helo=<{}>", clean(h)));
+        }
+        t
+    }
+
+    /// An event everyone accepted.
+    fn milter_continue(&mut self, stage: MilterStage) -> Result<(), proto::NoPendingDecision> {
+        match stage {
+            MilterStage::Connect => {
+                self.session.greet();
+                Ok(())
+            }
+            MilterStage::Helo { extended } => {
+                self.esmtp = extended;
+                self.session.accept()
+            }
+            MilterStage::Mail | MilterStage::Data => self.session.accept(),
+            MilterStage::Rcpt(r) => self.rcpt_queue(r),
+        }
+    }
+
+    /// The transaction is gone: ABORT to the milters (nobody waits for it).
+    fn milter_abort(&mut self) {
+        if let Some(h) = &self.milter {
+            h.post(|c| c.abort());
         }
     }
 
@@ -1178,11 +1484,17 @@ impl Connection for SmtpConn {
                 JobResult::Peer(..) => {}
             }
         }
-        if matches!(self.check, Some(Pending::Milter))
-            && let Some(d) = self.shared.milters.take(self.id, self.check_serial)
+        if matches!(self.check, Some(Pending::Milter | Pending::MilterEvent(_)))
+            && let Some(done) = self.shared.milters.take(self.id, self.check_serial)
         {
-            self.check = None;
-            let _ = self.milter_done(d);
+            let pending = self.check.take();
+            let _ = match (pending, done) {
+                (Some(Pending::Milter), crate::milter::Done::Message(d)) => self.milter_done(d),
+                (Some(Pending::MilterEvent(stage)), crate::milter::Done::Event(a, w)) => {
+                    self.milter_answer(stage, a, w)
+                }
+                _ => self.session.reject(451, "4.3.0", WRITE_ERROR),
+            };
             return self.drive(out);
         }
         if self.auth_waiting
@@ -1263,6 +1575,42 @@ impl Drop for SmtpConn {
         );
         self.shared.leave(self.client.ip);
     }
+}
+
+/// The MAIL FROM arguments as milters get them: `<sender>`, then the ESMTP parameters.
+fn mail_args(m: &MailFrom) -> Vec<String> {
+    let mut a = vec![format!(
+        "<{}>",
+        m.sender
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    )];
+    if let Some(n) = m.size {
+        a.push(format!("SIZE={n}"));
+    }
+    if let Some(b) = &m.body {
+        a.push(format!("BODY={}", format!("{b:?}").to_ascii_uppercase()));
+    }
+    if m.smtputf8 {
+        a.push("SMTPUTF8".into());
+    }
+    if let Some(e) = &m.envid {
+        a.push(format!("ENVID={}", xtext(e)));
+    }
+    if let Some(auth) = &m.auth {
+        a.push(format!("AUTH={auth}"));
+    }
+    a
+}
+
+/// The RCPT TO arguments as milters get them.
+fn rcpt_args(r: &RcptTo) -> Vec<String> {
+    let mut a = vec![format!("<{}>", r.recipient)];
+    if let Some(o) = &r.orcpt {
+        a.push(format!("ORCPT={};{}", o.addr_type, xtext(&o.address)));
+    }
+    a
 }
 
 /// Whether `ip` is an address of this host (Postfix's `permit_inet_interfaces`, the

@@ -1,0 +1,212 @@
+"""Milter events at their SMTP stage (issue 11): the python3-milter test milter answers
+CONNECT, HELO, MAIL, RCPT and unknown commands with reject, tempfail, a reply code,
+discard or accept, and smtpd answers that command as Postfix does (a reject at RCPT
+refuses that recipient only; at CONNECT every later command is refused). The milter
+records the macros of every event, which must be Postfix's per-stage defaults."""
+
+import json
+import os
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wait
+
+PYMILTER = "/usr/bin/python3"
+HERE = Path(__file__).resolve().parent
+
+have_pymilter = subprocess.run([PYMILTER, "-c", "import Milter"], capture_output=True, timeout=30).returncode == 0
+pytestmark = pytest.mark.skipif(not have_pymilter, reason="python3-milter is not installed")
+
+
+def free_port():
+    with socket.socket() as t:
+        t.bind(("127.0.0.1", 0))
+        return t.getsockname()[1]
+
+
+class StageMilter:
+    def __init__(self, tmp, connect=""):
+        self.port = free_port()
+        self.record = tmp / f"milter-{self.port}.jsonl"
+        self.p = subprocess.Popen([PYMILTER, str(HERE / "pymilter_app.py"), str(self.port), str(self.record), connect],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.p.stdout.readline().strip() == b"ready"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with socket.socket() as c:
+                if c.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            time.sleep(0.05)
+
+    def events(self):
+        if not self.record.exists():
+            return []
+        return [json.loads(l) for l in self.record.read_text().splitlines() if l.strip()]
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGKILL)
+        self.p.wait(timeout=10)
+
+
+@pytest.fixture
+def stage_milter(tmp_path):
+    made = []
+
+    def make(connect=""):
+        m = StageMilter(tmp_path, connect)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.stop()
+
+
+def session(s):
+    c = smtplib.SMTP(timeout=60)
+    code, _ = c.connect("127.0.0.1", s.smtp_port)
+    return c, code
+
+
+def test_rejects_at_helo_mail_rcpt(suite, stage_milter):
+    m = stage_milter()
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    c, code = session(suite)
+    try:
+        assert code == 220
+        code, text = c.docmd("EHLO helo-reject.example")
+        assert (code, text) == (550, b"5.7.1 Command rejected"), text
+        code, text = c.docmd("EHLO helo-tempfail.example")
+        assert code == 451 and text.startswith(b"4.7.1 Service unavailable"), text
+        assert c.docmd("EHLO client.example")[0] == 250
+        code, text = c.docmd("MAIL FROM:<mail-reject@example.org>")
+        assert (code, text) == (550, b"5.7.1 Command rejected"), text
+        code, text = c.docmd("MAIL FROM:<mail-tempfail@example.org>")
+        assert code == 451 and text.startswith(b"4.7.1"), text
+        code, text = c.docmd("MAIL FROM:<mail-replycode@example.org>")
+        assert (code, text) == (553, b"5.7.2 sender refused by milter"), text
+        assert c.docmd("MAIL FROM:<alice@example.org>")[0] == 250
+        code, text = c.docmd("RCPT TO:<rcpt-reject@example.net>")
+        assert (code, text) == (550, b"5.7.1 Command rejected"), text
+        code, text = c.docmd("RCPT TO:<rcpt-tempfail@example.net>")
+        assert code == 451, text
+        code, text = c.docmd("RCPT TO:<rcpt-replycode@example.net>")
+        assert (code, text) == (553, b"5.7.2 recipient refused by milter"), text
+        assert c.docmd("RCPT TO:<demo@localhost>")[0] == 250
+        code, text = c.data(b"Subject: stages\r\n\r\nbody\r\n")
+        assert code == 250, text
+        c.quit()
+    finally:
+        c.close()
+    files = suite.wait_for_mail(1)
+    assert "X-Test-Macros:" in files[0].read_text()
+    log = suite.log()
+    assert re.search(r"NOQUEUE: milter-reject: EHLO from \S+: 550 5\.7\.1 Command rejected;", log), log[-3000:]
+    assert re.search(r": milter-reject: MAIL from \S+: 553 5\.7\.2 sender refused by milter; "
+                     r"from=<mail-replycode@example.org>", log)
+    assert re.search(r": milter-reject: RCPT from \S+: 550 5\.7\.1 Command rejected; "
+                     r"from=<alice@example.org> to=<rcpt-reject@example.net>", log)
+    stages = [e["stage"] for e in m.events()]
+    # One connection for the whole session; the refused MAIL commands were aborted.
+    assert stages.count("connect") == 1, stages
+    assert stages[:3] == ["connect", "helo", "helo"], stages
+    assert "data" in stages and stages[-1] == "eom", stages
+
+
+def test_macros_per_stage(suite, stage_milter):
+    m = stage_milter()
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    c, _ = session(suite)
+    try:
+        c.ehlo("client.example")
+        assert c.docmd("MAIL FROM:<alice@example.org> SIZE=100")[0] == 250
+        assert c.docmd("RCPT TO:<demo@localhost>")[0] == 250
+        assert c.data(b"Subject: macros\r\n\r\nbody\r\n")[0] == 250
+        c.quit()
+    finally:
+        c.close()
+    suite.wait_for_mail(1)
+    ev = {}
+    for e in m.events():
+        ev.setdefault(e["stage"], e)
+    conn = ev["connect"]["macros"]
+    assert conn["j"] == "localhost.localdomain" and conn["{daemon_name}"] == "localhost.localdomain", conn
+    assert conn["v"].startswith("oxipost ") or conn["v"].split()[0], conn
+    assert conn["_"] == "localhost [127.0.0.1]" or conn["_"].endswith("[127.0.0.1]"), conn
+    assert "i" not in conn, "no queue id at connect"
+    mail = ev["mail"]
+    assert mail["args"][0] == "<alice@example.org>" and "SIZE=100" in mail["args"], mail
+    mm = mail["macros"]
+    assert re.fullmatch(r"\w{6,}", mm["i"]), mm
+    assert mm["{mail_addr}"] == "alice@example.org" and mm["{mail_host}"] == "example.org", mm
+    assert mm["{mail_mailer}"] == "smtp", mm
+    rm = ev["rcpt"]["macros"]
+    assert rm["{rcpt_addr}"] == "demo@localhost" and rm["{rcpt_mailer}"] == "local", rm
+    assert rm["{rcpt_host}"] == "localhost.localdomain" and rm["i"] == mm["i"], rm
+    assert ev["data"]["macros"]["i"] == mm["i"]
+    assert ev["eom"]["macros"]["i"] == mm["i"]
+    # The queue id the milters saw is the one the message was queued under.
+    assert re.search(rf"{mm['i']}: message-id=", suite.log())
+
+
+@pytest.mark.parametrize("action,code,text", [
+    ("reject", 554, b"5.7.1 Command rejected"),
+    ("tempfail", 451, b"4.7.1 Service unavailable - try again later"),
+    ("replycode", 553, b"5.7.2 connect refused by milter"),
+])
+def test_connect_refusal_refuses_every_command(suite, stage_milter, action, code, text):
+    m = stage_milter(connect=action)
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    c, greeting = session(suite)
+    try:
+        assert greeting == 220
+        assert c.docmd("EHLO client.example") == (code, text)
+        assert c.docmd("MAIL FROM:<alice@example.org>") == (code, text)
+        assert c.docmd("HELO client.example") == (code, text)
+        assert c.docmd("QUIT")[0] == 221
+    finally:
+        c.close()
+    assert re.search(r"NOQUEUE: milter-reject: CONNECT from \S+: " + str(code), suite.log())
+    assert [e["stage"] for e in m.events()] == ["connect"]
+
+
+def test_accept_at_connect(suite, stage_milter):
+    m = stage_milter(connect="accept")
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+        c.sendmail("mail-discard@example.org", ["demo@localhost"], b"Subject: a\r\n\r\nb\r\n")
+    files = suite.wait_for_mail(1)
+    # Accepted at connect: the milter hears nothing more (no X-Test-Macros, no MAIL).
+    assert "X-Test-Macros" not in files[0].read_text()
+    assert [e["stage"] for e in m.events()] == ["connect"]
+
+
+def test_discard_at_mail_and_abort_at_rset(suite, stage_milter):
+    m2 = stage_milter()
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m2.port}")
+    suite.start()
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+        c.ehlo("client.example")
+        assert c.docmd("MAIL FROM:<mail-discard@example.org>")[0] == 250
+        assert c.docmd("RCPT TO:<demo@localhost>")[0] == 250
+        code, text = c.data(b"Subject: dropped\r\n\r\nb\r\n")
+        assert code == 250, text
+        c.docmd("RSET")
+        assert c.docmd("MAIL FROM:<alice@example.org>")[0] == 250
+        c.docmd("RSET")
+    wait(lambda: "milter-discard: MAIL from" in suite.log(), what="discard log", suite=suite)
+    wait(lambda: "abort" in [e["stage"] for e in m2.events()], what=f"ABORT after RSET {m2.events()}", suite=suite)
+    time.sleep(1)
+    assert suite.new_mail() == [], "the discarded message is not delivered"
