@@ -167,6 +167,8 @@ class Postgres:
         self.sql(SCHEMA + f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {DB_USER};")
         self.sql("SET password_encryption = 'md5'; CREATE ROLE oximd5 LOGIN PASSWORD 'md5-pw';"
                  "CREATE ROLE oxiclear LOGIN PASSWORD 'clear-pw';"
+                 # Old-style string literals for this role: backslashes must be doubled.
+                 "ALTER ROLE oxiclear SET standard_conforming_strings = off;"
                  "GRANT SELECT ON ALL TABLES IN SCHEMA public TO oximd5, oxiclear;")
 
     def cf(self, path: Path, query: str, extra: str = "", user=DB_USER, password=DB_PASSWORD):

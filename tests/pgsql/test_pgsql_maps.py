@@ -119,6 +119,10 @@ def test_md5_and_cleartext_logins(suite, pg):
     clear = pg.cf(suite.etc / "clear.cf", "SELECT goto FROM aliases WHERE address='%s'",
                   user="oxiclear", password="clear-pw")
     assert q(suite, "joe@example.com", clear) == "joe@store.example"
+    # This role has standard_conforming_strings off: the backslash is escaped, not lost.
+    assert q(suite, "back\\slash@example.com", clear) == "bs@x.example"
+    assert q(suite, "o'neil@example.com", clear) == "quoted@x.example"
+    assert q(suite, "x\\' OR 'a'='a", clear) is None
     bad = pg.cf(suite.etc / "badmd5.cf", "SELECT goto FROM aliases WHERE address='%s'",
                 user="oximd5", password="wrong")
     assert "28P01" in lookup_error(suite, "joe@example.com", bad)

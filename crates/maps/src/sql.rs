@@ -430,6 +430,8 @@ pub struct Pgsql {
     /// Whether `conn` was used before (a failure on it may just be a stale connection).
     reused: bool,
     columns: Vec<String>,
+    /// When each host last failed to connect.
+    failed: Vec<Option<std::time::Instant>>,
 }
 
 fn seconds(cfg: &SqlConfig, path: &str, name: &str, default: u64) -> Result<u64, MapError> {
@@ -465,6 +467,7 @@ impl Pgsql {
             return Err(MapError::syntax(format!("{path}: missing \"dbname\"")));
         }
         Ok(Pgsql {
+            failed: vec![None; endpoints.len()],
             endpoints,
             params,
             conn: None,
@@ -473,10 +476,11 @@ impl Pgsql {
         })
     }
 
-    /// The hosts in random order (Postfix spreads its clients over the servers).
-    fn shuffled(&self) -> Vec<&oxipost_pgwire::Endpoint> {
+    /// Indexes of the hosts in random order (Postfix spreads its clients over the
+    /// servers), those that failed within [`HOST_RETRY`] last.
+    fn order(&self) -> Vec<usize> {
         use std::hash::{BuildHasher, Hasher};
-        let mut v: Vec<_> = self.endpoints.iter().collect();
+        let mut v: Vec<usize> = (0..self.endpoints.len()).collect();
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         let mut x = h.finish() | 1;
@@ -487,9 +491,21 @@ impl Pgsql {
             x ^= x << 17;
             v.swap(i, (x % (i as u64 + 1)) as usize);
         }
+        let recently_down = |i: &usize| {
+            self.failed
+                .get(*i)
+                .copied()
+                .flatten()
+                .is_some_and(|t| t.elapsed() < HOST_RETRY)
+        };
+        v.sort_by_key(recently_down); // stable: random order within each group
         v
     }
 }
+
+/// How long a host that failed is tried only after the others (Postfix's pgsql client
+/// waits 60 seconds before it retries a host that failed).
+const HOST_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SqlBackend for Pgsql {
     fn connect(&mut self) -> Result<(), MapError> {
@@ -497,14 +513,19 @@ impl SqlBackend for Pgsql {
             return Ok(());
         }
         let mut errors = Vec::new();
-        for ep in self.shuffled() {
+        for i in self.order() {
+            let ep = &self.endpoints[i];
             match oxipost_pgwire::Connection::connect(ep, &self.params) {
                 Ok(c) => {
                     self.conn = Some(c);
                     self.reused = false;
+                    self.failed[i] = None;
                     return Ok(());
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    errors.push(e.to_string());
+                    self.failed[i] = Some(std::time::Instant::now());
+                }
             }
         }
         Err(MapError::temp(format!(
@@ -681,5 +702,28 @@ mod tests {
         assert!(!e.message.contains("secret"));
         // A key that cannot be asked for is not found without touching the server.
         assert_eq!(t.lookup("a\0b").ok().flatten(), None);
+    }
+
+    #[test]
+    fn pgsql_hosts_random_order_failed_last() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cf = d.path().join("h.cf");
+        let text = "hosts = a:1, b:2 inet:c:3\ndbname = mail\nquery = SELECT '%s'\n";
+        assert!(std::fs::write(&cf, text).is_ok());
+        let path = cf.display().to_string();
+        let cfg = SqlConfig::load(&path).expect("cf");
+        let mut p = Pgsql::new(&cfg, &path).expect("pgsql");
+        assert_eq!(p.endpoints.len(), 3);
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let o = p.order();
+            assert_eq!(o.len(), 3);
+            firsts.insert(o[0]);
+        }
+        assert!(firsts.len() > 1, "always the same first host");
+        p.failed[1] = Some(std::time::Instant::now());
+        for _ in 0..16 {
+            assert_eq!(p.order().last(), Some(&1));
+        }
     }
 }
