@@ -30,7 +30,7 @@ class FakeServer:
     def __init__(self, lmtp=False, ext=None, rcpt_replies=None, final_replies=None,
                  greeting="220 fake.test ESMTP", data_reply="250 2.0.0 Ok: queued as FAKE1",
                  tls_context=None, auth_users=None, stall_on=None, port=0, unix_path=None,
-                 host="127.0.0.1", first_data_delay=0.0):
+                 host="127.0.0.1", first_data_delay=0.0, data_delay=0.0):
         self.lmtp = lmtp
         self.ext = list(ext) if ext is not None else [
             "PIPELINING", "SIZE 10240000", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES", "CHUNKING"]
@@ -42,6 +42,13 @@ class FakeServer:
         self.auth_users = auth_users
         self.stall_on = stall_on
         self.first_data_delay = first_data_delay
+        # Every final reply waits this long (a slow server: deliveries overlap).
+        self.data_delay = data_delay
+        # Open sessions and open transactions (MAIL until its final reply) now and at most.
+        self.sessions_now = 0
+        self.sessions_max = 0
+        self.tx_now = 0
+        self.tx_max = 0
         self.transactions = []
         self.chunks = []
         self.commands = []
@@ -90,7 +97,29 @@ class FakeServer:
             time.sleep(0.1)
         raise AssertionError(f"{len(self.transactions)} transactions, commands: {self.commands[-30:]}")
 
+    def _count(self, what, delta):
+        with self.lock:
+            now = getattr(self, what + "_now") + delta
+            setattr(self, what + "_now", now)
+            if now > getattr(self, what + "_max"):
+                setattr(self, what + "_max", now)
+
     def _serve(self, conn):
+        self._count("sessions", 1)
+        in_tx = [False]
+
+        def tx_open(flag):
+            if flag != in_tx[0]:
+                in_tx[0] = flag
+                self._count("tx", 1 if flag else -1)
+
+        try:
+            self._serve2(conn, tx_open)
+        finally:
+            tx_open(False)
+            self._count("sessions", -1)
+
+    def _serve2(self, conn, tx_open):
         conn.settimeout(60)
         state = {"buf": b"", "conn": conn, "tls": False, "auth": None}
 
@@ -174,6 +203,7 @@ class FakeServer:
                         send("530 5.7.0 Authentication required")
                         continue
                     tx = Transaction()
+                    tx_open(True)
                     tx.mail = cmd
                     tx.tls = state["tls"]
                     tx.auth = state["auth"]
@@ -204,6 +234,7 @@ class FakeServer:
                         data += l2 + b"\r\n"
                     tx.data = data
                     self._final(tx, send)
+                    tx_open(False)
                     tx = None
                 elif verb == "BDAT":
                     words = cmd.split()
@@ -216,10 +247,12 @@ class FakeServer:
                     if len(words) > 2 and words[2].upper() == "LAST":
                         tx.bdat = True
                         self._final(tx, send)
+                        tx_open(False)
                         tx = None
                     else:
                         send(f"250 2.0.0 {n} octets received")
                 elif verb == "RSET":
+                    tx_open(False)
                     tx = None
                     send("250 2.0.0 Ok")
                 elif verb == "NOOP":
@@ -238,6 +271,8 @@ class FakeServer:
                 pass
 
     def _final(self, tx, send):
+        if self.data_delay:
+            time.sleep(self.data_delay)
         if self.first_data_delay:
             time.sleep(self.first_data_delay)
             self.first_data_delay = 0

@@ -120,7 +120,20 @@ impl Scheduler {
                 d.revive(&self.s.limits(t));
             }
         }
-        self.dests.retain(|_, d| !d.idle());
+    }
+
+    /// Forgets destinations with nothing to do whose failures are old (from the
+    /// periodic deferred scan: the only walk over all destinations).
+    fn sweep_destinations(&mut self) {
+        let now = Instant::now();
+        let memory = self.s.minimal_backoff;
+        let s = &self.s;
+        self.dests.retain(|(t, _), d| {
+            if d.dead.is_some() {
+                d.check_dead(&s.limits(t), now);
+            }
+            !d.idle(now, memory)
+        });
     }
 
     /// Adds a request to its destination's queue.
@@ -202,6 +215,7 @@ impl Scheduler {
     /// Deferred mail whose time has come (all of it when `flush`).
     pub fn scan_deferred(&mut self, flush: bool) {
         self.next_deferred_scan = Instant::now() + self.s.queue_run_delay;
+        self.sweep_destinations();
         // Temporary files of writers that died (a killed smtpd) are never a message:
         // nothing was acknowledged for them. Remove them once surely abandoned.
         if let Ok(n) = self
@@ -374,6 +388,7 @@ impl Scheduler {
         self.next_wake = None;
         let mut unavailable = Vec::new();
         let mut suspended: Vec<(Pending, String, String)> = Vec::new();
+        let mut gone = Vec::new();
         for _ in 0..self.ready.len() {
             let Some(key) = self.ready.pop_front() else {
                 break;
@@ -435,9 +450,15 @@ impl Scheduler {
             }
             if d.pending.is_empty() {
                 d.listed = false;
+                if d.idle(now, self.s.minimal_backoff) {
+                    gone.push(key);
+                }
             } else {
                 self.ready.push_back(key);
             }
+        }
+        for k in gone {
+            self.dests.remove(&k);
         }
         for p in unavailable {
             let key = p.key;
@@ -447,7 +468,6 @@ impl Scheduler {
         for (p, dsn, why) in suspended {
             self.defer_now(p, &dsn, &why);
         }
-        self.dests.retain(|_, d| !d.idle());
     }
 
     /// Defers a request without an attempt, logged as Postfix's qmgr does.
@@ -530,7 +550,7 @@ impl Scheduler {
                 if !limits.rate_delay.is_zero() {
                     d.next_start = Some(now + limits.rate_delay);
                 }
-                if d.idle() {
+                if d.idle(now, self.s.minimal_backoff) {
                     self.dests.remove(&dkey);
                 }
             }

@@ -41,6 +41,9 @@ pub struct DestState<P> {
     pub next_start: Option<Instant>,
     /// On the scheduler's list of destinations with pending work.
     pub listed: bool,
+    /// The latest negative feedback: failures are remembered across idle periods
+    /// (mail to a failing site tends to arrive one message at a time), for a while.
+    last_failure: Option<Instant>,
 }
 
 impl<P> DestState<P> {
@@ -55,6 +58,7 @@ impl<P> DestState<P> {
             dead: None,
             next_start: None,
             listed: false,
+            last_failure: None,
         }
     }
 
@@ -92,6 +96,7 @@ impl<P> DestState<P> {
     /// A delivery completed without a site failure.
     pub fn positive(&mut self, l: &TransportLimits) {
         self.fail_cohorts = 0.0;
+        self.last_failure = None;
         if self.dead.is_some() {
             return;
         }
@@ -126,6 +131,7 @@ impl<P> DestState<P> {
         if self.dead.is_some() {
             return false;
         }
+        self.last_failure = Some(now);
         self.fail_cohorts += 1.0 / self.window.max(1) as f64;
         if l.failed_cohort_limit > 0 && self.fail_cohorts >= l.failed_cohort_limit as f64 {
             self.dead = Some(Dead {
@@ -144,9 +150,14 @@ impl<P> DestState<P> {
         false
     }
 
-    /// Nothing waiting, nothing in flight, nothing learned worth keeping.
-    pub fn idle(&self) -> bool {
-        self.pending.is_empty() && self.busy == 0 && self.dead.is_none() && !self.listed
+    /// Nothing waiting, nothing in flight, nothing learned worth keeping: not dead, and
+    /// no failure within `memory`.
+    pub fn idle(&self, now: Instant, memory: std::time::Duration) -> bool {
+        self.pending.is_empty()
+            && self.busy == 0
+            && self.dead.is_none()
+            && !self.listed
+            && self.last_failure.is_none_or(|t| now >= t + memory)
     }
 }
 
@@ -226,6 +237,7 @@ mod tests {
         d.positive(&l);
         assert!(!d.negative(&l, now, retry, "4.4.1", "x"));
         assert!(d.negative(&l, now, retry, "4.4.1", "x"));
+        assert!(!d.idle(now, retry));
         // Limit 0: never dead.
         let never = limits(20, 1, 0);
         let mut d: DestState<()> = DestState::new(&never);
@@ -233,6 +245,8 @@ mod tests {
             assert!(!d.negative(&never, now, retry, "4.4.1", "x"));
         }
         assert_eq!(d.window, 1);
+        assert!(!d.idle(now, retry));
+        assert!(d.idle(now + retry, retry));
     }
 
     #[test]
