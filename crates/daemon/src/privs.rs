@@ -59,6 +59,8 @@ where
         Err(e) => Err(format!("fork: {e}")),
         Ok(ForkResult::Child) => {
             drop(rd);
+            // The child ends with _exit: nothing it logs may wait in memory.
+            oxipost_log::release();
             child(id, wr, work)
         }
         Ok(ForkResult::Parent { child }) => {

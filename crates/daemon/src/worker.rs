@@ -164,7 +164,7 @@ impl Worker {
     pub fn report(&mut self, status: Status) {
         if let Some(f) = self.status.as_mut() {
             let rec = StatusRecord {
-                pid: std::process::id(),
+                pid: oxipost_log::pid(),
                 generation: self.generation,
                 status,
             };

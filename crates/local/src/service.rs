@@ -29,6 +29,10 @@ pub fn serve(s: &Settings, client: Client, idle: Duration) {
 }
 
 fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
+    // The lines of one batch go out in one write, before qmgr hears the results.
+    oxipost_log::hold();
+    // Looked up here once, so that each per-user delivery child inherits it.
+    let _ = oxipost_mailbox::hostname();
     let served = oxipost_ipc::serve_deliveries(&mut stream, |reqs, received| {
         let all = deliver::deliver_batch(s, reqs);
         let now = SystemTime::now();
@@ -42,8 +46,10 @@ fn conversation<S: Read + Write>(s: &Settings, mut stream: S) {
                 );
             }
         }
+        oxipost_log::flush();
         all
     });
+    oxipost_log::release();
     if let Err(e) = served {
         oxipost_log::warning!("{e}");
     }

@@ -271,7 +271,9 @@ impl MaildirBatch {
                 continue;
             }
             let r = link_into_new(&s);
-            let _ = std::fs::remove_file(&s.tmp_path);
+            if r.is_err() {
+                let _ = std::fs::remove_file(&s.tmp_path);
+            }
             if r.is_ok() {
                 let new_dir = s.maildir.subdir("new");
                 dirs.entry(new_dir).or_default().push(results.len());
@@ -316,12 +318,67 @@ fn copy_error(e: &Error) -> Error {
     }
 }
 
+/// `rename(2)` that never replaces an existing name; `Ok(false)`: not supported here.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let cfrom = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+        let cto = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+        // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                cfrom.as_ptr(),
+                libc::AT_FDCWD,
+                cto.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Ok(false),
+            _ => Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, to);
+        Ok(false)
+    }
+}
+
+/// Moves a synced file from tmp/ into new/ (the tmp name is gone afterwards on success):
+/// one no-replace rename where the system has it, else link and unlink as the Maildir
+/// specification says. Either way an existing message is never replaced.
 fn link_into_new(s: &Staged) -> Result<Delivered> {
     let new_path = s.maildir.subdir("new").join(&s.final_name);
     let mut created = false;
     loop {
+        match rename_noreplace(&s.tmp_path, &new_path) {
+            Ok(true) => {
+                return Ok(Delivered {
+                    path: new_path,
+                    size: s.size,
+                });
+            }
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !created => {
+                s.maildir.create()?;
+                created = true;
+                continue;
+            }
+            // Anything else (EEXIST included): the link below reports it in the usual words.
+            Err(_) => {}
+        }
         match std::fs::hard_link(&s.tmp_path, &new_path) {
-            Ok(()) => break,
+            Ok(()) => {
+                let _ = std::fs::remove_file(&s.tmp_path);
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && !created => {
                 s.maildir.create()?;
                 created = true;
@@ -390,8 +447,10 @@ fn sync_all_parallel(staged: &mut [Staged]) -> Vec<Result<()>> {
         return staged.iter_mut().map(sync_one).collect();
     }
     let chunk = staged.len().div_ceil(THREADS);
+    // This thread syncs the first part itself: one thread fewer to start per batch.
+    let (first, rest) = staged.split_at_mut(chunk.min(staged.len()));
     std::thread::scope(|scope| {
-        let handles: Vec<_> = staged
+        let handles: Vec<_> = rest
             .chunks_mut(chunk)
             .map(|part| {
                 let n = part.len();
@@ -401,16 +460,15 @@ fn sync_all_parallel(staged: &mut [Staged]) -> Vec<Result<()>> {
                 )
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|(n, h)| {
-                h.join().unwrap_or_else(|_| {
-                    (0..n)
-                        .map(|_| Err(Error::Invalid("fsync thread panicked".into())))
-                        .collect()
-                })
+        let mut out: Vec<Result<()>> = first.iter_mut().map(sync_one).collect();
+        out.extend(handles.into_iter().flat_map(|(n, h)| {
+            h.join().unwrap_or_else(|_| {
+                (0..n)
+                    .map(|_| Err(Error::Invalid("fsync thread panicked".into())))
+                    .collect()
             })
-            .collect()
+        }));
+        out
     })
 }
 
