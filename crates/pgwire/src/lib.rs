@@ -501,4 +501,155 @@ mod tests {
         assert!(matches!(e, Some(Error::Io(_))));
         assert!(e.is_some_and(|e| e.is_fatal()));
     }
+
+    /// A scripted server on loopback: `script` runs on the accepted stream.
+    fn fake_server(
+        script: impl FnOnce(TcpStream) + Send + 'static,
+    ) -> (Endpoint, std::thread::JoinHandle<()>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let h = std::thread::spawn(move || {
+            if let Ok((s, _)) = l.accept() {
+                script(s);
+            }
+        });
+        (Endpoint::Tcp("127.0.0.1".into(), port), h)
+    }
+
+    fn read_startup(s: &mut TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("len");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        s.read_exact(&mut body).expect("body");
+        body
+    }
+
+    fn read_msg(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).expect("head");
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).expect("body");
+        (head[0], body)
+    }
+
+    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn ready() -> Vec<u8> {
+        msg(b'Z', b"I")
+    }
+
+    fn params(password: &str) -> Params {
+        Params {
+            user: "alice".into(),
+            password: password.into(),
+            dbname: "mail".into(),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn cleartext_login_queries_errors_and_loss() {
+        let (ep, h) = fake_server(|mut s| {
+            let startup = read_startup(&mut s);
+            assert!(startup.windows(11).any(|w| w == b"user\0alice\0"));
+            assert!(startup.windows(14).any(|w| w == b"database\0mail\0"));
+            s.write_all(&msg(b'R', &3u32.to_be_bytes())).expect("w");
+            assert_eq!(read_msg(&mut s), (b'p', b"pw\0".to_vec()));
+            let mut out = msg(b'R', &0u32.to_be_bytes());
+            out.extend(msg(b'S', b"standard_conforming_strings\0off\0"));
+            out.extend(msg(b'K', &[0; 8]));
+            out.extend(ready());
+            s.write_all(&out).expect("w");
+            // A query with one row.
+            assert_eq!(read_msg(&mut s), (b'Q', b"SELECT 1\0".to_vec()));
+            let mut t = 1u16.to_be_bytes().to_vec();
+            t.extend_from_slice(b"v\0");
+            t.extend_from_slice(&[0; 18]);
+            let mut d = 1u16.to_be_bytes().to_vec();
+            d.extend_from_slice(&1i32.to_be_bytes());
+            d.push(b'1');
+            let mut out = msg(b'T', &t);
+            out.extend(msg(b'D', &d));
+            out.extend(msg(b'N', b"SWARNING\0Mnotice\0\0"));
+            out.extend(msg(b'C', b"SELECT 1\0"));
+            out.extend(ready());
+            s.write_all(&out).expect("w");
+            // A query that fails: the connection stays usable.
+            let _ = read_msg(&mut s);
+            let mut out = msg(b'E', b"SERROR\0VERROR\0C42601\0Msyntax error\0\0");
+            out.extend(ready());
+            s.write_all(&out).expect("w");
+            // Then the server goes away mid-conversation.
+            let _ = read_msg(&mut s);
+        });
+        let mut c = Connection::connect(&ep, &params("pw")).expect("connect");
+        assert!(!c.standard_conforming_strings());
+        let r = c.simple_query("SELECT 1").expect("rows");
+        assert_eq!(r.columns, vec!["v".to_string()]);
+        assert_eq!(r.rows, vec![vec![Some("1".to_string())]]);
+        let e = c.simple_query("SELEC").expect_err("syntax");
+        assert!(
+            matches!(&e, Error::Server { code, .. } if code == "42601") && !e.is_fatal(),
+            "{e:?}"
+        );
+        let e = c.simple_query("SELECT 2").expect_err("gone");
+        assert!(matches!(e, Error::Io(_)) && e.is_fatal());
+        assert!(c.simple_query("a\0b").is_err());
+        h.join().expect("server");
+    }
+
+    #[test]
+    fn scram_server_must_prove_the_password() {
+        // The server asks for SCRAM, then claims success without the server signature.
+        let (ep, h) = fake_server(|mut s| {
+            let _ = read_startup(&mut s);
+            let mut r = 10u32.to_be_bytes().to_vec();
+            r.extend_from_slice(b"SCRAM-SHA-256\0\0");
+            s.write_all(&msg(b'R', &r)).expect("w");
+            let (kind, body) = read_msg(&mut s);
+            assert_eq!(kind, b'p');
+            assert!(body.starts_with(b"SCRAM-SHA-256\0"));
+            let mut out = msg(b'R', &0u32.to_be_bytes());
+            out.extend(ready());
+            let _ = s.write_all(&out);
+        });
+        let e = Connection::connect(&ep, &params("secret")).err();
+        assert!(
+            matches!(&e, Some(Error::Auth(m)) if m.contains("prove")),
+            "{e:?}"
+        );
+        assert!(!format!("{e:?}").contains("secret"));
+        h.join().expect("server");
+    }
+
+    #[test]
+    fn server_error_at_login_and_unsupported_method() {
+        let (ep, h) = fake_server(|mut s| {
+            let _ = read_startup(&mut s);
+            let _ = s.write_all(&msg(
+                b'E',
+                b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed\0\0",
+            ));
+        });
+        let e = Connection::connect(&ep, &params("x")).err();
+        assert!(
+            matches!(&e, Some(Error::Server { code, .. }) if code == "28P01"),
+            "{e:?}"
+        );
+        h.join().expect("server");
+        let (ep, h) = fake_server(|mut s| {
+            let _ = read_startup(&mut s);
+            let _ = s.write_all(&msg(b'R', &7u32.to_be_bytes())); // GSSAPI
+        });
+        let e = Connection::connect(&ep, &params("x")).err();
+        assert!(matches!(e, Some(Error::Auth(_))), "{e:?}");
+        h.join().expect("server");
+    }
 }
