@@ -15,7 +15,8 @@
 //! - `dbpath` (sqlite): the database file, opened read-only;
 //! - `hosts` (pgsql, default `localhost`): servers as `host`, `host:port`,
 //!   `inet:host:port`, `unix:/directory` (holding `.s.PGSQL.5432`) or `unix:/socket`;
-//!   several are tried in random order until one answers, as Postfix does;
+//!   several are tried in random order until one answers, as Postfix does (a host that
+//!   failed is tried after the others for 60 seconds);
 //! - `user`, `password`, `dbname` (pgsql): the login (trust, password, md5 or
 //!   SCRAM-SHA-256 authentication);
 //! - `connect_timeout` (pgsql, oxipost, default 5) and `query_timeout` (pgsql, oxipost,
