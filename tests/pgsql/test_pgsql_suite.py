@@ -14,7 +14,7 @@ import smtplib
 import ssl
 import subprocess
 
-from conftest import BIN, give, suite_ids, wait_for
+from conftest import AS_USER, BIN, give, suite_ids, wait_for
 
 ALICE_PW = "alice-Pw'1"
 
@@ -187,6 +187,13 @@ def test_logins_of_postgres_users(mail_suites, pg):
     assert smtp_auth(s, "gone@vmail.example", "gone-pw")[0] == 535  # inactive: no row
     assert smtp_auth(s, "nobody@vmail.example", "x")[0] == 535
     assert smtp_auth(s, "x' OR 'a'='a", "x")[0] == 535
+    # The admin tool asks the same passdb (doveadm auth test's counterpart).
+    out = subprocess.run(["runuser", "-u", "oxipost", "--"] * bool(AS_USER)
+                         + [str(BIN / "oxipost-user"), "-c", str(s.etc), "test", "alice@vmail.example"],
+                         input=ALICE_PW + "\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "passdb: alice@vmail.example auth succeeded" in out.stdout
+    assert f"mail=maildir:{base}/vmail.example/alice/" in out.stdout
 
     with smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=60) as c:
         c.sendmail("sender@example.com", ["alice@vmail.example"],
