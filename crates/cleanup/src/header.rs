@@ -23,6 +23,14 @@
 //!   in place. Body lines go through `body_checks` up to `body_checks_size_limit`. What the
 //!   checks decide about the whole message is [`CleanupResult::verdict`]; what they want
 //!   logged is [`CleanupResult::events`] (cleanup itself never logs).
+//! - MIME, as Postfix's cleanup (unless `disable_mime_input_processing`): the body is
+//!   followed through `multipart/*` boundaries and `message/rfc822` attachments. MIME
+//!   headers (`Content-*`, `MIME-Version`) of the message and every header of a MIME part
+//!   go through `mime_header_checks` instead of `header_checks`; the other headers of an
+//!   attached message go through `nested_header_checks`; `body_checks` see the body lines
+//!   of every part (boundary lines included) but no MIME or nested header. Parts nest at
+//!   most [`MIME_NESTING_LIMIT`] deep (Postfix's `mime_nesting_limit`); deeper structure is
+//!   body text.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -88,6 +96,43 @@ const MAX_EVENTS: usize = 50;
 const MAX_CONTEXT: usize = 200;
 /// Body lines longer than this are checked in pieces (Postfix's `line_length_limit`).
 const BODY_LINE_MAX: usize = 2048;
+/// Postfix's `mime_nesting_limit` default.
+pub const MIME_NESTING_LIMIT: usize = 100;
+
+/// Where the body parser is (MIME processing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// Body text of some part (or preamble/epilogue).
+    Text,
+    /// The header of a MIME part; `nested` for the header of an attached message.
+    Header { nested: bool },
+}
+
+/// The MIME structure seen so far.
+#[derive(Debug)]
+struct Mime {
+    state: BodyState,
+    /// Open multipart boundaries, outermost first, each with "is multipart/digest".
+    stack: Vec<(Vec<u8>, bool)>,
+    /// The Content-Type of the header block being read: (type/subtype, boundary).
+    ctype: Option<(String, Option<String>)>,
+    /// The logical header of a part being collected, with its line ends.
+    field: Vec<u8>,
+    /// Attached messages opened (bounded with the multipart depth).
+    depth: usize,
+}
+
+impl Mime {
+    fn new() -> Mime {
+        Mime {
+            state: BodyState::Text,
+            stack: Vec::new(),
+            ctype: None,
+            field: Vec::new(),
+            depth: 0,
+        }
+    }
+}
 
 /// What cleanup needs to know about the message; filled by the entry point.
 #[derive(Debug, Clone)]
@@ -164,6 +209,7 @@ pub struct Cleanup {
     body_line: Vec<u8>,
     /// Body bytes seen by body_checks so far.
     body_checked: u64,
+    mime: Mime,
 }
 
 impl Cleanup {
@@ -187,6 +233,7 @@ impl Cleanup {
             field: Vec::new(),
             body_line: Vec::new(),
             body_checked: 0,
+            mime: Mime::new(),
         }
     }
 
@@ -270,6 +317,10 @@ impl Cleanup {
             let line = std::mem::take(&mut self.body_line);
             self.check_body_line(&line, out)?;
         }
+        if !self.mime.field.is_empty() {
+            let nested = matches!(self.mime.state, BodyState::Header { nested: true });
+            self.flush_part_field(nested, out)?;
+        }
         Ok(self.result)
     }
 
@@ -303,12 +354,12 @@ impl Cleanup {
             LineKind::Empty => {
                 self.add_missing(out)?;
                 out.write_all(line)?;
-                self.phase = Phase::Body;
+                self.enter_body();
             }
             LineKind::Other => {
                 self.add_missing(out)?;
                 out.write_all(self.eol())?;
-                self.phase = Phase::Body;
+                self.enter_body();
                 self.body_feed(line, out)?;
             }
             LineKind::Continuation => {
@@ -351,7 +402,7 @@ impl Cleanup {
                 // The body starts here; the rest of the line follows as body bytes.
                 self.add_missing(out)?;
                 out.write_all(self.eol())?;
-                self.phase = Phase::Body;
+                self.enter_body();
                 self.body_feed(line, out)?;
             }
             LineKind::Field | LineKind::Continuation => {
@@ -456,9 +507,26 @@ impl Cleanup {
         }
         let mut field = std::mem::take(&mut self.field);
         let eol_len = field.len() - strip_eol(&field).len();
-        if let Some(s) = self.checking().filter(|s| !s.header_checks.is_empty()) {
+        let is_mime = self.mime_enabled() && is_mime_header(&field);
+        if is_mime {
+            self.note_content_type(&field);
+        }
+        let table = |s: &CleanupSettings| -> bool {
+            let c = if is_mime {
+                &s.mime_header_checks
+            } else {
+                &s.header_checks
+            };
+            !c.is_empty()
+        };
+        if let Some(s) = self.checking().filter(|s| table(s)) {
             let text = String::from_utf8_lossy(strip_eol(&field)).replace("\r\n", "\n");
-            match s.header_checks.check(&text) {
+            let checks = if is_mime {
+                &s.mime_header_checks
+            } else {
+                &s.header_checks
+            };
+            match checks.check(&text) {
                 Err(e) => {
                     self.event("warning", "header", &text, &e);
                     self.set_verdict(Verdict::Defer(e));
@@ -522,7 +590,9 @@ impl Cleanup {
     fn body_feed<W: Write + ?Sized>(&mut self, mut data: &[u8], out: &mut W) -> io::Result<()> {
         while !data.is_empty() {
             let active = self.checking().is_some_and(|s| {
-                !s.body_checks.is_empty() && self.body_checked < s.body_checks_size_limit
+                (!s.body_checks.is_empty() && self.body_checked < s.body_checks_size_limit)
+                    || (!s.disable_mime
+                        && (!s.mime_header_checks.is_empty() || !s.nested_header_checks.is_empty()))
             });
             if !active {
                 if !self.body_line.is_empty() {
@@ -553,12 +623,27 @@ impl Cleanup {
         Ok(())
     }
 
-    /// One body line (with its line end, if any) through body_checks.
+    /// One body line (with its line end, if any): a MIME part header line, or body text
+    /// (boundary lines included) for body_checks.
     fn check_body_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<()> {
-        self.body_checked = self.body_checked.saturating_add(line.len() as u64);
-        let Some(s) = self.checking().filter(|s| !s.body_checks.is_empty()) else {
+        if self.mime_enabled() {
+            if let BodyState::Header { nested } = self.mime.state {
+                return self.part_header_line(line, nested, out);
+            }
+            self.boundary(strip_eol(line));
+        }
+        self.body_text_line(line, out)
+    }
+
+    /// One line of body text through body_checks (within `body_checks_size_limit`).
+    fn body_text_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<()> {
+        let Some(s) = self
+            .checking()
+            .filter(|s| !s.body_checks.is_empty() && self.body_checked < s.body_checks_size_limit)
+        else {
             return out.write_all(line);
         };
+        self.body_checked = self.body_checked.saturating_add(line.len() as u64);
         let content = strip_eol(line);
         let eol = &line[content.len()..];
         let text = String::from_utf8_lossy(content).into_owned();
@@ -583,6 +668,160 @@ impl Cleanup {
                 _ => out.write_all(line),
             },
         }
+    }
+
+    /// MIME processing applies (settings present and not switched off).
+    fn mime_enabled(&self) -> bool {
+        self.settings.as_ref().is_some_and(|s| !s.disable_mime)
+    }
+
+    /// The primary header is complete: the body starts, as its Content-Type says.
+    fn enter_body(&mut self) {
+        self.phase = Phase::Body;
+        if self.mime_enabled() {
+            self.end_of_mime_header(false);
+        }
+    }
+
+    /// Records the Content-Type of the header block being read.
+    fn note_content_type(&mut self, field: &[u8]) {
+        let text = String::from_utf8_lossy(strip_eol(field));
+        if let Some((name, value)) = text.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-type")
+        {
+            self.mime.ctype = Some(parse_content_type(value));
+        }
+    }
+
+    /// A header block (primary, part or nested) ended: what follows is a multipart
+    /// preamble (its boundary opens), an attached message's header, or text.
+    fn end_of_mime_header(&mut self, in_part: bool) {
+        let digest = in_part && self.mime.stack.last().is_some_and(|(_, d)| *d);
+        let ctype = self.mime.ctype.take();
+        let (kind, boundary) = match ctype {
+            Some((k, b)) => (k, b),
+            None if digest => ("message/rfc822".to_string(), None),
+            None => ("text/plain".to_string(), None),
+        };
+        let room = self.mime.stack.len() + self.mime.depth < MIME_NESTING_LIMIT;
+        self.mime.state = BodyState::Text;
+        if !room {
+            return;
+        }
+        if kind.starts_with("multipart/") {
+            if let Some(b) = boundary.filter(|b| !b.is_empty()) {
+                let digest = kind == "multipart/digest";
+                self.mime.stack.push((b.into_bytes(), digest));
+            }
+        } else if kind == "message/rfc822" || kind == "message/global" {
+            self.mime.depth += 1;
+            self.mime.state = BodyState::Header { nested: true };
+        }
+    }
+
+    /// A body text line that may be a boundary of an open multipart: `--b` starts a part
+    /// header, `--b--` closes that multipart (and any inside it).
+    fn boundary(&mut self, content: &[u8]) {
+        let Some(rest) = content.strip_prefix(b"--") else {
+            return;
+        };
+        let rest = rest.trim_ascii_end();
+        for level in (0..self.mime.stack.len()).rev() {
+            let b = &self.mime.stack[level].0;
+            let Some(after) = rest.strip_prefix(b.as_slice()) else {
+                continue;
+            };
+            if after == b"--" {
+                self.mime.stack.truncate(level);
+                self.mime.state = BodyState::Text;
+                return;
+            }
+            if after.is_empty() {
+                self.mime.stack.truncate(level + 1);
+                self.mime.ctype = None;
+                self.mime.state = BodyState::Header { nested: false };
+                return;
+            }
+        }
+    }
+
+    /// One line of a MIME part's (or attached message's) header.
+    fn part_header_line<W: Write + ?Sized>(
+        &mut self,
+        line: &[u8],
+        nested: bool,
+        out: &mut W,
+    ) -> io::Result<()> {
+        let content = strip_eol(line);
+        if content.is_empty() {
+            self.flush_part_field(nested, out)?;
+            out.write_all(line)?;
+            self.end_of_mime_header(true);
+            return Ok(());
+        }
+        if matches!(content[0], b' ' | b'\t') && !self.mime.field.is_empty() {
+            if self.mime.field.len() + line.len() <= self.limit() {
+                self.mime.field.extend_from_slice(line);
+            }
+            return Ok(());
+        }
+        self.flush_part_field(nested, out)?;
+        if field_name(content).is_some() {
+            let keep = line.len().min(self.limit());
+            self.mime.field.extend_from_slice(&line[..keep]);
+            return Ok(());
+        }
+        // Not a header line: the part's header ends here and this is its first text line.
+        self.end_of_mime_header(true);
+        self.check_body_line(line, out)
+    }
+
+    /// A complete part header through mime_header_checks (MIME headers, any header of a
+    /// multipart part) or nested_header_checks (other headers of an attached message).
+    fn flush_part_field<W: Write + ?Sized>(&mut self, nested: bool, out: &mut W) -> io::Result<()> {
+        if self.mime.field.is_empty() {
+            return Ok(());
+        }
+        let mut field = std::mem::take(&mut self.mime.field);
+        let is_mime = is_mime_header(&field);
+        if is_mime {
+            self.note_content_type(&field);
+        }
+        let nested_table = nested && !is_mime;
+        let Some(s) = self.checking() else {
+            return out.write_all(&field);
+        };
+        let checks = if nested_table {
+            &s.nested_header_checks
+        } else {
+            &s.mime_header_checks
+        };
+        if checks.is_empty() {
+            return out.write_all(&field);
+        }
+        let content_len = strip_eol(&field).len();
+        let text = String::from_utf8_lossy(&field[..content_len]).replace("\r\n", "\n");
+        match checks.check(&text) {
+            Err(e) => {
+                self.event("warning", "header", &text, &e);
+                self.set_verdict(Verdict::Defer(e));
+            }
+            Ok(None) => {}
+            Ok(Some(action)) => match self.act(action, "header", &text) {
+                Action::Ignore => return Ok(()),
+                Action::Replace(new) => {
+                    let eol = field[content_len..].to_vec();
+                    field = new.into_bytes();
+                    field.extend_from_slice(if eol.is_empty() { self.eol() } else { &eol });
+                }
+                Action::Prepend(new) => {
+                    out.write_all(new.as_bytes())?;
+                    out.write_all(self.eol())?;
+                }
+                _ => {}
+            },
+        }
+        out.write_all(&field)
     }
 
     /// A new header field begins: note the fields cleanup cares about. (Hook point for
@@ -701,6 +940,49 @@ fn header_role(name: &str) -> Option<Role> {
     } else {
         None
     }
+}
+
+/// A MIME header (Postfix's `HDR_OPT_MIME` headers).
+fn is_mime_header(field: &[u8]) -> bool {
+    const MIME: [&[u8]; 6] = [
+        b"content-description",
+        b"content-disposition",
+        b"content-id",
+        b"content-transfer-encoding",
+        b"content-type",
+        b"mime-version",
+    ];
+    field_name(strip_eol(field))
+        .is_some_and(|(n, _)| MIME.iter().any(|m| n.eq_ignore_ascii_case(m)))
+}
+
+/// `type/subtype` (lower case) and the `boundary` parameter of a Content-Type value.
+fn parse_content_type(value: &str) -> (String, Option<String>) {
+    let value = value.replace(['\r', '\n'], " ");
+    let mut parts = value.split(';');
+    let kind = parts
+        .next()
+        .unwrap_or("")
+        .split('(')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let mut boundary = None;
+    for p in parts {
+        let Some((k, v)) = p.split_once('=') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("boundary") {
+            let v = v.trim();
+            let v = match v.strip_prefix('"') {
+                Some(q) => q.split('"').next().unwrap_or(""),
+                None => v.split_whitespace().next().unwrap_or(""),
+            };
+            boundary = Some(v.to_string());
+        }
+    }
+    (kind, boundary)
 }
 
 fn strip_eol(line: &[u8]) -> &[u8] {
@@ -884,5 +1166,98 @@ mod tests {
         );
         assert_eq!(r.verdict, Verdict::Reject("5.7.1 no spam here".into()));
         assert_eq!(r.events.len(), 1);
+    }
+
+    fn mime_run(disable: bool) -> (String, CleanupResult) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mc = oxipost_maps::MapConfig::default();
+        let table = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            oxipost_maps::Maps::open(&format!("regexp:{}", p.display()), &mc).expect("map")
+        };
+        let mut s = CleanupSettings::default();
+        s.header_checks.maps = table(
+            "h",
+            "/^Subject: top/ WARN top\n/^X-Part/ REJECT part header in header_checks\n",
+        );
+        s.mime_header_checks.maps = table(
+            "m",
+            "/^Content-Type: text\\/plain/ PREPEND X-Mime-Seen: 1\n/^X-Part/ IGNORE\n",
+        );
+        s.nested_header_checks.maps = table(
+            "n",
+            "/^Subject: inner/ REPLACE Subject: [inner]\n/^Content-Type/ REJECT nested ct\n",
+        );
+        s.body_checks.maps = table(
+            "b",
+            "/^inner body/ WARN inner-body\n/forbidden/ WARN forbidden\n/^Content-Type/ REJECT mime header in body_checks\n/^Subject: inner/ REJECT nested header in body_checks\n",
+        );
+        s.body_checks_size_limit = 51200;
+        s.disable_mime = disable;
+        let msg = b"From: a@b\nSubject: top\nMIME-Version: 1.0\nContent-Type: multipart/mixed;\n boundary=\"XX\"\nDate: d\nMessage-Id: <i>\n\npreamble\n--XX\nContent-Type: text/plain\nX-Part: p\n\nhello forbidden body\n--XX\nContent-Type: message/rfc822\n\nSubject: inner secret\nX-Inner: yes\n\ninner body line\n--XX--\nepilogue\n";
+        let mut c = Cleanup::with_settings(opts(), Arc::new(s), false);
+        let mut out = Vec::new();
+        for piece in msg.chunks(5) {
+            c.feed(piece, &mut out).expect("vec write");
+        }
+        let r = c.finish(&mut out).expect("vec write");
+        (String::from_utf8(out).expect("utf8"), r)
+    }
+
+    #[test]
+    fn mime_header_nested_and_body_checks() {
+        let (out, r) = mime_run(false);
+        assert_eq!(r.verdict, Verdict::Accept, "{:?}", r.events);
+        assert!(
+            out.contains("\n--XX\nX-Mime-Seen: 1\nContent-Type: text/plain\n\nhello"),
+            "{out}"
+        );
+        assert!(!out.contains("X-Part"), "{out}");
+        assert!(
+            out.contains("\nSubject: [inner]\nX-Inner: yes\n\ninner body line\n--XX--\n"),
+            "{out}"
+        );
+        let seen: Vec<(&str, &str)> = r
+            .events
+            .iter()
+            .map(|e| (e.action, e.text.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("warning", "top"),
+                ("warning", "forbidden"),
+                ("replace", "Subject: [inner]"),
+                ("warning", "inner-body")
+            ]
+        );
+    }
+
+    #[test]
+    fn mime_processing_off() {
+        // Everything after the primary header is body: body_checks see the part headers.
+        let (out, r) = mime_run(true);
+        assert_eq!(
+            r.verdict,
+            Verdict::Reject("5.7.1 mime header in body_checks".into())
+        );
+        assert!(out.contains("X-Part: p"));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            parse_content_type(" Multipart/Mixed; charset=x;\n\tboundary=\"a b\""),
+            ("multipart/mixed".into(), Some("a b".into()))
+        );
+        assert_eq!(
+            parse_content_type("message/rfc822"),
+            ("message/rfc822".into(), None)
+        );
+        assert_eq!(
+            parse_content_type("multipart/alternative; boundary=abc (c)"),
+            ("multipart/alternative".into(), Some("abc".into()))
+        );
     }
 }

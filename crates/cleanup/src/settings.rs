@@ -19,6 +19,13 @@ pub struct CleanupSettings {
     pub rewriter: Rewriter,
     pub header_checks: Checks,
     pub body_checks: Checks,
+    /// `mime_header_checks` (Content-* headers, every header of a MIME part) and
+    /// `nested_header_checks` (other headers of attached messages); both default to
+    /// `$header_checks`. See [`crate::header`].
+    pub mime_header_checks: Checks,
+    pub nested_header_checks: Checks,
+    /// `disable_mime_input_processing`: no MIME parsing, all after the header is body.
+    pub disable_mime: bool,
     /// `body_checks_size_limit`: body bytes inspected.
     pub body_checks_size_limit: u64,
     /// `receive_override_options` has `no_address_mappings`.
@@ -100,6 +107,15 @@ impl CleanupSettings {
             body_checks: Checks {
                 maps: maps("body_checks")?,
             },
+            mime_header_checks: Checks {
+                maps: maps("mime_header_checks")?,
+            },
+            nested_header_checks: Checks {
+                maps: maps("nested_header_checks")?,
+            },
+            disable_mime: cfg
+                .get_bool("disable_mime_input_processing")
+                .map_err(|e| err("disable_mime_input_processing", e))?,
             body_checks_size_limit: cfg
                 .get_size("body_checks_size_limit")
                 .map_err(|e| err("body_checks_size_limit", e))?,
