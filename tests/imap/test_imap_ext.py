@@ -4,8 +4,9 @@ and LIST-STATUS (RFC 5819), UTF8=ACCEPT (RFC 6855) and QRESYNC (RFC 7162), each 
 a raw socket with the exact responses (forms as in the RFCs' examples)."""
 
 import re
+import time
 
-from conftest import Raw
+from conftest import PASSWORD, Raw
 
 MSG = b"From: a@example.com\r\nSubject: plain %d\r\n\r\nbody %d\r\n"
 
@@ -312,4 +313,27 @@ def test_qresync_vanished_and_resync(imap):
     assert b"* VANISHED (EARLIER) 2" in r and not any(b"VANISHED" in l and b"4" in l for l in r), r
     r = c.cmd("s3", f"SELECT INBOX (QRESYNC ({validity + 1} {base}))")
     assert not any(b"VANISHED" in l or b"FETCH" in l for l in r), r
+    c.close()
+
+
+def test_connections_per_user_and_ip_limit(imap):
+    imap.postconf("imapd_max_userip_connections=2")
+    imap.start()
+    a, b = session(imap), session(imap)
+    c = Raw(imap.imap_port)
+    assert c.cmd("L", f'LOGIN demo "{PASSWORD}"') == [
+        b"L NO [LIMIT] Maximum number of connections from user+IP exceeded (imapd_max_userip_connections=2)."]
+    # The session stays unauthenticated.
+    assert c.cmd("s", "SELECT INBOX") == [b"s BAD Please log in first."]
+    a.cmd("o", "LOGOUT")
+    a.close()
+    # The slot is free once the server has closed that session.
+    deadline = time.time() + 20
+    while True:
+        r = c.cmd("L2", f'LOGIN demo "{PASSWORD}"')
+        if r[-1].startswith(b"L2 OK") or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert r[-1].startswith(b"L2 OK [CAPABILITY"), r
+    b.close()
     c.close()

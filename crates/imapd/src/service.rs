@@ -210,6 +210,8 @@ pub struct ImapConn {
     user: Option<String>,
     /// The mailbox directory registered with the watcher.
     watched: Option<PathBuf>,
+    /// The locked user+IP connection slot, released when the connection goes.
+    _slot: Option<std::fs::File>,
     started: Instant,
 }
 
@@ -227,6 +229,7 @@ impl ImapConn {
             mechanism: String::new(),
             user: None,
             watched: None,
+            _slot: None,
             started: Instant::now(),
         }
     }
@@ -301,6 +304,29 @@ impl ImapConn {
                 } else {
                     self.shared.settings.mail_location.clone()
                 };
+                let limit = self.shared.settings.max_userip;
+                if limit > 0 {
+                    match userip_slot(&self.shared.settings.conn_dir, &user.user, self.ip, limit) {
+                        Ok(Some(f)) => self._slot = Some(f),
+                        Ok(None) => {
+                            oxipost_log::info!(
+                                "imap-login: Maximum number of connections from user+IP exceeded (imapd_max_userip_connections={limit}): user=<{}>, rip={}",
+                                clean(&user.user),
+                                self.ip
+                            );
+                            self.session.login_refused(
+                                &format!("Maximum number of connections from user+IP exceeded (imapd_max_userip_connections={limit})."),
+                                out,
+                            );
+                            return;
+                        }
+                        // Fail open: a broken slot directory must not lock everyone out.
+                        Err(e) => oxipost_log::warning!(
+                            "imap: connection slots in {}: {e}",
+                            self.shared.settings.conn_dir.display()
+                        ),
+                    }
+                }
                 match maildir_of(&spec, &user.user, &user.home) {
                     Ok(root) => {
                         oxipost_log::info!(
@@ -411,6 +437,36 @@ impl Drop for ImapConn {
             self.shared.watch(self.id, self.watched.as_ref(), None);
         }
     }
+}
+
+/// One of `limit` lock files for (user, IP) under `dir`, locked (flock, so across every
+/// imapd process; the kernel drops the lock when the descriptor closes, even on a crash),
+/// or `None` when all are taken.
+fn userip_slot(
+    dir: &std::path::Path,
+    user: &str,
+    ip: IpAddr,
+    limit: u32,
+) -> std::io::Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(dir)?;
+    // FNV-1a of the user name: any user name gives a safe file name.
+    let h = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let key = format!("{h:016x}-{}", ip.to_string().replace(':', "_"));
+    for n in 0..limit {
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{key}.{n}")))?;
+        match f.try_lock() {
+            Ok(()) => return Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Peer text for a log line: printable ASCII only, bounded.

@@ -413,6 +413,13 @@ impl Session {
         false
     }
 
+    /// The login succeeded but a limit refuses the session (`[LIMIT]`, RFC 9051 7.1);
+    /// the client stays unauthenticated and may try again later.
+    pub fn login_refused(&mut self, text: &str, out: &mut Vec<u8>) {
+        self.mode = Mode::Normal;
+        self.tagged(out, "NO", &format!("[LIMIT] {text}"));
+    }
+
     pub fn tls_started(&mut self) {
         self.framer.clear();
         self.cfg.tls_active = true;

@@ -19,6 +19,10 @@ pub struct Settings {
     pub max_literal: u64,
     /// `imapd_client_limit`: clients per process.
     pub max_clients: usize,
+    /// `imapd_max_userip_connections` (0: no limit).
+    pub max_userip: u32,
+    /// Where the per user+IP connection slots are locked: `data_directory/imap-connections`.
+    pub conn_dir: PathBuf,
     /// `imapd_mail_location` (empty: the user database's).
     pub mail_location: String,
     /// `queue_directory/private/auth`.
@@ -84,6 +88,8 @@ impl Settings {
             max_clients: usize::try_from(int("imapd_client_limit")?)
                 .unwrap_or(1000)
                 .max(1),
+            max_userip: u32::try_from(int("imapd_max_userip_connections")?).unwrap_or(u32::MAX),
+            conn_dir: PathBuf::from(get("data_directory")?).join("imap-connections"),
             mail_location: get("imapd_mail_location")?.trim().to_owned(),
             auth_socket: PathBuf::from(get("queue_directory")?).join("private/auth"),
             tls: TlsSettings {
