@@ -32,8 +32,11 @@ pub struct Picker {
 /// What writing the incoming file came to.
 enum Written {
     Queued(QueueId),
-    /// Header/body checks said DISCARD or REJECT: nothing queued.
+    /// Header/body checks or a milter said DISCARD: nothing queued.
     Dropped,
+    /// Header/body checks or a milter said REJECT (`5.7.1 text`): the message is queued
+    /// to be bounced to its sender with that text, as Postfix's cleanup does for pickup.
+    Bounce(String),
     /// Rewriting or checks could not answer now: try again at the next wakeup.
     Retry(String),
 }
@@ -117,7 +120,7 @@ impl Picker {
                 }
                 Outcome::Queued(new_id)
             }
-            Ok(Written::Dropped) => {
+            Ok(Written::Dropped | Written::Bounce(_)) => {
                 if let Err(e) = std::fs::remove_file(&path) {
                     oxipost_log::warning!("{id}: remove maildrop file: {e}");
                 }
@@ -257,12 +260,14 @@ impl Picker {
             Verdict::Accept => false,
             Verdict::Hold(_) => true,
             // Dropping the writer removes the unfinished file.
-            Verdict::Discard(_) | Verdict::Reject(_) => return Ok(Written::Dropped),
+            Verdict::Discard(_) => return Ok(Written::Dropped),
+            Verdict::Reject(why) => return self.bounce(w, held.as_deref(), &why),
             Verdict::Defer(why) => return Ok(Written::Retry(why)),
         };
         let (new_id, hold) = match held {
             None => (w.finish()?, hold),
-            Some(message) => match self.milter_verdict(&id, &sender, written, message, to) {
+            Some(message) => match self.milter_verdict(&id, &sender, written, &message, to) {
+                Err(Written::Bounce(why)) => return self.bounce(w, Some(&message), &why),
                 Err(written) => return Ok(written),
                 Ok((content, env, quarantine)) => {
                     let file =
@@ -281,6 +286,33 @@ impl Picker {
     }
 }
 
+impl Picker {
+    /// Queues a rejected message so that it is bounced to its sender with `why`
+    /// (`5.7.1 text`): every recipient goes to the `error` transport (the last `filter`
+    /// wins in qmgr), whose bounce is the usual RFC 3464 report with the message attached.
+    /// `held`: the content when milters held it (else it is in the file already).
+    fn bounce(
+        &self,
+        mut w: QueueWriter,
+        held: Option<&[u8]>,
+        why: &str,
+    ) -> Result<Written, QueueError> {
+        if let Some(content) = held {
+            w.write_content(content)?;
+        }
+        let why = why.replace(['\r', '\n'], " ");
+        let why = if why.trim().is_empty() {
+            "5.7.1 message content rejected".to_string()
+        } else {
+            why
+        };
+        w.add_attribute("filter", &format!("error:{why}"))?;
+        let id = w.finish()?;
+        oxipost_log::info!("{id}: rejected, returned to the sender: {why}");
+        Ok(Written::Queued(id))
+    }
+}
+
 /// Where content goes: the held buffer when milters will see it, else the queue file.
 fn sink<'a>(held: &'a mut Option<Vec<u8>>, w: &'a mut QueueWriter) -> &'a mut dyn Write {
     match held {
@@ -291,15 +323,15 @@ fn sink<'a>(held: &'a mut Option<Vec<u8>>, w: &'a mut QueueWriter) -> &'a mut dy
 
 impl Picker {
     /// Runs the message past `non_smtpd_milters`: the content to queue, the envelope
-    /// changes and whether to quarantine it, or what to do instead (a reject or discard
-    /// drops the message, as a header_checks REJECT does here; a temporary refusal leaves it
-    /// in maildrop for the next pass).
+    /// changes and whether to quarantine it, or what to do instead (a reject bounces the
+    /// message to its sender, a discard drops it, a temporary refusal leaves it in maildrop
+    /// for the next pass).
     fn milter_verdict(
         &self,
         id: &str,
         sender: &str,
         rcpts: Vec<String>,
-        message: Vec<u8>,
+        message: &[u8],
         to: &str,
     ) -> Result<(Vec<u8>, oxipost_milter::edit::EnvelopeChanges, bool), Written> {
         use oxipost_milter::{Family, Transaction, Verdict};
@@ -325,7 +357,7 @@ impl Picker {
             helo: None,
             mail: vec![format!("<{sender}>")],
             rcpts: rcpts.iter().map(|r| vec![format!("<{r}>")]).collect(),
-            message: &message,
+            message,
             macros: &lookup,
         };
         let (verdict, warnings) = oxipost_milter::run(&self.milters, &t);
@@ -342,7 +374,8 @@ impl Picker {
                     "{id}: milter-reject: END-OF-MESSAGE from local; {tail}: {}",
                     reply.replace(['\r', '\n'], " ")
                 );
-                Err(Written::Dropped)
+                let (_, enhanced, text) = split_reply(&reply);
+                Err(Written::Bounce(format!("{enhanced} {text}")))
             }
             Verdict::Discard => {
                 oxipost_log::info!(
@@ -357,10 +390,25 @@ impl Picker {
                         why.replace(['\r', '\n'], " ")
                     );
                 }
-                let (content, env) = oxipost_milter::edit::apply(&mods, &message);
+                let (content, env) = oxipost_milter::edit::apply(&mods, message);
                 Ok((content, env, quarantine.is_some()))
             }
         }
+    }
+}
+
+/// `550 5.7.1 text` into its code, enhanced code and text (one without an enhanced code
+/// gets `5.7.1`).
+fn split_reply(reply: &str) -> (String, String, String) {
+    let mut it = reply.trim().splitn(3, ' ');
+    let code = it.next().unwrap_or("550").to_string();
+    let second = it.next().unwrap_or("");
+    let rest = it.next().unwrap_or("");
+    if second.split('.').count() == 3 && second.starts_with(['4', '5']) {
+        (code, second.to_string(), rest.to_string())
+    } else {
+        let text = format!("{second} {rest}").trim().to_string();
+        (code, "5.7.1".into(), text)
     }
 }
 
