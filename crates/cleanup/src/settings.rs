@@ -139,6 +139,8 @@ impl CleanupSettings {
             &r.virtual_alias,
             &self.header_checks.maps,
             &self.body_checks.maps,
+            &self.mime_header_checks.maps,
+            &self.nested_header_checks.maps,
         ]
         .iter()
         .flat_map(|m| m.warnings())
