@@ -40,6 +40,7 @@ clamav-daemon
 clamav-milter
 mariadb-server
 mariadb-client
+postfix-mysql
 postgresql
 postgresql-client
 "

@@ -153,8 +153,9 @@ impl SqlConfig {
             return true;
         }
         match key.rsplit_once('@') {
-            Some((_, d)) => self.domains.iter().any(|x| x.eq_ignore_ascii_case(d)),
-            None => false,
+            // An empty local part (`@domain`) is not queried either, as in Postfix.
+            Some((l, d)) if !l.is_empty() => self.domains.iter().any(|x| x.eq_ignore_ascii_case(d)),
+            _ => false,
         }
     }
 }
@@ -314,7 +315,8 @@ impl<B: SqlBackend> SqlMap<B> {
         template: &str,
         key: &str,
     ) -> Result<Option<(Vec<String>, Rows)>, MapError> {
-        if key.contains('\0') || !self.cfg.key_allowed(key) {
+        // Postfix never queries for an empty key ("empty lookup key value").
+        if key.is_empty() || key.contains('\0') || !self.cfg.key_allowed(key) {
             return Ok(None);
         }
         let mut b = self
