@@ -211,7 +211,11 @@ impl Conn {
             broken: false,
             server_version: String::new(),
         };
-        c.login(opts)?;
+        if let Err(e) = c.login(opts) {
+            // No COM_QUIT in the middle of the authentication exchange.
+            c.broken = true;
+            return Err(e);
+        }
         Ok(c)
     }
 
@@ -576,4 +580,91 @@ mod tests {
         assert!(resp.ends_with(b"db\0mysql_native_password\0"));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A Handshake v10 payload offering `plugin`, nonce `abcdefghijklmnopqrst`.
+    fn handshake(plugin: &str) -> Vec<u8> {
+        let mut hs = vec![10];
+        hs.extend_from_slice(b"8.0.36\0\x02\0\0\0abcdefgh\0");
+        let caps = CLIENT_CAPS | cap::CONNECT_WITH_DB | cap::DEPRECATE_EOF;
+        hs.extend_from_slice(&(caps as u16).to_le_bytes());
+        hs.extend_from_slice(&[255, 2, 0]);
+        hs.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+        hs.push(21);
+        hs.extend_from_slice(&[0; 10]);
+        hs.extend_from_slice(b"ijklmnopqrst\0");
+        hs.extend_from_slice(plugin.as_bytes());
+        hs.push(0);
+        hs
+    }
+
+    /// caching_sha2_password: the fast path over TCP, full authentication over a Unix
+    /// socket (the password in clear), and full authentication refused over plain TCP.
+    #[test]
+    fn caching_sha2() {
+        use crate::packet::frame;
+        const NONCE: &[u8] = b"abcdefghijklmnopqrst";
+        // (reply to the scramble, over unix?, the client must succeed)
+        for (more, unix, ok) in [(3u8, false, true), (4, true, true), (4, false, false)] {
+            let dir = std::env::temp_dir().join(format!(
+                "mysqlwire-sha2-{}-{more}-{unix}",
+                std::process::id()
+            ));
+            let _ = std::fs::create_dir_all(&dir);
+            let path = dir.join("sock");
+            let _ = std::fs::remove_file(&path);
+            let script = move |s: &mut dyn ReadWrite| -> Result<(), Error> {
+                let mut seq = 0;
+                s.write_all(&frame(&handshake("caching_sha2_password"), &mut seq))?;
+                let resp = read_packet(&mut &mut *s, &mut seq, 1 << 20)?;
+                let scramble = proto::scramble_caching_sha2(b"secret", NONCE);
+                assert!(resp.windows(32).any(|w| w == scramble.as_slice()));
+                assert!(resp.ends_with(b"caching_sha2_password\0"));
+                s.write_all(&frame(&[1, more], &mut seq))?;
+                if more == 4 {
+                    if !unix {
+                        return Ok(());
+                    }
+                    assert_eq!(read_packet(&mut &mut *s, &mut seq, 1 << 20)?, b"secret\0");
+                }
+                s.write_all(&frame(&[0, 0, 0, 2, 0, 0, 0], &mut seq))?;
+                let mut seq = 0;
+                assert_eq!(read_packet(&mut &mut *s, &mut seq, 1 << 20)?, [COM_QUIT]);
+                Ok(())
+            };
+            let (endpoint, server) = if unix {
+                let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+                let t = std::thread::spawn(move || {
+                    let (mut s, _) = l.accept()?;
+                    script(&mut s)
+                });
+                (Endpoint::Unix(path.clone()), t)
+            } else {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let port = l.local_addr().expect("addr").port();
+                let t = std::thread::spawn(move || {
+                    let (mut s, _) = l.accept()?;
+                    script(&mut s)
+                });
+                (
+                    Endpoint::Tcp {
+                        host: "127.0.0.1".into(),
+                        port,
+                    },
+                    t,
+                )
+            };
+            let r = Conn::connect(&Opts::new(endpoint, "joe", "secret", "db"));
+            match (r, ok) {
+                (Ok(c), true) => c.close(),
+                (Err(Error::Protocol(m)), false) => assert!(m.contains("full authentication")),
+                (Ok(_), false) => panic!("full authentication over TCP must be refused"),
+                (Err(e), _) => panic!("{e}"),
+            }
+            server.join().expect("join").expect("server");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
 }
