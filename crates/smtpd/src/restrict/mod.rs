@@ -45,6 +45,7 @@ pub mod jobs;
 pub mod nets;
 pub mod policy_service;
 pub mod server;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -348,6 +349,8 @@ pub struct Restrictions {
     /// `permit_mx_backup_networks`, and whether it is set at all.
     pub mx_backup_networks: NetList,
     pub mx_backup_networks_set: bool,
+    /// Address verification (`reject_unverified_*`).
+    pub verify: verify::VerifySettings,
     /// Lists that name something this build does not know (logged at start).
     pub unknown_names: Vec<String>,
 }
@@ -389,6 +392,8 @@ const IO_NAMES: &[&str] = &[
     "check_recipient_mx_access",
     "check_recipient_ns_access",
     "check_recipient_a_access",
+    "reject_unverified_sender",
+    "reject_unverified_recipient",
 ];
 
 /// Every restriction name this engine knows (besides class names and `type:table`).
@@ -460,6 +465,8 @@ const KNOWN: &[&str] = &[
     "check_recipient_mx_access",
     "check_recipient_ns_access",
     "check_recipient_a_access",
+    "reject_unverified_sender",
+    "reject_unverified_recipient",
 ];
 
 /// Names that take one argument (a table, a DNS domain, a policy endpoint).
@@ -697,6 +704,10 @@ impl Restrictions {
             mx_backup_networks: NetList::parse(&param(cfg, "permit_mx_backup_networks", "")?)
                 .map_err(|e| err("permit_mx_backup_networks", e))?,
             mx_backup_networks_set: !param(cfg, "permit_mx_backup_networks", "")?.is_empty(),
+            verify: verify::VerifySettings::from_config(
+                cfg,
+                &param(cfg, "myorigin", "$myhostname")?.to_ascii_lowercase(),
+            )?,
             unknown_names: Vec::new(),
         };
         // local_recipient_maps: an explicit setting is honoured table by table; the
@@ -1602,6 +1613,14 @@ impl<'a> Eval<'a> {
             "check_recipient_access" => match recipient {
                 Some(rc) => self.check_mail_access(arg, &rc, RECIPIENT, def_acl),
                 None => Status::Dunno,
+            },
+            "reject_unverified_sender" => match sender {
+                Some(s) if !s.is_empty() => self.reject_unverified(&s, SENDER),
+                _ => Status::Dunno,
+            },
+            "reject_unverified_recipient" => match recipient {
+                Some(rc) if !rc.is_empty() => self.reject_unverified(&rc, RECIPIENT),
+                _ => Status::Dunno,
             },
             "permit_mx_backup" => match recipient {
                 Some(rc) => self.permit_mx_backup(&rc, reply_name, reply_class),
