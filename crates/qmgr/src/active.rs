@@ -709,6 +709,11 @@ impl Scheduler {
     /// The defer log (so `mailq` shows why) and, once per message after
     /// `delay_warning_time`, the delay warning.
     fn record_deferral(&mut self, qid: &str, msg: &Message, age: Duration) {
+        // notify_classes resource/software: the postmaster hears of such deferrals.
+        match self.notifier(qid, msg).trouble(&msg.deferred) {
+            Ok(queued) => self.new_mail |= queued,
+            Err(e) => oxipost_log::warning!("{qid}: cannot queue postmaster notice: {e}"),
+        }
         let mut warned = defer_log::warned(&self.s.layout, &msg.id);
         let warn_after = self.s.notify.delay_warning_time;
         if warned.is_none() && !warn_after.is_zero() && age >= warn_after {

@@ -16,9 +16,16 @@
 //!   final delivery by local, virtual, discard; `relayed` otherwise, as Postfix reports
 //!   hand-off to a non-DSN system).
 //!
+//! - **Trouble notices**: with `resource` in `notify_classes`, a recipient deferred by a
+//!   resource problem (a table that cannot be read, `4.3.0 ... lookup failure`, a queue
+//!   file that cannot be written) makes a postmaster warning to `error_notice_recipient`;
+//!   with `software`, one deferred by a software problem (a transport that is missing from
+//!   master.cf or whose agent crashed: `mail transport unavailable`). Once per message and
+//!   class while this qmgr runs.
+//!
 //! Notices are never sent to the null sender. Postmaster addresses without a domain get
-//! `@$myorigin`. `notify_classes` words `resource`, `software`, `protocol`, `policy` and
-//! `data` concern the SMTP server and client, which report them themselves.
+//! `@$myorigin`. `notify_classes` words `protocol` and `policy` concern the SMTP server,
+//! which reports them itself (a session transcript).
 
 use crate::bounce::{self, Audience, BounceInfo, Failed, Kind};
 use crate::settings::Settings;
@@ -37,6 +44,7 @@ pub struct NotifySettings {
     pub bounce_notice_recipient: String,
     pub double_bounce_notice_recipient: String,
     pub delay_notice_recipient: String,
+    pub error_notice_recipient: String,
     /// `double_bounce_sender@$myorigin`.
     pub double_bounce_sender: String,
     pub myorigin: String,
@@ -57,6 +65,7 @@ impl NotifySettings {
             bounce_notice_recipient: cfg.get("bounce_notice_recipient").map_err(e)?,
             double_bounce_notice_recipient: cfg.get("2bounce_notice_recipient").map_err(e)?,
             delay_notice_recipient: cfg.get("delay_notice_recipient").map_err(e)?,
+            error_notice_recipient: cfg.get("error_notice_recipient").map_err(e)?,
             double_bounce_sender: String::new(),
             myorigin,
         };
@@ -108,6 +117,27 @@ pub fn success_action(relay: &str) -> &'static str {
         "local" | "virtual" | "discard" => "delivered",
         _ => "relayed",
     }
+}
+
+/// The `notify_classes` class of a deferral, if it is a resource or software problem.
+pub fn trouble_class(status: &str, text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    if t.contains("mail transport unavailable") || t.contains("unknown mail transport") {
+        return Some("software");
+    }
+    let resource = t.contains("lookup failure")
+        || t.contains("lookup error")
+        || t.contains("table failure")
+        || t.contains("queue file write error")
+        || t.contains("no space left")
+        || t.contains("insufficient system storage");
+    (status.starts_with("4.3.") && resource).then_some("resource")
+}
+
+thread_local! {
+    /// (queue id, class) of the trouble notices already sent by this process.
+    static TROUBLE_SENT: std::cell::RefCell<std::collections::HashSet<(String, &'static str)>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
 }
 
 /// One recipient result the notifier reports: index, status, text, relay.
@@ -282,6 +312,45 @@ impl Notifier<'_> {
         Ok(queued)
     }
 
+    /// Resource and software trouble among `deferred` (see the module documentation): a
+    /// postmaster warning per class in `notify_classes`, to `error_notice_recipient`, with
+    /// the message's headers. `Ok(true)` when something was queued.
+    pub fn trouble(&self, deferred: &[RcptOutcome]) -> Result<bool, String> {
+        let ns = &self.s.notify;
+        let qid = self.qid;
+        if ns.is_double_bounce(self.sender) {
+            return Ok(false);
+        }
+        let mut queued = false;
+        for class in ["resource", "software"] {
+            if !ns.has(class) {
+                continue;
+            }
+            let these: Vec<&RcptOutcome> = deferred
+                .iter()
+                .filter(|(_, status, text, _)| trouble_class(status, text) == Some(class))
+                .collect();
+            let key = (qid.to_string(), class);
+            if these.is_empty() || TROUBLE_SENT.with(|t| t.borrow().contains(&key)) {
+                continue;
+            }
+            let qf = self.open()?;
+            let to = ns.qualify(&ns.error_notice_recipient);
+            let id = self.send(
+                &qf,
+                &self.entries(&these, |_| "delayed"),
+                Kind::Delay,
+                Audience::Postmaster,
+                (&ns.double_bounce_sender, &to),
+                None,
+            )?;
+            oxipost_log::info!("{qid}: postmaster {class} notification: {id}");
+            TROUBLE_SENT.with(|t| t.borrow_mut().insert(key));
+            queued = true;
+        }
+        Ok(queued)
+    }
+
     /// Success reports for delivered recipients that asked for one (`NOTIFY=SUCCESS`).
     /// A report that cannot be queued is logged, not retried (the mail is delivered).
     pub fn success(&self, delivered: &[RcptOutcome]) -> bool {
@@ -334,5 +403,19 @@ mod tests {
         assert!(wants(Notify::SUCCESS | Notify::DELAY, Kind::Delay));
         assert_eq!(success_action("local"), "delivered");
         assert_eq!(success_action("smtp.example.org[192.0.2.1]:25"), "relayed");
+    }
+
+    #[test]
+    fn trouble_classes() {
+        assert_eq!(
+            trouble_class("4.3.0", "transport_maps lookup failure"),
+            Some("resource")
+        );
+        assert_eq!(
+            trouble_class("4.3.0", "mail transport unavailable"),
+            Some("software")
+        );
+        assert_eq!(trouble_class("4.4.1", "connection refused"), None);
+        assert_eq!(trouble_class("4.2.2", "mailbox full"), None);
     }
 }
