@@ -195,3 +195,111 @@ def test_permit_mx_backup(suite, dns):
     c.cmd("MAIL FROM:<a@good.example>")
     assert c.cmd("RCPT TO:<u@backupmx.test>") == "250 2.1.5 Ok"
     c.close()
+
+
+# ---- address verification ---------------------------------------------------------------
+
+class ProbeTarget:
+    """A next-hop SMTP server on loopback that knows good@ and later@ (450) and refuses
+    everyone else with 550 5.1.1; it counts the RCPTs it is asked."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+        outer = self
+        self.rcpts = []
+
+        class H(socketserver.StreamRequestHandler):
+            timeout = 10
+
+            def handle(self):
+                self.wfile.write(b"220 next.test ESMTP\r\n")
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    cmd = line.decode(errors="replace").strip()
+                    up = cmd.upper()
+                    if up.startswith("EHLO") or up.startswith("HELO"):
+                        self.wfile.write(b"250 next.test\r\n")
+                    elif up.startswith("MAIL"):
+                        self.wfile.write(b"250 2.1.0 Ok\r\n")
+                    elif up.startswith("RCPT"):
+                        addr = cmd[cmd.index("<") + 1:cmd.index(">")]
+                        outer.rcpts.append(addr)
+                        if addr.startswith("good@"):
+                            self.wfile.write(b"250 2.1.5 Ok\r\n")
+                        elif addr.startswith("later@"):
+                            self.wfile.write(b"450 4.2.0 <%s>: try later\r\n" % addr.encode())
+                        else:
+                            self.wfile.write(b"550 5.1.1 <%s>: Recipient address rejected: User unknown\r\n"
+                                             % addr.encode())
+                    elif up.startswith("QUIT"):
+                        self.wfile.write(b"221 2.0.0 Bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"502 5.5.2 Error: command not recognized\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=2)
+
+
+def test_reject_unverified_sender_and_recipient(suite, dns):
+    """Sender verification by an SMTP probe (RCPT without DATA) at relayhost, recipient
+    verification of local addresses; replies as Postfix's (450 by default, 4.1.7 for
+    senders); results are cached (no second probe)."""
+    target = ProbeTarget()
+    try:
+        base_config(suite, dns,
+                    f"relayhost=[127.0.0.1]:{target.port}",
+                    "local_recipient_maps=",
+                    "smtpd_sender_restrictions=reject_unverified_sender",
+                    "smtpd_recipient_restrictions=reject_unverified_recipient, permit_mynetworks, "
+                    "reject_unauth_destination",
+                    "address_verify_poll_delay=1s")
+        suite.start()
+        c = Client(suite)
+        assert c.cmd("MAIL FROM:<good@remote.test>") == "250 2.1.0 Ok"
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
+        assert c.cmd("RCPT TO:<nosuch@mx.example.test>") == (
+            "450 4.1.1 <nosuch@mx.example.test>: Recipient address rejected: "
+            "undeliverable address: unknown user: \"nosuch\"")
+        c.cmd("RSET")
+        assert c.cmd("MAIL FROM:<bad@remote.test>") == "250 2.1.0 Ok"
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == (
+            "450 4.1.7 <bad@remote.test>: Sender address rejected: undeliverable address: "
+            "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <bad@remote.test>: Recipient address "
+            "rejected: User unknown (in reply to RCPT TO command)")
+        c.cmd("RSET")
+        # A 4xx answer is not a verdict: defer_if_permit with the reason.
+        assert c.cmd("MAIL FROM:<later@remote.test>") == "250 2.1.0 Ok"
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == (
+            "450 4.1.7 <later@remote.test>: Sender address rejected: unverified address: "
+            "host 127.0.0.1[127.0.0.1] said: 450 4.2.0 <later@remote.test>: try later "
+            "(in reply to RCPT TO command)")
+        c.close()
+        assert sorted(target.rcpts) == ["bad@remote.test", "good@remote.test", "later@remote.test"]
+        # The probe sender is $double_bounce_sender@$myorigin.
+        wait_log(suite, "address verification: <bad@remote.test>: status=undeliverable")
+        # Cached, also for new smtpd processes: no second probe for good@ and bad@.
+        reconfigure(suite, "unverified_sender_reject_code=550")
+        c = Client(suite)
+        c.cmd("MAIL FROM:<bad@remote.test>")
+        assert c.cmd(f"RCPT TO:<{LOCAL}>").startswith(
+            "550 5.1.7 <bad@remote.test>: Sender address rejected: undeliverable address: host ")
+        c.cmd("RSET")
+        c.cmd("MAIL FROM:<good@remote.test>")
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
+        c.close()
+        assert sorted(target.rcpts) == ["bad@remote.test", "good@remote.test", "later@remote.test"]
+    finally:
+        target.close()
