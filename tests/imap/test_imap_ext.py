@@ -6,7 +6,7 @@ a raw socket with the exact responses (forms as in the RFCs' examples)."""
 import re
 import time
 
-from conftest import PASSWORD, Raw
+from conftest import PASSWORD, Raw, chown, pids_of
 
 MSG = b"From: a@example.com\r\nSubject: plain %d\r\n\r\nbody %d\r\n"
 
@@ -337,3 +337,60 @@ def test_connections_per_user_and_ip_limit(imap):
     assert r[-1].startswith(b"L2 OK [CAPABILITY"), r
     b.close()
     c.close()
+
+
+def rss_kib(pids) -> int:
+    total = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_output_back_pressure_client_that_does_not_read(imap):
+    """A FETCH of 25 MB to a client that reads nothing: imapd stops producing once its
+    output buffer is above its bound (it does not hold the answer in memory), then sends
+    all of it, in order and followed by a pipelined command, once the client reads."""
+    imap.start()
+    md = imap.maildir("demo")
+    c = session(imap)  # creates the Maildir
+    n, size = 400, 64 * 1024
+    line = b"x" * 1022 + b"\r\n"
+    for i in range(n):
+        p = md / "new" / f"17000{i:05d}.M{i}P1.test"
+        p.write_bytes(b"Subject: big %d\r\n\r\n" % i + line * (size // len(line)))
+        chown(p)
+    c.cmd("s", "SELECT INBOX")
+    pids = pids_of("imapd", imap.root)
+    assert pids
+    before = rss_kib(pids)
+    c.send(b"f FETCH 1:* BODY.PEEK[]\r\nz NOOP\r\n")
+    # A second session's answer from the same event loop: the first one's work for now
+    # is over, bounded or not.
+    d = session(imap)
+    assert d.cmd("n", "NOOP")[-1] == b"n OK NOOP completed."
+    grown = rss_kib(pids) - before
+    assert grown < 8 * 1024, f"imapd grew by {grown} KiB for a client that does not read"
+    # Now read it all: every message, in order, then the tagged replies in order.
+    got = 0
+    while True:
+        l = c.line()
+        m = re.fullmatch(rb"\* (\d+) FETCH \(BODY\[\] \{(\d+)\}", l)
+        if m:
+            got += 1
+            assert int(m.group(1)) == got
+            want = int(m.group(2))
+            while len(c.buf) < want:
+                c.buf += c.s.recv(1 << 20)
+            assert c.buf[:13] == b"Subject: big "
+            c.buf = c.buf[want:]
+            continue
+        if l.startswith(b"f "):
+            assert l == b"f OK Fetch completed."
+            break
+        assert l == b")", l
+    assert got == n
+    assert c.until_tag(b"z") == [b"z OK NOOP completed."]
+    c.close()
+    d.close()

@@ -66,6 +66,12 @@ pub trait Connection {
     fn wake(&mut self, _out: &mut Vec<u8>) -> Flow {
         Flow::Continue
     }
+    /// Everything queued so far was written: a connection that held output back (a long
+    /// answer produced in parts, so a client that does not read cannot make the process
+    /// buffer without bound) produces its next part now.
+    fn drained(&mut self, _out: &mut Vec<u8>) -> Flow {
+        Flow::Continue
+    }
     /// Whether to read more input now (false while waiting for an asynchronous result).
     fn wants_input(&self) -> bool {
         true
@@ -469,6 +475,13 @@ fn pump<C: Connection>(
                 }
                 return pump_tls(slot, buf);
             }
+            if !slot.starttls {
+                let flow = slot.conn.drained(&mut slot.out);
+                apply(slot, flow);
+                if !slot.out.is_empty() {
+                    continue;
+                }
+            }
         }
         if slot.closing
             || slot.starttls
@@ -557,6 +570,13 @@ fn pump_tls<C: Connection>(slot: &mut Slot<C>, buf: &mut [u8]) -> bool {
         if slot.starttls {
             // STARTTLS inside TLS is the core's error to answer; never a second layer.
             slot.starttls = false;
+        }
+        if flushed && !slot.handshaking {
+            let flow = slot.conn.drained(&mut slot.out);
+            apply(slot, flow);
+            if !slot.out.is_empty() {
+                continue;
+            }
         }
         // Plaintext already decrypted but not yet taken by the connection.
         let mut fed = false;

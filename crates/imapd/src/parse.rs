@@ -74,6 +74,11 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
+    /// Bytes received and not yet taken into a command.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Drops everything buffered (after STARTTLS: plaintext pipelined behind it).
     pub fn clear(&mut self) {
         self.buf.clear();

@@ -412,6 +412,10 @@ impl Connection for ImapConn {
         self.session.wants_input()
     }
 
+    fn drained(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.run(out)
+    }
+
     fn lost(&mut self, why: &str) {
         if let Some(u) = &self.user {
             oxipost_log::info!("imap({}): Disconnected: {}", clean(u), clean(why));

@@ -66,6 +66,25 @@ enum Mode {
     /// Waiting for the client's response line to a challenge.
     AuthLine,
     Idle,
+    /// A FETCH answer is being produced in parts (output back-pressure).
+    Fetching,
+}
+
+/// Output above this stops a session producing more (the rest of a FETCH, pipelined
+/// commands) until the client has read what is queued: a client that does not read
+/// cannot make imapd buffer without bound.
+pub const OUTPUT_BOUND: usize = 256 * 1024;
+
+/// A FETCH in progress.
+struct FetchJob {
+    items: Vec<Item>,
+    /// View indices to answer, and how many are done.
+    idx: Vec<usize>,
+    next: usize,
+    flags_modseq: bool,
+    needs_body: bool,
+    sets_seen: bool,
+    uid: bool,
 }
 
 struct Selected {
@@ -110,6 +129,7 @@ pub struct Session {
     utf8: bool,
     /// SEARCHRES (RFC 5182): the UIDs `SEARCH RETURN (SAVE)` saved, for `$`.
     saved: Vec<u32>,
+    fetching: Option<FetchJob>,
 }
 
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -234,6 +254,7 @@ impl Session {
             rev2: false,
             utf8: false,
             saved: Vec::new(),
+            fetching: None,
         }
     }
 
@@ -281,7 +302,9 @@ impl Session {
 
     /// Whether the driver should read more now.
     pub fn wants_input(&self) -> bool {
-        !matches!(self.mode, Mode::AuthWait)
+        // Input held back behind output (see OUTPUT_BOUND) is not read further.
+        !matches!(self.mode, Mode::AuthWait | Mode::Fetching)
+            && self.framer.buffered() <= self.cfg.max_line
     }
 
     /// The directory of the selected mailbox (for the change watcher).
@@ -340,6 +363,29 @@ impl Session {
                         }
                     }
                 },
+                Mode::Fetching => {
+                    if out.len() >= OUTPUT_BOUND {
+                        return Step::NeedInput;
+                    }
+                    let uid = self.fetching.as_ref().is_some_and(|j| j.uid);
+                    match self.fetch_more(out) {
+                        Ok(false) => return Step::NeedInput,
+                        Ok(true) => {
+                            self.mode = Mode::Normal;
+                            if uid {
+                                self.sync_view(out);
+                            }
+                            self.tagged(out, "OK", "Fetch completed.");
+                        }
+                        Err((status, text)) => {
+                            self.fetching = None;
+                            self.mode = Mode::Normal;
+                            self.tagged(out, status, &text);
+                        }
+                    }
+                }
+                // Pipelined commands wait while the client has not read earlier answers.
+                Mode::Normal if out.len() >= OUTPUT_BOUND => return Step::NeedInput,
                 Mode::Normal => match self.framer.next() {
                     None => return Step::NeedInput,
                     Some(Frame::Continue) => out.extend_from_slice(b"+ OK\r\n"),
@@ -619,7 +665,20 @@ impl Session {
                 };
                 self.expunge(set.as_deref(), true, out)
             }
-            "FETCH" => self.fetch(args, uid, out),
+            "FETCH" => match self
+                .fetch(args, uid, out)
+                .and_then(|_| self.fetch_more(out))
+            {
+                Ok(true) => Ok("Fetch completed.".into()),
+                Ok(false) => {
+                    self.mode = Mode::Fetching;
+                    return;
+                }
+                Err(e) => {
+                    self.fetching = None;
+                    Err(e)
+                }
+            },
             "STORE" => self.store(args, uid, out),
             "SEARCH" => self.search(args, uid, out),
             "COPY" | "MOVE" => self.copy(args, uid, name == "MOVE", out),
@@ -1547,8 +1606,39 @@ impl Session {
                     Item::Section { peek: false, .. } | Item::Binary { peek: false, .. }
                 )
             });
-        for i in idx {
-            let mut m = s.view[i].clone();
+        self.fetching = Some(FetchJob {
+            items,
+            idx,
+            next: 0,
+            flags_modseq,
+            needs_body,
+            sets_seen,
+            uid,
+        });
+        Ok(String::new())
+    }
+
+    /// Produces FETCH responses of the job in progress until it is done (`Ok(true)`) or
+    /// the output passes [`OUTPUT_BOUND`] (`Ok(false)`: the driver calls again when the
+    /// client has read it).
+    fn fetch_more(&mut self, out: &mut Vec<u8>) -> Result<bool, (&'static str, String)> {
+        let Some(job) = self.fetching.as_mut() else {
+            return Ok(true);
+        };
+        let State::Selected(s) = &mut self.state else {
+            self.fetching = None;
+            return Ok(true);
+        };
+        let (items, flags_modseq, needs_body, sets_seen) =
+            (&job.items, job.flags_modseq, job.needs_body, job.sets_seen);
+        while let Some(&i) = job.idx.get(job.next) {
+            if out.len() >= OUTPUT_BOUND {
+                return Ok(false);
+            }
+            job.next += 1;
+            let Some(mut m) = s.view.get(i).cloned() else {
+                continue;
+            };
             let raw = if needs_body {
                 match s.mbox.read(&m) {
                     Ok(d) => fetch::to_crlf(&d),
@@ -1586,7 +1676,7 @@ impl Session {
                 first = false;
             };
             let mut sent_flags = false;
-            for it in &items {
+            for it in items {
                 sep(&mut resp);
                 match it {
                     Item::Uid => resp.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
@@ -1686,7 +1776,8 @@ impl Session {
             resp.extend_from_slice(b")\r\n");
             out.extend_from_slice(&resp);
         }
-        Ok("Fetch completed.".into())
+        self.fetching = None;
+        Ok(true)
     }
 
     fn store(
