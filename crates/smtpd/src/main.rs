@@ -9,6 +9,7 @@
 
 mod log;
 mod milter;
+mod notice;
 mod policy;
 mod recipients;
 mod restrict;

@@ -151,11 +151,18 @@ pub struct SmtpConn {
     milter: Option<crate::milter::Handle>,
     /// A milter refused the connection: every command but QUIT gets this reply.
     milter_denied: Option<String>,
+    /// The session transcript when `notify_classes` wants notices ([`crate::notice`]).
+    transcript: Option<crate::notice::Transcript>,
 }
 
 impl SmtpConn {
     pub fn new(shared: Rc<Shared>, id: usize, client: Client, refused: Option<usize>) -> SmtpConn {
         let session = Session::new(shared.settings.server.clone());
+        let transcript = shared
+            .settings
+            .notices
+            .enabled()
+            .then(crate::notice::Transcript::default);
         SmtpConn {
             shared,
             id,
@@ -181,6 +188,7 @@ impl SmtpConn {
             milter_held: None,
             milter: None,
             milter_denied: None,
+            transcript,
         }
     }
 
@@ -203,7 +211,12 @@ impl SmtpConn {
     fn drive(&mut self, out: &mut Vec<u8>) -> Flow {
         loop {
             match self.session.next() {
-                Step::Output(bytes) => out.extend_from_slice(&bytes),
+                Step::Output(bytes) => {
+                    if let Some(t) = self.transcript.as_mut() {
+                        t.output(&bytes);
+                    }
+                    out.extend_from_slice(&bytes);
+                }
                 Step::Event(ev) => self.event(ev),
                 Step::NeedInput if self.starttls => {
                     self.starttls = false;
@@ -1440,6 +1453,13 @@ impl Connection for SmtpConn {
     }
 
     fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+        if let Some(t) = self.transcript.as_mut() {
+            // Never message content, never SASL responses.
+            if !self.in_data {
+                let secret = self.auth.is_some() || self.auth_final.is_some();
+                t.input(data, secret);
+            }
+        }
         self.scan_pipelining(data);
         self.session.feed(data);
         self.drive(out)
@@ -1568,6 +1588,26 @@ impl Drop for SmtpConn {
     fn drop(&mut self) {
         // Any unfinished queue file is removed by dropping its writer (with self.txn).
         self.txn = None;
+        if let Some(t) = self.transcript.take()
+            && t.wanted(&self.shared.settings.notices)
+        {
+            let namaddr = self.client.namaddr();
+            match crate::notice::submit(
+                &self.shared.layout,
+                &self.shared.settings.notices,
+                &namaddr,
+                &t,
+            ) {
+                Ok(id) => {
+                    oxipost_log::info!("{id}: postmaster notice of errors from {namaddr}");
+                    crate::service::trigger(
+                        &self.shared.settings.qmgr_trigger,
+                        oxipost_daemon::proto::TRIGGER_SCAN_INCOMING,
+                    );
+                }
+                Err(e) => oxipost_log::warning!("cannot queue postmaster notice: {e}"),
+            }
+        }
         oxipost_log::info!(
             "disconnect from {} {}",
             self.client.namaddr(),

@@ -48,6 +48,8 @@ pub struct Settings {
     pub sasl: SaslSettings,
     /// `smtpd_milters` and the `milter_*` parameters ([`crate::milter`]).
     pub milters: Arc<oxipost_milter::MilterSettings>,
+    /// `notify_classes` session transcripts ([`crate::notice`]).
+    pub notices: crate::notice::NoticeSettings,
 }
 
 /// `smtpd_tls_*`, resolved.
@@ -196,6 +198,7 @@ impl Settings {
             || tls.required;
         Ok(Settings {
             milters: crate::milter::settings(cfg)?,
+            notices: crate::notice::settings(cfg)?,
             tls,
             sasl,
             restrictions: Arc::new(restrictions),
