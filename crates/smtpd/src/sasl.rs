@@ -33,12 +33,13 @@ pub fn filter_mechanisms(all: Vec<String>, options: &[String]) -> Vec<String> {
             let m = m.to_ascii_uppercase();
             let plaintext = m == "PLAIN" || m == "LOGIN";
             let mutual = m.starts_with("SCRAM-");
-            !(has("noplaintext") && plaintext)
-                && !(has("noanonymous") && m == "ANONYMOUS")
-                && !has("nodictionary")
-                && !has("noactive")
-                && !has("forward_secrecy")
-                && !(has("mutual_auth") && !mutual)
+            let refused = (has("noplaintext") && plaintext)
+                || (has("noanonymous") && m == "ANONYMOUS")
+                || has("nodictionary")
+                || has("noactive")
+                || has("forward_secrecy")
+                || (has("mutual_auth") && !mutual);
+            !refused
         })
         .collect()
 }
