@@ -303,6 +303,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("milter_unknown_command_macros", Kind::Str, "", "The macros sent to milters with an unknown SMTP command.", false),
     p("milter_macro_daemon_name", Kind::Str, "$myhostname", "The {daemon_name} macro value sent to milters.", false),
     p("milter_macro_v", Kind::Str, "$mail_name $mail_version", "The v macro value sent to milters.", false),
+    p("milter_header_checks", Kind::Maps, "", "Tables of patterns applied to message headers that milters add or change (as header_checks; PREPEND is not implemented).", false),
+    p("milter_macro_defaults", Kind::Str, "", "Default macro values for milters (name=value list), used when a macro has no value.", false),
     p("content_filter", Kind::Str, "", "The transport:nexthop that all mail is handed to after the queue.", false),
     p("receive_override_options", Kind::List, "", "Turn off parts of cleanup's processing (no_address_mappings, ...).", false),
     p("header_checks", Kind::Maps, "", "Tables of patterns applied to each message header line.", false),
