@@ -2,7 +2,8 @@
 //! place where passwords are checked, asked by `smtpd` (and `pop3d`/`imapd`) over
 //! `queue_directory/private/auth` with the protocol of [`oxipost_ipc::auth`].
 //!
-//! It owns the SASL server mechanisms ([`mech`]: `PLAIN`, `LOGIN`), the password databases
+//! It owns the SASL server mechanisms ([`mech`]: `PLAIN`, `LOGIN`, `CRAM-MD5`,
+//! `SCRAM-SHA-256`, and POP3 `APOP`), the password databases
 //! ([`passdb`]: system users through `/etc/shadow` and the host's `crypt(3)`, Dovecot-style
 //! passwd-files, SQLite virtual users, PostgreSQL users through [`pgsql`], MySQL/MariaDB
 //! users through [`mysql`]), the password schemes ([`scheme`]) and the brute-force guard ([`guard`]: a growing delay per failure and client address, and a
