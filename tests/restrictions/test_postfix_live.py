@@ -1,0 +1,164 @@
+"""The address-syntax and smtpd_delay_reject=no transcripts against Debian's real Postfix
+and oxipost side by side: a private Postfix instance (own config, queue and data
+directories, smtpd on a free loopback port) is started with the same main.cf settings as
+the oxipost suite, and the replies to MAIL/RCPT/... must be identical. Skipped where
+Postfix is not installed or we are not root (Postfix's master needs root)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import base_config
+
+POSTFIX = Path("/usr/sbin/postfix")
+pytestmark = pytest.mark.skipif(not POSTFIX.exists() or os.geteuid() != 0,
+                                reason="needs Debian's postfix and root")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class RealPostfix:
+    def __init__(self, settings):
+        self.dir = Path(tempfile.mkdtemp(prefix="oxipost-realpfx-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.etc, self.spool, self.data = (self.dir / n for n in ("etc", "spool", "data"))
+        for d in (self.etc, self.spool, self.data):
+            d.mkdir()
+        shutil.chown(self.data, "postfix")
+        self.port = free_port()
+        master = []
+        for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+            f = line.split()
+            if line[:1] not in ("#", " ", "\t") and len(f) >= 8:
+                if f[0] == "smtp" and f[1] == "inet":
+                    f[0] = f"127.0.0.1:{self.port}"
+                elif f[1] == "inet":
+                    continue
+                f[4] = "n"  # no chroot
+                line = " ".join(f)
+            master.append(line)
+        (self.etc / "master.cf").write_text("\n".join(master) + "\n")
+        for extra in ("dynamicmaps.cf",):
+            if (Path("/etc/postfix") / extra).exists():
+                shutil.copy(Path("/etc/postfix") / extra, self.etc / extra)
+        if Path("/etc/postfix/dynamicmaps.cf.d").is_dir():
+            shutil.copytree("/etc/postfix/dynamicmaps.cf.d", self.etc / "dynamicmaps.cf.d")
+        base = {
+            "compatibility_level": "3.6",
+            "queue_directory": str(self.spool),
+            "data_directory": str(self.data),
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "maillog_file": str(self.dir / "maillog"),
+            "maillog_file_prefixes": "/tmp",
+            "alias_maps": "",
+            "alias_database": "",
+            "smtp_dns_support_level": "disabled",
+            "default_transport": "error:no outbound mail in tests",
+            "local_transport": "discard:",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        }
+        base.update(settings)
+        (self.etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in base.items()))
+        r = subprocess.run([str(POSTFIX), "-c", str(self.etc), "start"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr + self.log()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("Postfix did not listen; log:\n" + self.log())
+
+    def log(self):
+        p = self.dir / "maillog"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop(self):
+        pidfile = self.spool / "pid" / "master.pid"
+        pid = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+        subprocess.run([str(POSTFIX), "-c", str(self.etc), "stop"], capture_output=True, timeout=60)
+        if pid:
+            deadline = time.time() + 10
+            while time.time() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def transcript(port, commands, source="127.0.0.1"):
+    """The replies (all lines of each) to the commands; the greeting first."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    f = s.makefile("rb")
+
+    def reply():
+        lines = []
+        while True:
+            line = f.readline()
+            if not line:
+                return lines + ["<closed>"]
+            lines.append(line.decode(errors="replace").rstrip("\r\n"))
+            if line[3:4] != b"-":
+                return lines
+    out = [reply()]
+    for c in commands:
+        s.sendall(c.encode() + b"\r\n")
+        out.append(reply())
+    s.close()
+    return out
+
+
+SETTINGS = {
+    "myhostname": "mx.example.test",
+    "mydomain": "example.test",
+    "mydestination": "$myhostname, localhost, example.test",
+    "mynetworks": "192.0.2.0/24",
+    "local_recipient_maps": "",
+}
+
+SYNTAX = [
+    "HELO client.example.test",
+    "MAIL FROM:<user@domain.test.>", "RCPT TO:<demo>", "RCPT TO:<demo@mx.example.test.>",
+    "RCPT TO:<demo@mx.example.test..>", "RCPT TO:<demo@>", "RCPT TO:<root@x.>", "RSET",
+    "MAIL FROM:<a..b@x.test>", "RSET", "MAIL FROM:<.a@x.test>", "RSET", "MAIL FROM:<a.>", "RSET",
+    "MAIL FROM:<a@.>", "MAIL FROM:<a@b..c>", "MAIL FROM:<user@123>", "MAIL FROM:<user@-x.test>",
+    "MAIL FROM:<user@x_y.test>", "RSET", "MAIL FROM:<us er@x.test>", "MAIL FROM:<a>",
+    "RCPT TO:<postmaster>", "QUIT",
+]
+
+
+def test_address_syntax_and_delay_reject_like_postfix(suite, dns):
+    client_rule = "check_client_access inline:{ 127.0.0.3=REJECT }"
+    pf = RealPostfix(dict(SETTINGS, smtpd_delay_reject="no", smtpd_client_restrictions=client_rule))
+    try:
+        base_config(suite, dns, *(f"{k}={v}" for k, v in SETTINGS.items()),
+                    "smtpd_delay_reject=no", f"smtpd_client_restrictions={client_rule}")
+        suite.start()
+        theirs = transcript(pf.port, SYNTAX)[1:]
+        ours = transcript(suite.smtp_port, SYNTAX)[1:]
+        for cmd, a, b in zip(SYNTAX, theirs, ours):
+            assert b == a, f"{cmd}: Postfix {a} / oxipost {b}"
+        denied = ["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<demo@mx.example.test>", "NOOP",
+                  "RSET", "DATA", "FOO", "QUIT"]
+        theirs = transcript(pf.port, denied, source="127.0.0.3")
+        ours = transcript(suite.smtp_port, denied, source="127.0.0.3")
+        assert ours == theirs
+        assert theirs[0] == ["554 5.7.1 <unknown[127.0.0.3]>: Client host rejected: Access denied"]
+    finally:
+        pf.stop()
