@@ -339,13 +339,14 @@ impl Scram {
         if self.client_nonce.is_empty() || !self.server_first.is_empty() {
             return Step::Fail("unexpected stored credentials");
         }
-        let keys = match stored.and_then(ScramKeys::for_stored) {
+        let keys = match stored.and_then(|s| ScramKeys::for_stored(&self.user, s)) {
             Some(k) => k,
             None => {
                 // Unknown user, or only a hash of the password: answer like for a real
-                // user and fail the proof.
+                // user (a stable salt, the usual iterations) and fail the proof.
                 self.doomed = true;
-                let mut k = ScramKeys::derive("", scheme::random(16), scheme::SCRAM_ITERATIONS);
+                let mut k = ScramKeys::derive("", scheme::scram_salt(&self.user), 1);
+                k.iterations = scheme::SCRAM_ITERATIONS;
                 k.stored_key.copy_from_slice(&scheme::random(32));
                 k
             }

@@ -105,13 +105,15 @@ impl ScramKeys {
         }
     }
 
-    /// The keys for a stored entry: `SCRAM-SHA-256` as stored, a plaintext derived with a
-    /// fresh salt; None for other schemes (only a hash of the password is known).
-    pub fn for_stored(stored: &str) -> Option<ScramKeys> {
+    /// The keys for `user`'s stored entry: `SCRAM-SHA-256` as stored, a plaintext derived
+    /// with [`scram_salt`]; None for other schemes (only a hash of the password is known).
+    pub fn for_stored(user: &str, stored: &str) -> Option<ScramKeys> {
         let (scheme, data) = split(stored);
         match scheme.as_str() {
             "SCRAM-SHA-256" => ScramKeys::parse(data),
-            "PLAIN" | "CLEARTEXT" => Some(ScramKeys::derive(data, random(16), SCRAM_ITERATIONS)),
+            "PLAIN" | "CLEARTEXT" => {
+                Some(ScramKeys::derive(data, scram_salt(user), SCRAM_ITERATIONS))
+            }
             _ => None,
         }
     }
@@ -128,6 +130,15 @@ impl ScramKeys {
             b64.encode(self.server_key)
         )
     }
+}
+
+/// The salt a user without stored SCRAM keys is offered: the same for a name as long as
+/// the process lives (RFC 5802 section 9), so that asking twice does not tell a real
+/// stored salt from a made-up one.
+pub fn scram_salt(user: &str) -> Vec<u8> {
+    static SECRET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| random(32));
+    hmac_sha256(secret, user.as_bytes())[..16].to_vec()
 }
 
 /// `n` random bytes from the kernel. A failing getrandom(2) leaves the process unable to
@@ -241,6 +252,8 @@ mod tests {
         assert_eq!(verify("pw", &sc), Ok(true));
         assert_eq!(verify("pX", &sc), Ok(false));
         assert_eq!(plaintext("{PLAIN}pw"), Some("pw"));
+        assert_eq!(scram_salt("alice"), scram_salt("alice"));
+        assert_ne!(scram_salt("alice"), scram_salt("bob"));
         assert_eq!(plaintext(&sc), None);
     }
 
