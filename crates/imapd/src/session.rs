@@ -932,7 +932,13 @@ impl Session {
             .position(|m| !m.flags.contains(Flags::SEEN));
         out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS})\r\n").as_bytes());
         out.extend_from_slice(
-            format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted.\r\n").as_bytes(),
+            if readonly {
+                b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n".to_vec()
+            } else {
+                format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted.\r\n")
+                    .into_bytes()
+            }
+            .as_slice(),
         );
         out.extend_from_slice(format!("* {} EXISTS\r\n", snap.messages.len()).as_bytes());
         if !self.rev2 {
@@ -1061,6 +1067,7 @@ impl Session {
         let mut args = args;
         // LIST-EXTENDED (RFC 5258) selection options.
         let (mut sel_subscribed, mut recursive, mut sel_special) = (false, false, false);
+        let had_selection = !lsub && matches!(args.first(), Some(Value::List(_)));
         if let (false, Some(Value::List(opts))) = (lsub, args.first()) {
             for o in opts {
                 match o.text().unwrap_or_default().to_ascii_uppercase().as_str() {
@@ -1120,6 +1127,8 @@ impl Session {
             }
             Some(_) => return Err(bad("Invalid arguments")),
         }
+        let extended =
+            had_selection || matches!(args.get(1), Some(Value::List(_))) || args.len() > 2;
         let what = if lsub { "LSUB" } else { "LIST" };
         if patterns.len() == 1 && patterns[0].is_empty() {
             out.extend_from_slice(format!("* {what} (\\Noselect) \".\" \"\"\r\n").as_bytes());
@@ -1172,6 +1181,20 @@ impl Session {
         };
         if sel_special {
             names.retain(|n| Folders::special_use(n).is_some());
+        } else if !(lsub || sel_subscribed) {
+            // A folder `a.b` without `a` (Maildir++ allows it): `a` is listed as a
+            // placeholder that cannot be selected.
+            for n in &all {
+                let mut parts: Vec<&str> = n.split(SEPARATOR).collect();
+                while parts.len() > 1 {
+                    parts.pop();
+                    let parent = parts.join(&SEPARATOR.to_string());
+                    if !names.contains(&parent) {
+                        names.push(parent);
+                    }
+                }
+            }
+            names[1..].sort();
         }
         let mut childinfo: HashSet<String> = HashSet::new();
         if recursive {
@@ -1212,7 +1235,13 @@ impl Session {
                 }
             } else {
                 if !exists {
-                    attrs.push("\\NonExistent");
+                    // RFC 5258's \NonExistent (it implies \Noselect) to clients that
+                    // speak LIST-EXTENDED or IMAP4rev2, RFC 3501's \Noselect to others.
+                    attrs.push(if extended || self.rev2 {
+                        "\\NonExistent"
+                    } else {
+                        "\\Noselect"
+                    });
                 }
                 if has_children(&n) {
                     attrs.push("\\HasChildren");
@@ -1925,6 +1954,10 @@ impl Session {
             .collect();
         let mut sink = Vec::new();
         remove_from_view(s, &gone, qresync, if report { out } else { &mut sink });
+        // RFC 7162 3.2.10: with QRESYNC the new HIGHESTMODSEQ (expunges carry none).
+        if qresync && let Ok(m) = s.mbox.highest_modseq() {
+            return Ok(format!("[HIGHESTMODSEQ {m}] Expunge completed."));
+        }
         Ok("Expunge completed.".into())
     }
 
