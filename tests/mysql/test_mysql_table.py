@@ -198,3 +198,45 @@ def test_virtual_domain_users_in_mariadb(suite, db):
     subjects = sorted(m["Subject"] for m in mailbox.Maildir(str(joe), create=False))
     assert subjects == ["after restart", "from mariadb", "from mariadb"]
 
+
+
+def test_queue_defers_while_server_down(suite, db):
+    """Mail submitted locally while MariaDB is down is deferred by the queue manager
+    (the virtual domain cannot be asked), never bounced, and delivered after the restart."""
+    import subprocess
+    fill(db)
+    etc = suite.etc
+    base = suite.root / "vmail"
+    base.mkdir()
+    give(base)
+    (base / "vmail.example").mkdir()
+    give(base / "vmail.example")
+    domains = db.cf(etc, "vdomains.cf", "query = SELECT domain FROM domains WHERE domain='%s' AND active=1\n")
+    boxes = db.cf(etc, "vmailbox.cf",
+                  "query = SELECT maildir FROM users WHERE local_part='%u' AND domain='%d' AND active=1\n")
+    uid, gid = suite_ids()
+    suite.postconf(
+        f"virtual_mailbox_domains = mysql:{domains}",
+        f"virtual_mailbox_maps = mysql:{boxes}",
+        f"virtual_mailbox_base = {base}",
+        f"virtual_uid_maps = static:{uid}",
+        f"virtual_gid_maps = static:{gid}",
+        "virtual_minimum_uid = 100",
+    )
+    suite.start()
+    db.stop()
+    r = subprocess.run([str(BIN / "sendmail"), "-C", str(etc), "-f", "sender@example.com", "joe@vmail.example"],
+                       input=b"Subject: while down\n\nqueued\n", capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "to=<joe@vmail.example>" in suite.log() and "status=deferred" in suite.log(),
+             "deferral", suite)
+    assert "status=bounced" not in suite.log()
+    joe = base / "vmail.example" / "joe"
+    assert not (joe / "new").exists() or not list((joe / "new").iterdir())
+    db.start()
+    subprocess.run([str(BIN / "postqueue"), "-c", str(etc), "-f"], capture_output=True, timeout=30)
+    wait_for(lambda: (joe / "new").is_dir() and list((joe / "new").iterdir()), "delivery after restart", suite,
+             timeout=90)
+    (m,) = list(mailbox.Maildir(str(joe), create=False))
+    assert m["Subject"] == "while down"
+    assert "status=bounced" not in suite.log()
