@@ -11,7 +11,11 @@ smtp_connection_cache_on_demand = yes). Measured per system:
                system's smtp-sink has counted the last message
   accepted/s   messages / time until smtp-source has its last 250
   peak PSS     of all the system's processes (the sinks are not counted)
-and the oxipost/Postfix ratios. Absolute rates move a lot on a shared machine; compare
+With --flush it also measures the relay path alone: the N messages are queued while the
+sink is down (deferred: connection refused, then "delivery temporarily suspended"),
+the sink comes up, `postqueue -f`, and
+  flushed/s    messages / time from the flush until the sink has counted the last one.
+Then the oxipost/Postfix ratios. Absolute rates move a lot on a shared machine; compare
 the ratios of one run. Run as root (Postfix needs it).
 """
 
@@ -103,6 +107,35 @@ def run_case(system, sink, n, size, sessions):
     return {"acc": n / t_acc, "rel": got / t_rel, "relayed": got, "pss": sampler.peak}
 
 
+def count_files(d):
+    return sum(len(files) for _, _, files in os.walk(d))
+
+
+def run_flush(system, sink, n, size, sessions):
+    """Queue n messages with the sink down, then time a flush into the sink."""
+    sink.stop()
+    system.start()
+    spool = system.dir / "spool"
+    b.sh("smtp-source", "-s", sessions, "-m", n, "-l", size, "-f", "bench@example.com",
+         "-t", "someone@relay.example", f"127.0.0.1:{system.port}", timeout=1800, check=False)
+    deadline = time.time() + 900
+    while time.time() < deadline and (
+            count_files(spool / "deferred") < n or count_files(spool / "active")
+            or count_files(spool / "incoming")):
+        time.sleep(0.2)
+    sink.reset()
+    postqueue = "postqueue" if isinstance(system, b.Postfix) else system.bin / "postqueue"
+    t0 = time.time()
+    b.sh(postqueue, "-c", system.etc, "-f", check=False)
+    deadline = time.time() + 900
+    while sink.count < n and time.time() < deadline:
+        time.sleep(0.02)
+    t = time.time() - t0
+    got = sink.count
+    system.stop()
+    return {"flush": got / t, "flushed": got}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +143,8 @@ def main():
     ap.add_argument("--size", type=int, default=5120)
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--flush", action="store_true",
+                    help="also time relaying a full queue (queued with the sink down)")
     ap.add_argument("--oxipost-bin", default=None,
                     help="directory of oxipost binaries (default target/release)")
     a = ap.parse_args()
@@ -143,6 +178,17 @@ def main():
         print(f"{'best':>8} oxipost {o['rel']:.0f}/s, postfix {p['rel']:.0f}/s: "
               f"ratio {o['rel'] / p['rel']:.2f}x relayed, {o['acc'] / p['acc']:.2f}x accepted, "
               f"{o['pss'] / max(1, p['pss']):.2f}x memory")
+        if a.flush:
+            fl = {}
+            for _ in range(a.reps):
+                for s in systems:
+                    r = run_flush(s, sinks[s.name], a.messages, a.size, a.sessions)
+                    print(f"{s.name:>8} flushed/s {r['flush']:.0f}"
+                          + ("" if r["flushed"] == a.messages else f"  (only {r['flushed']} relayed)"),
+                          flush=True)
+                    fl[s.name] = max(fl.get(s.name, 0), r["flush"])
+            print(f"{'best':>8} flush: oxipost {fl['oxipost']:.0f}/s, postfix {fl['postfix']:.0f}/s: "
+                  f"ratio {fl['oxipost'] / fl['postfix']:.2f}x")
     finally:
         for s in systems:
             s.stop()
