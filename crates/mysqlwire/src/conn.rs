@@ -665,6 +665,30 @@ mod tests {
         }
     }
 
+    /// A server that accepts and never speaks: the read timeout ends the wait.
+    #[test]
+    fn silent_server_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let mut o = Opts::new(
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            "u",
+            "p",
+            "",
+        );
+        o.read_timeout = Duration::from_millis(200);
+        // The test itself stays bounded even if the timeout were not applied.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(matches!(Conn::connect(&o), Err(Error::Io(_))));
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(true));
+        drop(l);
+    }
+
     trait ReadWrite: Read + Write {}
     impl<T: Read + Write> ReadWrite for T {}
 }
