@@ -626,6 +626,15 @@ impl Connection for Pop3Conn {
         self.run(out)
     }
 
+    fn drained(&mut self, out: &mut Vec<u8>) -> Flow {
+        // Everything held back is written: go on at once rather than at the next tick.
+        if !self.held {
+            return Flow::Continue;
+        }
+        self.held = false;
+        self.run(out)
+    }
+
     fn wants_input(&self) -> bool {
         !self.held && self.session.wants_input()
     }

@@ -39,6 +39,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -177,8 +178,73 @@ const SIZES_NAME: &str = "oxipost-pop3-sizes";
 pub struct MaildirStore {
     dir: Maildir,
     entries: Vec<MaildirEntry>,
+    /// POP3 sizes of `entries`: a message file is never larger, so one read of that size
+    /// plus one byte gets all of it.
+    sizes: Vec<u64>,
+    /// `new/` and `cur/`, opened once: each RETR opens its file relative to them (one path
+    /// component to resolve, not the whole path).
+    dirs: [Option<OwnedFd>; 2],
     /// Holds the session's flock.
     _lock: Option<File>,
+}
+
+fn open_dir(path: &Path) -> Option<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()
+        .map(OwnedFd::from)
+}
+
+/// Opens `name` in the directory `dir`, read-only, not following a symbolic link.
+fn open_at(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Result<File> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(name.as_bytes())?;
+    // SAFETY: dir is an open descriptor and c a NUL-terminated string, both alive for the
+    // call; a returned descriptor is owned by nobody else.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Reads a whole message file whose size is at most `hint` bytes (more is read too):
+/// one `read` when the hint holds, as a short read of a regular file means its end.
+fn read_all(mut f: File, hint: u64) -> io::Result<Vec<u8>> {
+    let cap = usize::try_from(hint)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1)
+        .min(64 << 20);
+    let mut buf = vec![0u8; cap.max(4096)];
+    let mut len = 0;
+    loop {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+                // Larger than the hint said: read the rest the ordinary way.
+                buf.truncate(len);
+                f.read_to_end(&mut buf)?;
+                return Ok(buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 impl MaildirStore {
@@ -259,6 +325,11 @@ impl MaildirStore {
         }
         Ok((
             Store::Maildir(MaildirStore {
+                sizes: kept
+                    .iter()
+                    .map(|e| known.get(&e.unique).copied().unwrap_or(0))
+                    .collect(),
+                dirs: [open_dir(&root.join("new")), open_dir(&root.join("cur"))],
                 dir,
                 entries: kept,
                 _lock: Some(lock),
@@ -269,7 +340,16 @@ impl MaildirStore {
 
     fn read(&self, i: usize) -> Result<Vec<u8>, String> {
         let e = self.entries.get(i).ok_or("No such message.")?;
-        match std::fs::read(&e.path) {
+        let hint = self.sizes.get(i).copied().unwrap_or(0);
+        let dir = match e.subdir {
+            Subdir::New => self.dirs[0].as_ref(),
+            Subdir::Cur => self.dirs[1].as_ref(),
+        };
+        let opened = match (dir, e.path.file_name()) {
+            (Some(d), Some(name)) => open_at(d, name),
+            _ => File::open(&e.path),
+        };
+        match opened.and_then(|f| read_all(f, hint)) {
             Ok(d) => Ok(d),
             Err(err) if err.kind() == io::ErrorKind::NotFound => match self.find(e) {
                 Some(p) => std::fs::read(&p).map_err(|err| format!("Cannot read message: {err}")),
