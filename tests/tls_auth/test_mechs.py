@@ -154,6 +154,15 @@ def test_cram_md5_smtplib_and_swaks(tls_suite):
         c.ehlo("x")
         with pytest.raises(smtplib.SMTPAuthenticationError):
             c.login("alice", "wrong-guess")
+    # smtpd_sasl_security_options=noplaintext (no TLS on the smtp port): only the
+    # mechanisms that do not send the password are offered, and they work.
+    s.stop()
+    s.postconf("smtpd_sasl_auth_enable=yes", "smtpd_sasl_security_options=noplaintext")
+    s.start()
+    with smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=30) as c:
+        c.ehlo("x")
+        assert c.esmtp_features["auth"].split() == ["CRAM-MD5", "SCRAM-SHA-256"]
+        assert c.login("alice", PW)[0] == 235
     log = s.wait_log("SASL CRAM-MD5 authentication failed")
     assert PW not in log and "wrong-guess" not in log
 
@@ -199,6 +208,7 @@ def test_pop3_apop_and_imap_scram(tls_suite):
         assert welcome.startswith(b"+OK ") and welcome.endswith(b">"), welcome
         ts = welcome[welcome.index(b"<"):]
         assert b"@" in ts
+        assert p.capa()["SASL"] == ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"]
         assert p.apop("demo", PW).startswith(b"+OK")
         assert p.stat()[0] == 1
         assert b"hello apop" in b"\n".join(p.retr(1)[1])
