@@ -227,7 +227,9 @@ class ProbeTarget:
                     elif up.startswith("RCPT"):
                         addr = cmd[cmd.index("<") + 1:cmd.index(">")]
                         outer.rcpts.append(addr)
-                        if addr.startswith("good@"):
+                        if addr.startswith("slow@"):
+                            time.sleep(2.5)
+                        if addr.startswith("good@") or addr.startswith("slow@"):
                             self.wfile.write(b"250 2.1.5 Ok\r\n")
                         elif addr.startswith("later@"):
                             self.wfile.write(b"450 4.2.0 <%s>: try later\r\n" % addr.encode())
@@ -301,5 +303,19 @@ def test_reject_unverified_sender_and_recipient(suite, dns):
         assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
         c.close()
         assert sorted(target.rcpts) == ["bad@remote.test", "good@remote.test", "later@remote.test"]
+        # A probe slower than address_verify_poll_count x address_verify_poll_delay:
+        # 450 "in progress" now, its result later.
+        reconfigure(suite, "address_verify_poll_count=1")
+        c = Client(suite)
+        c.cmd("MAIL FROM:<slow@remote.test>")
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == (
+            "450 4.1.7 <slow@remote.test>: Sender address rejected: unverified address: "
+            "Address verification in progress")
+        c.cmd("RSET")
+        wait_log(suite, "address verification: <slow@remote.test>: status=deliverable")
+        c.cmd("MAIL FROM:<slow@remote.test>")
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
+        c.close()
+        assert target.rcpts.count("slow@remote.test") == 1
     finally:
         target.close()

@@ -252,6 +252,8 @@ fn start_probe(r: &Restrictions, addr: &str) -> Option<mpsc::Receiver<Verdict>> 
                 "address verification: <{}>: status={status}",
                 crate::log::clean(&addr)
             );
+            // The event loop holds its log lines until it wakes: this thread is not it.
+            oxipost_log::flush();
             cache_put(&r.verify, &addr, &verdict);
             if let Ok(mut run) = running().lock() {
                 run.remove(&key);
