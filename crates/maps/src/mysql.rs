@@ -88,12 +88,15 @@ impl Mysql {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| MapError::syntax(format!("{path}: hosts: {e}")))?;
+        if hosts.is_empty() {
+            return Err(MapError::syntax(format!("{path}: empty \"hosts\"")));
+        }
         if cfg.get("dbname").is_empty() {
             return Err(MapError::syntax(format!("{path}: missing \"dbname\"")));
         }
-        let placeholder = Endpoint::Unix("/".into());
+        // The endpoint is set for each connection attempt (see `connect`).
         let mut opts = Opts::new(
-            placeholder,
+            Endpoint::Unix("/".into()),
             cfg.get("user"),
             cfg.get("password"),
             cfg.get("dbname"),
@@ -232,6 +235,13 @@ mod tests {
         let c = MapConfig::default();
         // dbname is required; hosts must parse.
         assert!(Table::open(&cf(d.path(), "query = SELECT 1\n"), &c).is_err());
+        assert!(
+            Table::open(
+                &cf(d.path(), "dbname = x\nhosts = ,\nquery = SELECT 1\n"),
+                &c
+            )
+            .is_err()
+        );
         assert!(
             Table::open(
                 &cf(
