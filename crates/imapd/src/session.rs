@@ -2323,6 +2323,70 @@ mod tests {
         }
     }
 
+    /// Extension commands, well-formed and not, in random order on a logged-in session
+    /// with a real mailbox: replies, never a panic, and the session keeps answering.
+    #[test]
+    fn extension_garbage_never_panics() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let pieces: [&[u8]; 24] = [
+            b"a ENABLE QRESYNC IMAP4rev2 UTF8=ACCEPT\r\n",
+            b"a SELECT INBOX (QRESYNC (1 1 1:*))\r\n",
+            b"a SELECT INBOX\r\n",
+            b"a APPEND INBOX ~{5}\r\nab\0cd\r\n",
+            b"a APPEND INBOX {40+}\r\nContent-Transfer-Encoding: base64\r\n\r\nAA=\r\n",
+            b"a FETCH 1:* (BINARY[1] BINARY.SIZE[] BINARY.PEEK[1.2.3]<0.1>)\r\n",
+            b"a UID FETCH $ (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n",
+            b"a SEARCH RETURN (SAVE MIN MAX ALL COUNT) OR 1:* $\r\n",
+            b"a SEARCH RETURN (\r\n",
+            b"a LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (\"%\" \"*\") RETURN (STATUS (MESSAGES SIZE DELETED) CHILDREN)\r\n",
+            b"a LIST () \"\" () RETURN ()\r\n",
+            b"a CREATE \"\xe6\x97\xa5.&Jjo-.&\"\r\n",
+            b"a STATUS \"&AAA-\" (MESSAGES)\r\n",
+            b"a STORE $ +FLAGS (\\Deleted)\r\n",
+            b"a EXPUNGE\r\n",
+            b"a MOVE 1:* Trash\r\n",
+            b"a UID EXPUNGE 1:*\r\n",
+            b"a APPEND \"x\" UTF8 (~{3}\r\nabc)\r\n",
+            b"a FETCH * BINARY[",
+            b"a ENABLE\r\n",
+            b"(((",
+            b"\r\n",
+            b"a NOOP\r\n",
+            b"a UNSELECT\r\n",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..60 {
+            let mut s = Session::new(Config {
+                max_line: 2000,
+                max_literal: 100_000,
+                starttls: false,
+                tls_active: false,
+                login_requires_tls: false,
+                secured: true,
+                mechanisms: vec!["PLAIN".into()],
+                login_attempts: 3,
+            });
+            let mut out = Vec::new();
+            s.logged_in("t", dir.path().join("Maildir"), &mut out);
+            for _ in 0..16 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.feed(pieces[(seed % pieces.len() as u64) as usize]);
+                while let Step::Event(_) = s.next(&mut out) {}
+                out.clear();
+            }
+            s.feed(b"\r\nz NOOP\r\n");
+            while let Step::Event(_) = s.next(&mut out) {}
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.contains("z OK") || text.contains("z BAD") || matches!(s.mode, Mode::Idle),
+                "{text}"
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn patterns() {
         assert!(matches(b"*", b"a.b"));
