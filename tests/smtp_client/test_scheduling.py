@@ -53,11 +53,23 @@ def test_failed_cohort_limit_zero_never_suspends(suite, fakes):
     relay_to(suite, f.port, "smtp_destination_concurrency_failed_cohort_limit = 0",
              "smtp_initial_destination_concurrency = 1")
     suite.start()
-    for i in range(3):
+    # Window 1: with the default limit (1) the first failure would make it dead.
+    for i in range(5):
         send(suite, [f"r{i}@example.net"])
         wait_log(suite, "status=deferred", count=i + 1)
-    assert f.connections == 3, f.connections
+    assert f.connections == 5, f.connections
     assert "delivery temporarily suspended" not in suite.log()
+
+
+def test_rate_delay_one_delivery_at_a_time(suite, fakes):
+    f = fakes(data_delay=0.5)
+    relay_to(suite, f.port, "smtp_destination_rate_delay = 1s")
+    suite.start()
+    for i in range(4):
+        send(suite, [f"r{i}@example.net"])
+    f.wait_transactions(4, timeout=60)
+    wait_log(suite, "status=sent", count=4)
+    assert f.tx_max == 1, f.tx_max
 
 
 def test_concurrency_never_above_destination_limit(suite, fakes):
