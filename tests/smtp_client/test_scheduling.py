@@ -224,3 +224,15 @@ def test_connection_lost_mid_transaction_goes_on_at_next_mx(suite, fakes):
     finally:
         dns.stop()
         mx1.stop()
+
+
+def test_lmtp_generic_maps_apart_from_smtp(suite, fakes):
+    f = fakes(lmtp=True)
+    suite.postconf(f"default_transport = lmtp:inet:127.0.0.1:{f.port}",
+                   "lmtp_generic_maps = inline:{ demo@localhost=lmtp.demo@example.com }",
+                   "smtp_generic_maps = inline:{ demo@localhost=smtp.demo@example.com }")
+    suite.start()
+    send(suite, ["x@example.net"])
+    (tx,) = f.wait_transactions(1)
+    assert tx.mail.startswith("MAIL FROM:<lmtp.demo@example.com>"), tx.mail
+    wait_log(suite, "status=sent")
