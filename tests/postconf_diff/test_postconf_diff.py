@@ -111,6 +111,7 @@ INTENDED = {
     "imapd_literal_size_limit": "oxipost's imapd (issue 10): Postfix has no IMAP server",
     "imapd_client_limit": "oxipost's imapd (issue 10): Postfix has no IMAP server",
     "imapd_max_userip_connections": "oxipost's imapd (issue 10): Postfix has no IMAP server",
+    "imapd_client_connection_limit": "oxipost's imapd (issue 10): Postfix has no IMAP server",
     "imapd_mail_location": "oxipost's imapd (issue 10): Postfix has no IMAP server",
     "pop3d_client_limit": "oxipost's pop3d (issue 9): Postfix has no POP3 server",
     "pop3d_mail_location": "oxipost's pop3d (issue 9): Postfix has no POP3 server",

@@ -284,6 +284,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("imapd_command_length_limit", Kind::Int, "65536", "The longest IMAP command line (literals excluded) imapd accepts (oxipost).", false),
     p("imapd_literal_size_limit", Kind::Int, "52428800", "The largest literal (APPEND message) imapd accepts, checked before anything is allocated (oxipost).", false),
     p("imapd_client_limit", Kind::Int, "1000", "The most clients one imapd process serves at once; master starts another process beyond it (oxipost).", false),
+    p("imapd_client_connection_limit", Kind::Int, "0", "Simultaneous IMAP connections from one client IP address, logged in or not, across all imapd processes (0: no limit); one over it is greeted with BYE (oxipost).", false),
     p("imapd_max_userip_connections", Kind::Int, "10", "The most IMAP sessions one user may have from one client IP address at once, across all imapd processes (Dovecot's mail_max_userip_connections; 0: no limit); a login over it gets NO [LIMIT] (oxipost).", false),
     p("imapd_mail_location", Kind::Str, "", "The mailbox of every IMAP user in Dovecot's form (maildir:~/Maildir, %u = user); empty: what the user database says (oxipost).", false),
     p("smtpd_milters", Kind::List, "", "Milter applications for mail received over SMTP.", false),
