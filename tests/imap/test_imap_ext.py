@@ -61,7 +61,7 @@ def test_imap4rev2_enable_select_search_status(imap):
     c = session(imap)
     caps = c.cmd("c", "CAPABILITY")[0].split()
     for k in (b"IMAP4rev1", b"IMAP4rev2", b"ESEARCH", b"SEARCHRES", b"BINARY", b"LIST-EXTENDED",
-              b"LIST-STATUS", b"STATUS=SIZE", b"UTF8=ACCEPT", b"QRESYNC", b"CONDSTORE", b"UIDPLUS",
+              b"LIST-STATUS", b"STATUS=SIZE", b"APPENDLIMIT=1048576", b"UTF8=ACCEPT", b"QRESYNC", b"CONDSTORE", b"UIDPLUS",
               b"MOVE", b"UNSELECT", b"NAMESPACE", b"LITERAL+", b"SPECIAL-USE", b"ENABLE"):
         assert k in caps, caps
     for i in range(3):
@@ -328,7 +328,7 @@ def test_qresync_vanished_and_resync(imap):
 
 
 def test_connections_per_user_and_ip_limit(imap):
-    imap.postconf("imapd_max_userip_connections=2")
+    imap.postconf("imapd_max_userip_connections=2", "imapd_client_connection_limit=3")
     imap.start()
     a, b = session(imap), session(imap)
     c = Raw(imap.imap_port)
@@ -346,8 +346,14 @@ def test_connections_per_user_and_ip_limit(imap):
             break
         time.sleep(0.1)
     assert r[-1].startswith(b"L2 OK [CAPABILITY"), r
-    b.close()
-    c.close()
+    # Per address, logged in or not: b, c and one more; a fourth is turned away.
+    e = Raw(imap.imap_port)
+    assert e.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1"), e.greeting
+    f = Raw(imap.imap_port)
+    assert f.greeting == b"* BYE [UNAVAILABLE] Too many connections from your address.", f.greeting
+    f.close()
+    for x in (b, c, e):
+        x.close()
 
 
 def rss_kib(pids) -> int:

@@ -210,8 +210,9 @@ pub struct ImapConn {
     user: Option<String>,
     /// The mailbox directory registered with the watcher.
     watched: Option<PathBuf>,
-    /// The locked user+IP connection slot, released when the connection goes.
+    /// The locked user+IP and per-IP connection slots, released when the connection goes.
     _slot: Option<std::fs::File>,
+    _ip_slot: Option<std::fs::File>,
     started: Instant,
 }
 
@@ -230,6 +231,7 @@ impl ImapConn {
             user: None,
             watched: None,
             _slot: None,
+            _ip_slot: None,
             started: Instant::now(),
         }
     }
@@ -378,6 +380,27 @@ impl ImapConn {
 
 impl Connection for ImapConn {
     fn start(&mut self, out: &mut Vec<u8>) -> Flow {
+        let limit = self.shared.settings.max_per_ip;
+        if limit > 0 {
+            // The empty user name's slots count every connection from the address.
+            match userip_slot(&self.shared.settings.conn_dir, "", self.ip, limit) {
+                Ok(Some(f)) => self._ip_slot = Some(f),
+                Ok(None) => {
+                    oxipost_log::info!(
+                        "imap-login: Maximum number of connections from IP exceeded (imapd_client_connection_limit={limit}): rip={}",
+                        self.ip
+                    );
+                    out.extend_from_slice(
+                        b"* BYE [UNAVAILABLE] Too many connections from your address.\r\n",
+                    );
+                    return Flow::Close;
+                }
+                Err(e) => oxipost_log::warning!(
+                    "imap: connection slots in {}: {e}",
+                    self.shared.settings.conn_dir.display()
+                ),
+            }
+        }
         self.session.greet(out);
         Flow::Continue
     }
@@ -457,7 +480,12 @@ fn userip_slot(
     let h = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    let key = format!("{h:016x}-{}", ip.to_string().replace(':', "_"));
+    let ip = ip.to_string().replace(':', "_");
+    let key = if user.is_empty() {
+        format!("ip-{ip}")
+    } else {
+        format!("{h:016x}-{ip}")
+    };
     for n in 0..limit {
         let f = std::fs::File::options()
             .create(true)

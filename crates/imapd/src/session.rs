@@ -262,6 +262,8 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH SEARCHRES BINARY LIST-EXTENDED LIST-STATUS STATUS=SIZE UTF8=ACCEPT",
         );
+        // RFC 7889: the largest APPEND accepted.
+        c.push_str(&format!(" APPENDLIMIT={}", self.cfg.max_literal));
         if matches!(self.state, State::NotAuth) {
             if self.cfg.starttls && !self.cfg.tls_active {
                 c.push_str(" STARTTLS");

@@ -19,6 +19,8 @@ pub struct Settings {
     pub max_literal: u64,
     /// `imapd_client_limit`: clients per process.
     pub max_clients: usize,
+    /// `imapd_client_connection_limit` (0: no limit).
+    pub max_per_ip: u32,
     /// `imapd_max_userip_connections` (0: no limit).
     pub max_userip: u32,
     /// Where the per user+IP connection slots are locked: `data_directory/imap-connections`.
@@ -88,6 +90,7 @@ impl Settings {
             max_clients: usize::try_from(int("imapd_client_limit")?)
                 .unwrap_or(1000)
                 .max(1),
+            max_per_ip: u32::try_from(int("imapd_client_connection_limit")?).unwrap_or(u32::MAX),
             max_userip: u32::try_from(int("imapd_max_userip_connections")?).unwrap_or(u32::MAX),
             conn_dir: PathBuf::from(get("data_directory")?).join("imap-connections"),
             mail_location: get("imapd_mail_location")?.trim().to_owned(),
