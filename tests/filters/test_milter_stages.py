@@ -210,3 +210,54 @@ def test_discard_at_mail_and_abort_at_rset(suite, stage_milter):
     wait(lambda: "abort" in [e["stage"] for e in m2.events()], what=f"ABORT after RSET {m2.events()}", suite=suite)
     time.sleep(1)
     assert suite.new_mail() == [], "the discarded message is not delivered"
+
+
+def test_milter_header_checks(suite, stage_milter):
+    """milter_header_checks look at the headers milters add or change: REJECT refuses the
+    message at end of data; IGNORE drops the header, REPLACE changes it; HOLD holds."""
+    m = stage_milter()
+    (suite.etc / "milter_header_checks").write_text(
+        "/^X-Milter-Added: appended/ REJECT milter header refused\n"
+        "/^X-Test-Macros:/ IGNORE\n"
+        "/^X-Milter-First:/ REPLACE X-Milter-First: replaced by the table\n"
+        "/^X-Test-Connect: .*from=<hold-me/ HOLD held by milter_header_checks\n")
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}",
+                   f"milter_header_checks = regexp:{suite.etc / 'milter_header_checks'}")
+    suite.start()
+
+    def data(subject, sender="alice@example.org"):
+        with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+            c.ehlo("client.example")
+            assert c.docmd(f"MAIL FROM:<{sender}>")[0] == 250
+            assert c.docmd("RCPT TO:<demo@localhost>")[0] == 250
+            return c.data(f"Subject: {subject}\r\nX-Remove-Me: x\r\n\r\nbody\r\n".encode())
+
+    code, text = data("please modify")
+    assert (code, text) == (550, b"5.7.1 milter header refused"), text
+    assert re.search(r"reject: header X-Milter-Added: appended from \S+; from=<alice@example.org> "
+                     r"to=<demo@localhost> proto=ESMTP helo=<client.example>: 5.7.1 milter header refused",
+                     suite.log())
+    code, text = data("plain")
+    assert code == 250, text
+    (path,) = suite.wait_for_mail(1)
+    msg = path.read_text()
+    assert "X-Test-Macros" not in msg, msg
+    assert "X-Test-Connect:" in msg
+    code, text = data("plain too", sender="hold-me@example.org")
+    assert code == 250, text
+    wait(lambda: suite.queue_files("hold"), what="held message", suite=suite)
+    assert "hold: header X-Test-Connect:" in suite.log()
+
+
+def test_milter_header_checks_replace(suite, stage_milter):
+    m = stage_milter()
+    (suite.etc / "milter_header_checks").write_text(
+        "/^X-Milter-First:/ REPLACE X-Milter-First: replaced by the table\n")
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}",
+                   f"milter_header_checks = regexp:{suite.etc / 'milter_header_checks'}")
+    suite.start()
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+        c.sendmail("alice@example.org", ["demo@localhost"], b"Subject: please modify\r\nX-Remove-Me: x\r\n\r\nb\r\n")
+    (path,) = suite.wait_for_mail(1)
+    msg = path.read_text()
+    assert "X-Milter-First: replaced by the table" in msg and "inserted at the top" not in msg, msg

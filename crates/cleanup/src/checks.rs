@@ -17,6 +17,9 @@
 //! idempotent. Actions oxipost does not implement (`FILTER`, `REDIRECT`, `BCC`) are logged
 //! as warnings and otherwise ignored; an unknown action is a warning too. A table that
 //! cannot answer defers the message (`451 4.3.0`).
+//!
+//! `milter_header_checks` ([`Checks::milter_header`]) applies the same tables to the
+//! headers milters add or change, where `FILTER` and `REDIRECT` are honoured too.
 
 use oxipost_maps::Maps;
 
@@ -106,6 +109,65 @@ impl Checks {
     }
 }
 
+/// What `milter_header_checks` decided about one header a milter added or changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MilterHeader {
+    /// Keep it as the milter gave it.
+    Keep,
+    /// Keep this text instead (`REPLACE`).
+    Replace(String),
+    /// Drop the header (`IGNORE`).
+    Drop,
+    /// `REJECT` (DSN code and text), `DISCARD`, `HOLD`: for the whole message.
+    Reject(String),
+    Discard(String),
+    Hold(String),
+    /// `FILTER transport:destination`, `REDIRECT user@domain`: recorded for qmgr.
+    Filter(String),
+    Redirect(String),
+    /// `WARN`/`INFO` text, or a warning about an action that does not apply here.
+    Log(&'static str, String),
+}
+
+impl Checks {
+    /// `milter_header_checks` for one header line (`Name: value`) a milter added or
+    /// changed (Postfix's header_checks(5) actions; `PREPEND` is not implemented, as in
+    /// Postfix). `Err`: the table could not answer.
+    pub fn milter_header(&self, line: &str) -> Result<MilterHeader, String> {
+        if self.maps.is_empty() {
+            return Ok(MilterHeader::Keep);
+        }
+        let value = match self.maps.lookup(line) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Ok(MilterHeader::Keep),
+            Err(e) => return Err(e.message),
+        };
+        let v = value.trim();
+        let (cmd, text) = v
+            .split_once(|c: char| c.is_ascii_whitespace())
+            .map_or((v, ""), |(c, t)| (c, t.trim()));
+        Ok(match cmd.to_ascii_uppercase().as_str() {
+            "FILTER" if text.contains(':') => MilterHeader::Filter(text.to_string()),
+            "REDIRECT" if text.contains('@') => MilterHeader::Redirect(text.to_string()),
+            _ => match parse_action(v) {
+                Action::Reject(t) => MilterHeader::Reject(t),
+                Action::Hold(t) => MilterHeader::Hold(t),
+                Action::Discard(t) => MilterHeader::Discard(t),
+                Action::Warn(t) => MilterHeader::Log("warning", t),
+                Action::Info(t) => MilterHeader::Log("info", t),
+                Action::Ignore => MilterHeader::Drop,
+                Action::Replace(t) => MilterHeader::Replace(t),
+                Action::Dunno => MilterHeader::Keep,
+                Action::Prepend(_) => MilterHeader::Log(
+                    "warning",
+                    "PREPEND action in milter_header_checks is not implemented".into(),
+                ),
+                Action::Unsupported(w) => MilterHeader::Log("warning", w),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +195,31 @@ mod tests {
         assert_eq!(parse_action("dunno"), Action::Dunno);
         assert!(matches!(parse_action("FROB"), Action::Unsupported(_)));
         assert!(matches!(parse_action("REPLACE"), Action::Unsupported(_)));
+    }
+
+    #[test]
+    fn milter_header_actions() {
+        let cfg = oxipost_maps::MapConfig::default();
+        let c = Checks {
+            maps: Maps::open(
+                "inline:{ {X-Spam: yes=REJECT spam}, {X-Scan: dirty=FILTER smtp:[127.0.0.1]:10025}, {X-Drop: me=IGNORE} }",
+                &cfg,
+            )
+            .expect("inline"),
+        };
+        assert_eq!(
+            c.milter_header("X-Spam: yes"),
+            Ok(MilterHeader::Reject("5.7.1 spam".into()))
+        );
+        assert_eq!(
+            c.milter_header("X-Scan: dirty"),
+            Ok(MilterHeader::Filter("smtp:[127.0.0.1]:10025".into()))
+        );
+        assert_eq!(c.milter_header("X-Drop: me"), Ok(MilterHeader::Drop));
+        assert_eq!(c.milter_header("X-Other: 1"), Ok(MilterHeader::Keep));
+        assert_eq!(
+            Checks::default().milter_header("X-Spam: yes"),
+            Ok(MilterHeader::Keep)
+        );
     }
 }

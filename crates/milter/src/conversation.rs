@@ -106,10 +106,12 @@ impl Conversation {
                 state: State::Active,
             })
             .collect();
+        // Defaults first: the session's own values replace them.
+        let macros = settings.macro_defaults.iter().cloned().collect();
         Conversation {
             settings,
             slots,
-            macros: HashMap::new(),
+            macros,
             warnings: Vec::new(),
             in_txn: false,
         }
@@ -122,11 +124,7 @@ impl Conversation {
 
     /// Runs one event past every milter still listening; the first answer that is not
     /// "continue" decides and the rest are not asked.
-    fn event(
-        &mut self,
-        ev: Ev,
-        f: &mut EventFn<'_>,
-    ) -> Answer {
+    fn event(&mut self, ev: Ev, f: &mut EventFn<'_>) -> Answer {
         let macros = &self.macros;
         let look = |n: &str| macros.get(n).cloned();
         for slot in &mut self.slots {

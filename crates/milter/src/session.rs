@@ -51,6 +51,8 @@ pub struct MilterSettings {
     /// `milter_macro_daemon_name` (`{daemon_name}`) and `milter_macro_v` (`v`).
     pub daemon_name: String,
     pub v: String,
+    /// `milter_macro_defaults`: values for macros that have none.
+    pub macro_defaults: Vec<(String, String)>,
 }
 
 /// Splits a milter list: white space or commas, with `{ ... }` groups kept whole.
@@ -195,7 +197,22 @@ pub fn load(
         .map_err(|e| format!("parameter {list}: {e}"))?;
     s.daemon_name = get("milter_macro_daemon_name")?;
     s.v = get("milter_macro_v")?;
+    s.macro_defaults = parse_macro_defaults(&get("milter_macro_defaults")?);
     Ok(s)
+}
+
+/// `milter_macro_defaults`: `name=value` pairs separated by white space or commas (a
+/// `{ name = value with spaces }` group keeps its spaces).
+pub fn parse_macro_defaults(v: &str) -> Vec<(String, String)> {
+    split_list(v)
+        .into_iter()
+        .filter_map(|e| {
+            let e = e.trim_start_matches('{').trim_end_matches('}');
+            let (n, v) = e.split_once('=')?;
+            let n = n.trim();
+            (!n.is_empty()).then(|| (n.to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 /// The transaction as the milters see it.

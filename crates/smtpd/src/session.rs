@@ -1176,9 +1176,49 @@ impl SmtpConn {
                         clean(why)
                     );
                 }
-                let (content, env) = crate::milter::apply(&mods, &d.message);
+                // milter_header_checks on what the milters added or changed.
+                let hv =
+                    crate::milter::check_headers(&self.shared.settings.milter_header_checks, mods);
+                for (action, header, text) in &hv.events {
+                    let mut line = format!(
+                        "{id}: {action}: header {} from {from}; {tail}",
+                        clean(header)
+                    );
+                    if !text.is_empty() {
+                        line.push_str(&format!(": {}", clean(text)));
+                    }
+                    if action == "warning" {
+                        oxipost_log::warning!("{line}");
+                    } else {
+                        oxipost_log::info!("{line}");
+                    }
+                }
+                if let Some(e) = &hv.defer {
+                    oxipost_log::warning!("{id}: milter_header_checks lookup error: {}", clean(e));
+                    return self.session.reject(451, "4.3.0", WRITE_ERROR);
+                }
+                if let Some(why) = &hv.reject {
+                    let (enhanced, text) = why.split_once(' ').unwrap_or((why.as_str(), ""));
+                    let code = if enhanced.starts_with('4') { 451 } else { 550 };
+                    return self.session.reject(code, enhanced, text);
+                }
+                if hv.discard {
+                    return self.session.accept_with(&format!("Ok: queued as {id}"));
+                }
+                let mut actions = held.actions.clone();
+                if hv.filter.is_some() {
+                    actions.filter = hv.filter.clone();
+                }
+                if hv.redirect.is_some() {
+                    actions.redirect = hv.redirect.clone();
+                }
+                if hv.hold.is_some() {
+                    actions.hold = actions.hold.or(hv.hold.clone());
+                }
+                let hold = held.hold || hv.hold.is_some();
+                let (content, env) = crate::milter::apply(&hv.mods, &d.message);
                 let mut w = held.writer;
-                let prepared = record_actions(&mut w, &held.actions)
+                let prepared = record_actions(&mut w, &actions)
                     .and_then(|()| {
                         crate::milter::write_and_prepare(w, &self.shared.layout, &content, &env)
                     })
@@ -1191,7 +1231,7 @@ impl SmtpConn {
                             );
                         }
                         self.shared
-                            .submit(file, self.id, held.hold || quarantine.is_some())
+                            .submit(file, self.id, hold || quarantine.is_some())
                             .map_err(|e| e.to_string())
                     });
                 match prepared {

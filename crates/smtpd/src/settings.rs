@@ -48,6 +48,8 @@ pub struct Settings {
     pub sasl: SaslSettings,
     /// `smtpd_milters` and the `milter_*` parameters ([`crate::milter`]).
     pub milters: Arc<oxipost_milter::MilterSettings>,
+    /// `milter_header_checks` ([`crate::milter::check_headers`]).
+    pub milter_header_checks: Arc<oxipost_cleanup::checks::Checks>,
     /// `notify_classes` session transcripts ([`crate::notice`]).
     pub notices: crate::notice::NoticeSettings,
 }
@@ -198,6 +200,7 @@ impl Settings {
             || tls.required;
         Ok(Settings {
             milters: crate::milter::settings(cfg)?,
+            milter_header_checks: crate::milter::header_checks(cfg)?,
             notices: crate::notice::settings(cfg)?,
             tls,
             sasl,
