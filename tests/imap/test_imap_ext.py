@@ -3,7 +3,9 @@ ESEARCH (RFC 4731) and SEARCHRES (RFC 5182), BINARY (RFC 3516), LIST-EXTENDED (R
 and LIST-STATUS (RFC 5819), UTF8=ACCEPT (RFC 6855) and QRESYNC (RFC 7162), each through
 a raw socket with the exact responses (forms as in the RFCs' examples)."""
 
+import imaplib
 import re
+import ssl
 import time
 
 from conftest import PASSWORD, Raw, chown, pids_of
@@ -411,3 +413,15 @@ def test_output_back_pressure_client_that_does_not_read(imap):
     assert c.until_tag(b"z") == [b"z OK NOOP completed."]
     c.close()
     d.close()
+    # The same answer in parts over TLS (imaps), read by imaplib.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = imaplib.IMAP4_SSL("127.0.0.1", imap.imaps_port, ssl_context=ctx, timeout=60)
+    t.login("demo", PASSWORD)
+    t.select("INBOX", readonly=True)
+    typ, data = t.fetch("1:*", "(BODY.PEEK[])")
+    bodies = [x for x in data if isinstance(x, tuple)]
+    assert typ == "OK" and len(bodies) == n
+    assert all(b[1].startswith(b"Subject: big %d\r\n" % i) for i, b in enumerate(bodies))
+    t.logout()
