@@ -236,6 +236,7 @@ def test_list_extended_and_list_status(imap):
         b"l6 OK LIST completed.",
     ]
     assert c.cmd("l7", 'LIST "" "*" RETURN (BOGUS)')[-1].startswith(b"l7 BAD")
+    assert c.cmd("d2", "DELETE Fruit") == [b"d2 NO [HASCHILDREN] Mailbox has children, delete them first."]
     # A folder whose parent does not exist: the parent is a placeholder, \Noselect to a
     # plain LIST, \NonExistent to LIST-EXTENDED (RFC 5258 3).
     assert c.cmd("c", "CREATE Veg.Leek")[-1] == b"c OK CREATE completed."

@@ -139,6 +139,10 @@ fn store_err(e: &StoreError) -> String {
         StoreError::NotFound => "[NONEXISTENT] Mailbox doesn't exist.".into(),
         StoreError::Exists => "[ALREADYEXISTS] Mailbox already exists.".into(),
         StoreError::BadName => "[CANNOT] Invalid mailbox name.".into(),
+        // RFC 9051's code for a DELETE refused because of child mailboxes.
+        StoreError::NotAllowed(w) if w.starts_with("Mailbox has children") => {
+            format!("[HASCHILDREN] {w}.")
+        }
         StoreError::NotAllowed(w) => format!("[CANNOT] {w}."),
         StoreError::Io(_) | StoreError::Db(_) => {
             oxipost_log::warning!("imap: mail store: {e}");
