@@ -112,6 +112,27 @@ where
     unsafe { libc::_exit(code) }
 }
 
+/// For a process that keeps root to become one user later (pop3d serving one client per
+/// process, as Dovecot's mail processes): runs with the effective ids of `uid`/`gid` (only
+/// that group) until [`become_user`], keeping root as the real and saved user so that the
+/// switch stays possible. Not an isolation boundary on its own: it keeps file access before
+/// login to what `mail_owner` may touch.
+pub fn lower(uid: u32, gid: u32) -> Result<(), String> {
+    use nix::unistd::{setegid, seteuid};
+    setgroups(&[Gid::from_raw(gid)]).map_err(|e| format!("setgroups: {e}"))?;
+    setegid(Gid::from_raw(gid)).map_err(|e| format!("setegid: {e}"))?;
+    seteuid(Uid::from_raw(uid)).map_err(|e| format!("seteuid: {e}"))?;
+    Ok(())
+}
+
+/// Irrevocably becomes `id`, from root or from a process [`lower`]ed while root.
+pub fn become_user(id: &Identity) -> Result<(), String> {
+    if !geteuid().is_root() && nix::unistd::getuid().is_root() {
+        nix::unistd::seteuid(Uid::from_raw(0)).map_err(|e| format!("seteuid: {e}"))?;
+    }
+    switch(id)
+}
+
 /// Irrevocably becomes `id` (from root).
 fn switch(id: &Identity) -> Result<(), String> {
     let groups: Vec<Gid> = id.groups.iter().map(|&g| Gid::from_raw(g)).collect();

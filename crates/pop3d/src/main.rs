@@ -10,11 +10,13 @@
 //! `Disconnected: Logged out top=, retr=, del=, size=`). The protocol is
 //! `oxipost-pop3-proto`'s; the mailbox formats are `oxipost-mailbox`'s.
 //!
-//! Privileges: pop3d runs as `mail_owner` (master.cf's unprivileged column) and reads
-//! mailboxes with that user's rights. In the quick start every mailbox belongs to that
-//! user. With a root-run suite and system users whose mailboxes only they can read, pop3d
-//! cannot open them (the login gets `-ERR [SYS/TEMP]` and a warning names the file);
-//! per-user privilege switching is not implemented.
+//! Privileges: by default pop3d runs as `mail_owner` (master.cf's unprivileged column `-`
+//! or `y`), serves many sessions per process and reads mailboxes with that user's rights
+//! (the quick start, virtual users under one uid). With unprivileged `n` in a root-run
+//! suite it serves one client per process, runs as `mail_owner` (effective ids) until the
+//! login and then irrevocably becomes the user the authentication service names (its uid
+//! and gid; a user without one, or with uid 0, stays `mail_owner`), so system users' own
+//! mode-700 Maildirs are read with their rights, as Dovecot's per-user mail processes do.
 
 use oxipost_auth_client as auth;
 mod service;
@@ -38,7 +40,7 @@ fn main() {
         print!("{USAGE}");
         return;
     }
-    let worker = oxipost_daemon::Worker::start("pop3d");
+    let mut worker = oxipost_daemon::Worker::start("pop3d");
     let mut settings = match Settings::from_config(&worker.config) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
@@ -69,6 +71,9 @@ fn main() {
     if let Err(e) = worker.drop_privileges() {
         oxipost_log::fatal!("{e}");
     }
+    if nix::unistd::geteuid().is_root() {
+        per_user_mode(&mut worker, &mut settings);
+    }
     raise_descriptor_limit();
     let (mechanisms, apop) = auth::offer(&settings.auth_socket, "pop3");
     // APOP (RFC 1939) only while the service has plaintext passwords to check it with;
@@ -97,6 +102,27 @@ fn main() {
         Err(e) => oxipost_log::fatal!("{e}"),
     };
     oxipost_daemon::multi_server(worker, Pop3Service::new(shared, tls));
+}
+
+/// Still root after the start sequence (master.cf's unprivileged column says `n`): serve
+/// one client per process, as Dovecot's mail processes, and become the logged-in user
+/// before opening the mailbox, so that system users' Maildirs (mode 700, their own) are read
+/// with their rights. Until the login the process runs with `mail_owner`'s effective ids.
+/// A multi-client process cannot change users per session; virtual users sharing one uid
+/// keep the default unprivileged, multi-client mode.
+fn per_user_mode(worker: &mut oxipost_daemon::Worker, settings: &mut Settings) {
+    let name = worker.config.get("mail_owner").unwrap_or_default();
+    let owner = match nix::unistd::User::from_name(name.trim()) {
+        Ok(Some(u)) if !u.uid.is_root() => u,
+        _ => oxipost_log::fatal!("mail_owner {name}: no such unprivileged user"),
+    };
+    if let Err(e) = oxipost_daemon::privs::lower(owner.uid.as_raw(), owner.gid.as_raw()) {
+        oxipost_log::fatal!("cannot run as mail_owner {name} until login: {e}");
+    }
+    settings.per_user = Some((owner.uid.as_raw(), owner.gid.as_raw()));
+    settings.max_clients = 1;
+    // The process belongs to its user after the login: it ends with its client.
+    worker.max_use = 1;
 }
 
 /// Thousands of connections need thousands of descriptors: lift the soft limit to the

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use oxipost_daemon::privs::Identity;
 use oxipost_daemon::{Connection, Flow, MultiService, Peer, TlsInfo};
 use oxipost_ipc::auth::{AuthReply, AuthRequest, UserInfo};
 use oxipost_pop3_proto::{Config, Event, LoginFailure, Session, Step};
@@ -261,6 +262,11 @@ impl MultiService for Pop3Service {
         self.shared.settings.max_clients
     }
 
+    fn honours_max_use(&self) -> bool {
+        // A per-user process cannot serve a second user.
+        self.shared.settings.per_user.is_some()
+    }
+
     fn tls_config(&self) -> Option<Arc<TlsConfig>> {
         self.tls.clone()
     }
@@ -488,6 +494,25 @@ impl Pop3Conn {
             return;
         }
         let s = &self.shared.settings;
+        if let Some((owner_uid, owner_gid)) = s.per_user {
+            // Become the user for good before touching the mailbox (uid 0 never).
+            let id = match (info.uid, info.gid) {
+                (0, _) => Identity::user(owner_uid, owner_gid),
+                (uid, gid) => Identity::user(uid, gid),
+            };
+            if let Err(e) = oxipost_daemon::privs::become_user(&id) {
+                self.shared.user_leave(&name);
+                oxipost_log::warning!(
+                    "pop3({}): cannot switch to uid {} gid {}: {e}",
+                    clean(&name),
+                    id.uid,
+                    id.gid
+                );
+                self.session
+                    .login_failed(&LoginFailure::Temporary("Couldn't open INBOX.".into()), out);
+                return;
+            }
+        }
         let spec = if s.mail_location.is_empty() {
             info.mail.as_str()
         } else {

@@ -32,6 +32,10 @@ pub struct Settings {
     /// `queue_directory/private/auth`.
     pub auth_socket: PathBuf,
     pub tls: TlsSettings,
+    /// Started as root (master.cf unprivileged `n`): one client per process, which becomes
+    /// the logged-in user before it opens the mailbox; `mail_owner`'s uid and gid, for
+    /// users the user database gives no uid (or uid 0). Set by `main`, not a parameter.
+    pub per_user: Option<(u32, u32)>,
 }
 
 /// `pop3d_tls_*`, resolved.
@@ -112,6 +116,7 @@ impl Settings {
             lock,
             auth_socket: queue_directory.join("private/auth"),
             tls,
+            per_user: None,
         })
     }
 }
