@@ -261,3 +261,18 @@ def test_milter_header_checks_replace(suite, stage_milter):
     (path,) = suite.wait_for_mail(1)
     msg = path.read_text()
     assert "X-Milter-First: replaced by the table" in msg and "inserted at the top" not in msg, msg
+
+
+def test_unknown_commands_go_to_the_milter(suite, stage_milter):
+    m = stage_milter()
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+        c.ehlo("client.example")
+        assert c.docmd("XYZZY plugh") == (502, b"5.5.2 Error: command not recognized")
+        assert c.docmd("XYZZY REFUSEME") == (553, b"5.7.2 command refused by milter")
+        assert c.docmd("NOOP")[0] == 250
+    unknown = [e["args"][0] for e in m.events() if e["stage"] == "unknown"]
+    assert unknown == ["XYZZY plugh", "XYZZY REFUSEME"], m.events()
+    assert re.search(r"NOQUEUE: milter-reject: UNKNOWN from \S+: 553 5\.7\.2 command refused by milter;",
+                     suite.log())

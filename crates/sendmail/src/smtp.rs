@@ -127,6 +127,7 @@ fn handle(settings: &Settings, s: &mut Session, txn: &mut Option<Txn>, ev: Event
             s.reject(503, "5.5.1", "Error: authentication not enabled")
         }
         Event::StartTls | Event::AuthAborted => Ok(()),
+        Event::Unknown(_) => s.reject(502, "5.5.2", "Error: command not recognized"),
     };
     let _ = r;
 }

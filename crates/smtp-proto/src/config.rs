@@ -120,6 +120,9 @@ pub struct ServerConfig {
     pub forbid_unauth_pipelining: bool,
     /// The connection is already TLS (port 465 wrapper mode).
     pub tls_active: bool,
+    /// Unrecognized commands become [`Event::Unknown`](crate::Event::Unknown) decisions
+    /// (smtpd with milters, which see them) instead of an immediate `502`.
+    pub unknown_command_events: bool,
 }
 
 impl ServerConfig {
@@ -141,6 +144,7 @@ impl ServerConfig {
             bare_newline_reject_code: 521,
             forbid_unauth_pipelining: true,
             tls_active: false,
+            unknown_command_events: false,
         }
     }
 }

@@ -60,6 +60,10 @@ pub enum Event {
     AuthResponse(String),
     /// The client cancelled the SASL exchange with `*`; the core replied 501.
     AuthAborted,
+    /// *Decision.* An unrecognized command line, as sent (only with
+    /// `unknown_command_events`). Accepting answers Postfix's `502 5.5.2 Error: command
+    /// not recognized`; a reject gives its own reply.
+    Unknown(String),
 }
 
 /// MAIL FROM and its parameters.

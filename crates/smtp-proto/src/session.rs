@@ -79,6 +79,7 @@ enum Pending {
     MessageEnd,
     Vrfy(String),
     Auth,
+    Unknown,
 }
 
 /// A line taken from the input buffer.
@@ -584,6 +585,11 @@ impl Session {
             self.err(503, "5.7.0", &text);
             return true;
         }
+        if verb == Verb::Unknown && self.cfg.unknown_command_events {
+            let line = line.trim_end_matches(['\r', '\n']).to_owned();
+            self.decide(Pending::Unknown, Event::Unknown(line));
+            return true;
+        }
         self.dispatch(verb, &args);
         true
     }
@@ -760,6 +766,12 @@ impl Session {
                 self.authenticated = true;
                 self.send(235, "2.7.0", &text("Authentication successful"));
             }
+            // Accepting an unknown command still refuses it: nobody implements it.
+            Pending::Unknown => self.error(Reply::new(
+                502,
+                "5.5.2",
+                "Error: command not recognized".to_string(),
+            )),
         }
         Ok(())
     }

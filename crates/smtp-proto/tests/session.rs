@@ -724,3 +724,28 @@ fn access_denied_at_connect() {
     );
     assert_eq!(events, 0);
 }
+
+#[test]
+fn unknown_commands_as_decisions() {
+    let mut d = Driver::ehlo(config());
+    assert_eq!(
+        lines(&d.send("XYZZY a\r\n")),
+        ["502 5.5.2 Error: command not recognized"]
+    );
+    let mut cfg = config();
+    cfg.unknown_command_events = true;
+    let mut d = Driver::ehlo(cfg);
+    d.policy = Box::new(|ev| match ev {
+        Event::Unknown(l) if l.contains("REFUSE") => {
+            Answer::Reject(553, "5.7.2", "command refused by milter".into())
+        }
+        _ => Answer::Accept,
+    });
+    assert_eq!(
+        lines(&d.send("XYZZY a\r\nREFUSE me\r\n")),
+        [
+            "502 5.5.2 Error: command not recognized",
+            "553 5.7.2 command refused by milter"
+        ]
+    );
+}

@@ -92,6 +92,7 @@ enum MilterStage {
     Mail,
     Rcpt(RcptTo),
     Data,
+    Unknown,
 }
 
 impl MilterStage {
@@ -104,6 +105,7 @@ impl MilterStage {
             MilterStage::Mail => "MAIL",
             MilterStage::Rcpt(_) => "RCPT",
             MilterStage::Data => "DATA",
+            MilterStage::Unknown => "UNKNOWN",
         }
     }
 }
@@ -157,7 +159,10 @@ pub struct SmtpConn {
 
 impl SmtpConn {
     pub fn new(shared: Rc<Shared>, id: usize, client: Client, refused: Option<usize>) -> SmtpConn {
-        let session = Session::new(shared.settings.server.clone());
+        let mut server = shared.settings.server.clone();
+        // Milters see unknown commands (SMFIC_UNKNOWN) and may answer them.
+        server.unknown_command_events = shared.milters.enabled();
+        let session = Session::new(server);
         let transcript = shared
             .settings
             .notices
@@ -240,6 +245,7 @@ impl SmtpConn {
                     | Event::Data
                     | Event::Vrfy(_)
                     | Event::Auth { .. }
+                    | Event::Unknown(_)
             )
         {
             let (code, enhanced, text) = crate::milter::split_reply(&reply);
@@ -330,6 +336,7 @@ impl SmtpConn {
                 self.starttls = true;
                 Ok(())
             }
+            Event::Unknown(line) => self.milter_unknown(line),
         };
     }
 
@@ -951,6 +958,15 @@ impl SmtpConn {
         }
     }
 
+    /// An unknown command: to the milters (only they see these).
+    fn milter_unknown(&mut self, line: String) -> Result<(), proto::NoPendingDecision> {
+        if self.milter.is_some() {
+            self.milter_send(MilterStage::Unknown, move |c| c.unknown(&line))
+        } else {
+            self.milter_continue(MilterStage::Unknown)
+        }
+    }
+
     /// An SMTP event the restrictions allowed: to the milters when there are any (input
     /// waits for their answer, [`Self::milter_answer`]), else accepted now.
     fn milter_event(&mut self, stage: MilterStage) -> Result<(), proto::NoPendingDecision> {
@@ -1000,6 +1016,7 @@ impl SmtpConn {
                 })
             }
             MilterStage::Data => self.milter_send(stage, |c| c.data()),
+            MilterStage::Unknown => self.milter_continue(stage),
         }
     }
 
@@ -1088,7 +1105,7 @@ impl SmtpConn {
                         self.in_data = false;
                         self.session.reject(code, &enhanced, &text)
                     }
-                    MilterStage::Helo { .. } | MilterStage::Rcpt(_) => {
+                    MilterStage::Helo { .. } | MilterStage::Rcpt(_) | MilterStage::Unknown => {
                         self.session.reject(code, &enhanced, &text)
                     }
                 }
@@ -1123,7 +1140,8 @@ impl SmtpConn {
                 self.esmtp = extended;
                 self.session.accept()
             }
-            MilterStage::Mail | MilterStage::Data => self.session.accept(),
+            // An unknown command accepted by everyone is still not recognized (502).
+            MilterStage::Mail | MilterStage::Data | MilterStage::Unknown => self.session.accept(),
             MilterStage::Rcpt(r) => self.rcpt_queue(r),
         }
     }
