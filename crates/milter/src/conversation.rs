@@ -379,3 +379,185 @@ fn content(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Addr, Timeouts};
+    use crate::proto::{Response, action};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::time::Duration;
+
+    fn read_packet(s: &mut impl Read) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut b = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut b).ok()?;
+        Some(b)
+    }
+
+    /// A fake milter offering `steps`; `answer(cmd, data)` gives the reply packet (None:
+    /// none). Returns the commands it saw, as letters.
+    fn fake(
+        version: u32,
+        steps: u32,
+        answer: fn(u8, &[u8]) -> Option<Response>,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        std::thread::JoinHandle<(String, u32)>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut seen = String::new();
+            let mut offered = 0;
+            while let Some(p) = read_packet(&mut s) {
+                seen.push(p[0] as char);
+                let out = match p[0] {
+                    b'O' => {
+                        offered = u32::from_be_bytes([p[9], p[10], p[11], p[12]]);
+                        Some(Response::OptNeg {
+                            version,
+                            actions: action::ALL,
+                            steps,
+                            macros: vec![],
+                        })
+                    }
+                    b'D' | b'A' => None,
+                    b'Q' => break,
+                    c => answer(c, &p[1..]),
+                };
+                if let Some(o) = out
+                    && s.write_all(&o.encode()).is_err()
+                {
+                    break;
+                }
+            }
+            (seen, offered)
+        });
+        (dir, path, h)
+    }
+
+    fn conv(path: &std::path::Path, protocol: u32, da: DefaultAction) -> Conversation {
+        Conversation::new(MilterSettings {
+            milters: vec![MilterSpec {
+                name: "test".into(),
+                addr: Addr::Unix(path.to_path_buf()),
+                default_action: da,
+                protocol,
+                timeouts: Timeouts {
+                    connect: Duration::from_secs(2),
+                    command: Duration::from_secs(2),
+                    content: Duration::from_secs(2),
+                },
+            }],
+            macros: crate::default_macros(),
+            ..MilterSettings::default()
+        })
+    }
+
+    fn family() -> Family {
+        Family::Inet4 {
+            port: 1,
+            addr: "127.0.0.1".into(),
+        }
+    }
+
+    #[test]
+    fn stages_answer_their_event() {
+        let (_d, p, h) = fake(6, 0, |c, d| {
+            Some(match c {
+                b'R' if d.starts_with(b"<bad@x>") => Response::Reject,
+                b'R' if d.starts_with(b"<later@x>") => Response::Tempfail,
+                b'M' if d.starts_with(b"<code@x>") => Response::ReplyCode("553 5.7.2 no".into()),
+                _ => Response::Continue,
+            })
+        });
+        let mut c = conv(&p, 6, DefaultAction::Tempfail);
+        assert_eq!(c.connect("host", family()), Answer::Continue);
+        assert_eq!(c.helo("client"), Answer::Continue);
+        assert_eq!(
+            c.mail(&["<code@x>".into()]),
+            Answer::Reply("553 5.7.2 no".into())
+        );
+        c.abort();
+        assert_eq!(c.mail(&["<a@x>".into()]), Answer::Continue);
+        assert_eq!(c.rcpt(&["<bad@x>".into()]), Answer::Reply(REJECT.into()));
+        assert_eq!(
+            c.rcpt(&["<later@x>".into()]),
+            Answer::Reply(TEMPFAIL.into())
+        );
+        assert_eq!(c.rcpt(&["<ok@x>".into()]), Answer::Continue);
+        assert_eq!(c.data(), Answer::Continue);
+        let (v, w) = c.message(b"Subject: x\r\n\r\nbody\r\n");
+        assert!(
+            matches!(v, Verdict::Accept { .. }) && w.is_empty(),
+            "{v:?} {w:?}"
+        );
+        assert_eq!(c.unknown("XYZZY"), Answer::Continue);
+        c.quit();
+        let (seen, offered) = h.join().expect("join");
+        assert_eq!(seen, "OCHMAMRRRTLNBEUQ");
+        assert_eq!(offered, crate::proto::step::ALL);
+    }
+
+    #[test]
+    fn negotiated_steps_and_versions() {
+        use crate::proto::step;
+        // The milter skips HELO and headers and does not reply to RCPT.
+        let (_d, p, h) = fake(6, step::NOHELO | step::NOHDRS | step::NR_RCPT, |c, _| {
+            (c != b'R').then_some(Response::Continue)
+        });
+        let mut c = conv(&p, 6, DefaultAction::Tempfail);
+        c.connect("host", family());
+        c.helo("client");
+        c.mail(&["<a@x>".into()]);
+        assert_eq!(c.rcpt(&["<b@x>".into()]), Answer::Continue);
+        c.data();
+        c.message(b"Subject: x\r\n\r\nbody\r\n");
+        c.quit();
+        assert_eq!(h.join().expect("join").0, "OCMRTNBEQ");
+        // milter_protocol = 2: version 2's steps only, no DATA, no UNKNOWN.
+        let (_d, p, h) = fake(2, 0, |_, _| Some(Response::Continue));
+        let mut c = conv(&p, 2, DefaultAction::Tempfail);
+        c.connect("host", family());
+        c.mail(&["<a@x>".into()]);
+        c.rcpt(&["<b@x>".into()]);
+        c.data();
+        c.unknown("XYZZY");
+        c.message(b"\r\nbody\r\n");
+        c.quit();
+        let (seen, offered) = h.join().expect("join");
+        assert_eq!(seen, "OCMRNBEQ");
+        assert_eq!(offered, 0x3F);
+    }
+
+    #[test]
+    fn accept_at_connect_and_failures() {
+        let (_d, p, h) = fake(6, 0, |c, _| {
+            Some(if c == b'C' {
+                Response::Accept
+            } else {
+                Response::Reject
+            })
+        });
+        let mut c = conv(&p, 6, DefaultAction::Tempfail);
+        assert_eq!(c.connect("host", family()), Answer::Continue);
+        assert_eq!(c.mail(&["<a@x>".into()]), Answer::Continue);
+        c.quit();
+        assert_eq!(h.join().expect("join").0, "OCQ");
+        // Not running: the default action answers every event, with one warning.
+        let missing = std::path::Path::new("/nonexistent/m.sock");
+        let mut c = conv(missing, 6, DefaultAction::Reject);
+        assert_eq!(c.connect("host", family()), Answer::Reply(REJECT.into()));
+        assert_eq!(c.helo("x"), Answer::Reply(REJECT.into()));
+        assert_eq!(c.take_warnings().len(), 1);
+        let mut c = conv(missing, 6, DefaultAction::Accept);
+        assert_eq!(c.connect("host", family()), Answer::Continue);
+        assert!(matches!(c.message(b"\r\nb").0, Verdict::Accept { .. }));
+    }
+}
