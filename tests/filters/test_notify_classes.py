@@ -104,3 +104,28 @@ def test_bounce_class_postmaster_copy(suite):
     send(suite.smtp_port, "alice@example.org", ["nosuchuser@localhost"], b"Subject: bounce\r\n\r\nx\r\n")
     m = notice(suite, "Postmaster Copy")
     assert "nosuchuser@localhost" in body_of(m)
+
+
+def test_delay_class_postmaster_warning(suite):
+    suite.postconf("notify_classes = delay", "delay_notice_recipient = demo@localhost",
+                   "delay_warning_time = 1s", "minimal_backoff_time = 1s", "maximal_backoff_time = 2s",
+                   "queue_run_delay = 1s",
+                   "transport_maps = inline:{ {someone@example.net=retry:4.4.1 remote site is slow} }")
+    suite.start()
+    send(suite.smtp_port, "alice@example.org", ["someone@example.net"], b"Subject: slow\r\n\r\nx\r\n")
+    m = notice(suite, "Postmaster Warning: Delayed Mail", timeout=60)
+    assert "someone@example.net" in body_of(m) and "remote site is slow" in body_of(m)
+
+
+def test_2bounce_class_double_bounce(suite):
+    import os
+    import subprocess
+    from conftest import BIN
+    suite.postconf("notify_classes = 2bounce", "2bounce_notice_recipient = demo@localhost")
+    suite.start()
+    env = dict(os.environ, MAIL_CONFIG=str(suite.etc))
+    r = subprocess.run([str(BIN / "sendmail"), "-f", "ghost@localhost", "nosuchuser@localhost"],
+                       input=b"Subject: doomed\n\nx\n", capture_output=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    m = notice(suite, "Undelivered Mail", timeout=60)
+    assert "ghost@localhost" in body_of(m)
