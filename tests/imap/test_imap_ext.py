@@ -427,3 +427,22 @@ def test_output_back_pressure_client_that_does_not_read(imap):
     assert typ == "OK" and len(bodies) == n
     assert all(b[1].startswith(b"Subject: big %d\r\n" % i) for i, b in enumerate(bodies))
     t.logout()
+
+
+def test_fetch_of_a_message_another_session_expunged(imap):
+    imap.start()
+    c = session(imap)
+    for i in range(2):
+        append(c, f"a{i}", "INBOX", MSG % (i, i))
+    c.cmd("s", "SELECT INBOX")
+    d = session(imap)
+    d.cmd("s", "SELECT INBOX")
+    d.cmd("t", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert d.cmd("x", "EXPUNGE") == [b"* 1 EXPUNGE", b"x OK Expunge completed."]
+    d.close()
+    # No EXPUNGE may be sent during FETCH: the rest is answered, then NO [EXPUNGEISSUED].
+    r = c.cmd("f", "FETCH 1:2 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+    assert r == [b"* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {20}", b"Subject: plain 1", b"", b")",
+                 b"f NO [EXPUNGEISSUED] Some of the requested messages no longer exist."], r
+    assert c.cmd("n", "NOOP") == [b"* 1 EXPUNGE", b"n OK NOOP completed."]
+    c.close()

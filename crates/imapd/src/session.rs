@@ -85,6 +85,8 @@ struct FetchJob {
     needs_body: bool,
     sets_seen: bool,
     uid: bool,
+    /// A message of the set was expunged by another session meanwhile.
+    expunged: bool,
 }
 
 struct Selected {
@@ -1649,6 +1651,7 @@ impl Session {
             needs_body,
             sets_seen,
             uid,
+            expunged: false,
         });
         Ok(String::new())
     }
@@ -1678,7 +1681,10 @@ impl Session {
                 match s.mbox.read(&m) {
                     Ok(d) => fetch::to_crlf(&d),
                     // Expunged by another session meanwhile: nothing to send for it.
-                    Err(_) => continue,
+                    Err(_) => {
+                        job.expunged = true;
+                        continue;
+                    }
                 }
             } else {
                 Vec::new()
@@ -1811,7 +1817,15 @@ impl Session {
             resp.extend_from_slice(b")\r\n");
             out.extend_from_slice(&resp);
         }
+        let expunged = job.expunged;
         self.fetching = None;
+        if expunged {
+            // RFC 9051 7.1: the rest was answered; the client learns why some was not.
+            return Err((
+                "NO",
+                "[EXPUNGEISSUED] Some of the requested messages no longer exist.".into(),
+            ));
+        }
         Ok(true)
     }
 
