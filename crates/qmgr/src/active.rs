@@ -504,8 +504,24 @@ impl Scheduler {
 
     /// Replies from agents.
     pub fn collect(&mut self) {
-        for done in self.dispatcher.take_done() {
-            self.complete(done);
+        // Free the slots and start the next requests first: settling the results
+        // (renames, unlinks, notices) of many replies takes a while, and the agents
+        // should not sit idle meanwhile.
+        // Answers that come in meanwhile are released between two settlements.
+        let mut queue = VecDeque::new();
+        loop {
+            let new = self.dispatcher.take_done();
+            if !new.is_empty() {
+                for done in &new {
+                    self.release(done);
+                }
+                self.dispatch();
+                queue.extend(new);
+            }
+            let Some(done) = queue.pop_front() else {
+                break;
+            };
+            self.settle(done);
         }
         self.dispatch();
         // Freed active slots may admit new mail that the last scan had to leave behind,
@@ -515,9 +531,9 @@ impl Scheduler {
         }
     }
 
-    /// One agent answer (for one request or a batch): frees its concurrency slot once,
-    /// gives the destination its feedback, then applies each request's results.
-    fn complete(&mut self, done: Done) {
+    /// One agent answer (for one request or a batch): frees its concurrency slot once and
+    /// gives the destination its feedback.
+    fn release(&mut self, done: &Done) {
         if let Some(p) = done.keys.first().and_then(|k| self.in_flight.get(k)) {
             let dkey = (p.route.transport.clone(), p.destination.clone());
             if let Some(n) = self.busy_transport.get_mut(&dkey.0) {
@@ -526,7 +542,7 @@ impl Scheduler {
             let limits = self.s.limits(&dkey.0);
             if let Some(d) = self.dests.get_mut(&dkey) {
                 let now = Instant::now();
-                match site_failure(&limits, &done) {
+                match site_failure(&limits, done) {
                     Some((dsn, text))
                         if d.negative(&limits, now, self.s.minimal_backoff, dsn, text) =>
                     {
@@ -567,6 +583,10 @@ impl Scheduler {
                 Instant::now() + self.s.transport_retry_time,
             );
         }
+    }
+
+    /// Applies each request's results of a released answer.
+    fn settle(&mut self, done: Done) {
         let mut results = done.results.into_iter();
         for key in done.keys {
             let r = results
