@@ -28,6 +28,15 @@ def submit(s, subject, sender="demo@localhost", rcpt="nobody-else@example.net"):
     assert r.returncode == 0, r.stderr
 
 
+def listening(port):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with socket.socket() as c:
+            if c.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+
+
 def report_of(path):
     msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
     assert msg.get_content_type() == "multipart/report", msg.get_content_type()
@@ -66,6 +75,7 @@ def test_milter_reject_in_pickup_bounces(suite):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert p.stdout.readline().strip() == b"ready"
+        listening(port)
         suite.postconf(f"non_smtpd_milters = inet:127.0.0.1:{port}")
         suite.start()
         submit(suite, "replycode please")
@@ -75,6 +85,31 @@ def test_milter_reject_in_pickup_bounces(suite):
         assert "Status: 5.7.0" in status, status
         assert "local body line" in returned
         wait(lambda: "milter-reject: END-OF-MESSAGE from local" in suite.log(), what="log", suite=suite)
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
+
+@pytest.mark.skipif(not have_pymilter, reason="python3-milter is not installed")
+def test_milter_header_checks_in_pickup(suite):
+    with socket.socket() as t:
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+    p = subprocess.Popen([PYMILTER, str(HERE / "pymilter_app.py"), str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+        listening(port)
+        (suite.etc / "milter_header_checks").write_text("/^X-Milter-Added: appended/ REJECT milter header refused\n")
+        suite.postconf(f"non_smtpd_milters = inet:127.0.0.1:{port}",
+                       f"milter_header_checks = regexp:{suite.etc / 'milter_header_checks'}")
+        suite.start()
+        submit(suite, "please modify")
+        (path,) = suite.wait_for_mail(1)
+        _, text, status, _ = report_of(path)
+        assert "milter header refused" in text and "Status: 5.7.1" in status, (text, status)
+        assert "reject: header X-Milter-Added: appended from local" in suite.log()
     finally:
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)

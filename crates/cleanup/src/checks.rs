@@ -22,6 +22,7 @@
 //! headers milters add or change, where `FILTER` and `REDIRECT` are honoured too.
 
 use oxipost_maps::Maps;
+use oxipost_milter::Modification;
 
 /// What a matched line asks for, after parsing the table value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +167,118 @@ impl Checks {
             },
         })
     }
+}
+
+/// Opens `milter_header_checks`.
+pub fn milter_header_checks(cfg: &oxipost_config::Config) -> Result<Checks, String> {
+    let v = cfg
+        .get("milter_header_checks")
+        .map_err(|e| format!("parameter milter_header_checks: {e}"))?;
+    let maps = Maps::open(&v, &oxipost_maps::MapConfig::default())
+        .map_err(|e| format!("parameter milter_header_checks: {}", e.message))?;
+    Ok(Checks { maps })
+}
+
+/// What `milter_header_checks` made of the milters' header modifications.
+#[derive(Debug, Default)]
+pub struct HeaderVerdict {
+    /// The modifications to apply (some dropped or replaced).
+    pub mods: Vec<(Modification, bool)>,
+    /// `REJECT` text (DSN code first), `DISCARD`, `HOLD`, `FILTER`, `REDIRECT`.
+    pub reject: Option<String>,
+    pub discard: bool,
+    pub hold: Option<String>,
+    pub filter: Option<String>,
+    pub redirect: Option<String>,
+    /// The table could not answer: defer the message.
+    pub defer: Option<String>,
+    /// (action, header, text) for the log, in Postfix's header_checks form.
+    pub events: Vec<(String, String, String)>,
+}
+
+/// Applies `milter_header_checks` to every header a milter adds or changes.
+pub fn check_milter_headers(checks: &Checks, mods: Vec<(Modification, bool)>) -> HeaderVerdict {
+    let mut v = HeaderVerdict::default();
+    for (m, leadspc) in mods {
+        let (name, value) = match &m {
+            Modification::AddHeader { name, value }
+            | Modification::InsertHeader { name, value, .. }
+            | Modification::ChangeHeader { name, value, .. }
+                if !value.is_empty() =>
+            {
+                (name.clone(), value.clone())
+            }
+            _ => {
+                v.mods.push((m, leadspc));
+                continue;
+            }
+        };
+        let sep = if leadspc { ":" } else { ": " };
+        let line = format!("{name}{sep}{value}");
+        let shown = line.replace(['\r', '\n'], " ");
+        match checks.milter_header(&line) {
+            Err(e) => {
+                v.defer.get_or_insert(e);
+                v.mods.push((m, leadspc));
+            }
+            Ok(MilterHeader::Keep) => v.mods.push((m, leadspc)),
+            Ok(MilterHeader::Drop) => v.events.push(("ignore".into(), shown, String::new())),
+            Ok(MilterHeader::Replace(text)) => {
+                let (n, val) = text.split_once(':').unwrap_or((text.as_str(), ""));
+                let (n, val) = (n.trim().to_string(), val.trim_start().to_string());
+                let val = if leadspc { format!(" {val}") } else { val };
+                v.events.push(("replace".into(), shown, text.clone()));
+                v.mods.push((
+                    match m {
+                        Modification::AddHeader { .. } => Modification::AddHeader {
+                            name: n,
+                            value: val,
+                        },
+                        Modification::InsertHeader { index, .. } => Modification::InsertHeader {
+                            index,
+                            name: n,
+                            value: val,
+                        },
+                        Modification::ChangeHeader { index, .. } => Modification::ChangeHeader {
+                            index,
+                            name: n,
+                            value: val,
+                        },
+                        other => other,
+                    },
+                    leadspc,
+                ));
+            }
+            Ok(MilterHeader::Reject(t)) => {
+                v.events.push(("reject".into(), shown, t.clone()));
+                v.reject.get_or_insert(t);
+            }
+            Ok(MilterHeader::Discard(t)) => {
+                v.events.push(("discard".into(), shown, t));
+                v.discard = true;
+            }
+            Ok(MilterHeader::Hold(t)) => {
+                v.events.push(("hold".into(), shown, t.clone()));
+                v.hold.get_or_insert(t);
+                v.mods.push((m, leadspc));
+            }
+            Ok(MilterHeader::Filter(t)) => {
+                v.events.push(("filter".into(), shown, t.clone()));
+                v.filter = Some(t);
+                v.mods.push((m, leadspc));
+            }
+            Ok(MilterHeader::Redirect(t)) => {
+                v.events.push(("redirect".into(), shown, t.clone()));
+                v.redirect = Some(t);
+                v.mods.push((m, leadspc));
+            }
+            Ok(MilterHeader::Log(level, t)) => {
+                v.events.push((level.into(), shown, t));
+                v.mods.push((m, leadspc));
+            }
+        }
+    }
+    v
 }
 
 #[cfg(test)]

@@ -58,8 +58,12 @@ fn main() {
         Ok(m) => m,
         Err(e) => oxipost_log::fatal!("{e}"),
     };
+    let header_checks = match oxipost_cleanup::checks::milter_header_checks(&worker.config) {
+        Ok(c) => c,
+        Err(e) => oxipost_log::fatal!("{e}"),
+    };
     let p = match pick::Picker::new(settings, cleanup) {
-        Ok(p) => p.with_milters(milters),
+        Ok(p) => p.with_milters(milters, header_checks),
         Err(e) => oxipost_log::fatal!("{e}"),
     };
     let mut service = Pickup { p };

@@ -27,6 +27,8 @@ pub struct Picker {
     cleanup: Arc<CleanupSettings>,
     /// `non_smtpd_milters` (empty: none).
     milters: oxipost_milter::MilterSettings,
+    /// `milter_header_checks`, for the headers those milters add or change.
+    milter_header_checks: oxipost_cleanup::checks::Checks,
 }
 
 /// What writing the incoming file came to.
@@ -49,12 +51,18 @@ impl Picker {
             layout,
             cleanup,
             milters: oxipost_milter::MilterSettings::default(),
+            milter_header_checks: oxipost_cleanup::checks::Checks::default(),
         })
     }
 
     /// Sends every message past these milters (`non_smtpd_milters`) before it is queued.
-    pub fn with_milters(mut self, milters: oxipost_milter::MilterSettings) -> Picker {
+    pub fn with_milters(
+        mut self,
+        milters: oxipost_milter::MilterSettings,
+        header_checks: oxipost_cleanup::checks::Checks,
+    ) -> Picker {
         self.milters = milters;
+        self.milter_header_checks = header_checks;
         self
     }
 
@@ -269,7 +277,10 @@ impl Picker {
             Some(message) => match self.milter_verdict(&id, &sender, written, &message, to) {
                 Err(Written::Bounce(why)) => return self.bounce(w, Some(&message), &why),
                 Err(written) => return Ok(written),
-                Ok((content, env, quarantine)) => {
+                Ok((content, env, quarantine, attributes)) => {
+                    for (name, value) in &attributes {
+                        w.add_attribute(name, value)?;
+                    }
                     let file =
                         oxipost_milter::queue::write_and_prepare(w, &self.layout, &content, &env)?;
                     if file.id().to_string() != id {
@@ -313,6 +324,15 @@ impl Picker {
     }
 }
 
+/// What the milters made of a message: its content, envelope changes, whether to hold
+/// it, and attributes to record (`milter_header_checks` FILTER, REDIRECT, HOLD).
+type MilterResult = (
+    Vec<u8>,
+    oxipost_milter::edit::EnvelopeChanges,
+    bool,
+    Vec<(String, String)>,
+);
+
 /// Where content goes: the held buffer when milters will see it, else the queue file.
 fn sink<'a>(held: &'a mut Option<Vec<u8>>, w: &'a mut QueueWriter) -> &'a mut dyn Write {
     match held {
@@ -333,7 +353,7 @@ impl Picker {
         rcpts: Vec<String>,
         message: &[u8],
         to: &str,
-    ) -> Result<(Vec<u8>, oxipost_milter::edit::EnvelopeChanges, bool), Written> {
+    ) -> Result<MilterResult, Written> {
         use oxipost_milter::{Family, Transaction, Verdict};
         let mut m = std::collections::HashMap::new();
         m.insert("j", self.settings.myhostname.clone());
@@ -390,8 +410,46 @@ impl Picker {
                         why.replace(['\r', '\n'], " ")
                     );
                 }
-                let (content, env) = oxipost_milter::edit::apply(&mods, message);
-                Ok((content, env, quarantine.is_some()))
+                // milter_header_checks on what the milters added or changed.
+                let hv =
+                    oxipost_cleanup::checks::check_milter_headers(&self.milter_header_checks, mods);
+                for (action, header, text) in &hv.events {
+                    let mut line = format!("{id}: {action}: header {header} from local; {tail}");
+                    if !text.is_empty() {
+                        line.push_str(&format!(": {text}"));
+                    }
+                    if action == "warning" {
+                        oxipost_log::warning!("{line}");
+                    } else {
+                        oxipost_log::info!("{line}");
+                    }
+                }
+                if let Some(e) = hv.defer {
+                    return Err(Written::Retry(format!("milter_header_checks: {e}")));
+                }
+                if let Some(why) = hv.reject {
+                    return Err(Written::Bounce(why));
+                }
+                if hv.discard {
+                    return Err(Written::Dropped);
+                }
+                let mut attributes = Vec::new();
+                if let Some(h) = &hv.hold {
+                    attributes.push(("hold_reason".to_string(), h.clone()));
+                }
+                if let Some(f) = hv.filter {
+                    attributes.push(("filter".to_string(), f));
+                }
+                if let Some(r) = hv.redirect {
+                    attributes.push(("redirect".to_string(), r));
+                }
+                let (content, env) = oxipost_milter::edit::apply(&hv.mods, message);
+                Ok((
+                    content,
+                    env,
+                    quarantine.is_some() || hv.hold.is_some(),
+                    attributes,
+                ))
             }
         }
     }

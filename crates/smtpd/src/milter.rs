@@ -21,9 +21,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 
-use oxipost_cleanup::checks::Checks;
 use oxipost_config::Config;
-use oxipost_milter::{Answer, Conversation, Family, MilterSettings, Modification, Verdict};
+use oxipost_milter::{Answer, Conversation, Family, MilterSettings, Verdict};
 use oxipost_queue::QueueWriter;
 
 pub use oxipost_milter::edit::apply;
@@ -34,119 +33,6 @@ pub use oxipost_milter::queue::write_and_prepare;
 pub fn settings(cfg: &Config) -> Result<Arc<MilterSettings>, String> {
     let get = |n: &str| cfg.get(n).map_err(|e| format!("parameter {n}: {e}"));
     oxipost_milter::load("smtpd_milters", &get).map(Arc::new)
-}
-
-/// Opens `milter_header_checks`.
-pub fn header_checks(cfg: &Config) -> Result<Arc<Checks>, String> {
-    let v = cfg
-        .get("milter_header_checks")
-        .map_err(|e| format!("parameter milter_header_checks: {e}"))?;
-    let maps = oxipost_maps::Maps::open(&v, &oxipost_maps::MapConfig::default())
-        .map_err(|e| format!("parameter milter_header_checks: {}", e.message))?;
-    Ok(Arc::new(Checks { maps }))
-}
-
-/// What `milter_header_checks` made of the milters' header modifications.
-#[derive(Debug, Default)]
-pub struct HeaderVerdict {
-    /// The modifications to apply (some dropped or replaced).
-    pub mods: Vec<(Modification, bool)>,
-    /// `REJECT` text (DSN code first), `DISCARD`, `HOLD`, `FILTER`, `REDIRECT`.
-    pub reject: Option<String>,
-    pub discard: bool,
-    pub hold: Option<String>,
-    pub filter: Option<String>,
-    pub redirect: Option<String>,
-    /// The table could not answer: defer the message.
-    pub defer: Option<String>,
-    /// (action, header, text) for the log, in Postfix's header_checks form.
-    pub events: Vec<(String, String, String)>,
-}
-
-/// Applies `milter_header_checks` to every header a milter adds or changes.
-pub fn check_headers(checks: &Checks, mods: Vec<(Modification, bool)>) -> HeaderVerdict {
-    use oxipost_cleanup::checks::MilterHeader;
-    let mut v = HeaderVerdict::default();
-    for (m, leadspc) in mods {
-        let (name, value) = match &m {
-            Modification::AddHeader { name, value }
-            | Modification::InsertHeader { name, value, .. }
-            | Modification::ChangeHeader { name, value, .. }
-                if !value.is_empty() =>
-            {
-                (name.clone(), value.clone())
-            }
-            _ => {
-                v.mods.push((m, leadspc));
-                continue;
-            }
-        };
-        let sep = if leadspc { ":" } else { ": " };
-        let line = format!("{name}{sep}{value}");
-        let shown = line.replace(['\r', '\n'], " ");
-        match checks.milter_header(&line) {
-            Err(e) => {
-                v.defer.get_or_insert(e);
-                v.mods.push((m, leadspc));
-            }
-            Ok(MilterHeader::Keep) => v.mods.push((m, leadspc)),
-            Ok(MilterHeader::Drop) => v.events.push(("ignore".into(), shown, String::new())),
-            Ok(MilterHeader::Replace(text)) => {
-                let (n, val) = text.split_once(':').unwrap_or((text.as_str(), ""));
-                let (n, val) = (n.trim().to_string(), val.trim_start().to_string());
-                let val = if leadspc { format!(" {val}") } else { val };
-                v.events.push(("replace".into(), shown, text.clone()));
-                v.mods.push((
-                    match m {
-                        Modification::AddHeader { .. } => Modification::AddHeader {
-                            name: n,
-                            value: val,
-                        },
-                        Modification::InsertHeader { index, .. } => Modification::InsertHeader {
-                            index,
-                            name: n,
-                            value: val,
-                        },
-                        Modification::ChangeHeader { index, .. } => Modification::ChangeHeader {
-                            index,
-                            name: n,
-                            value: val,
-                        },
-                        other => other,
-                    },
-                    leadspc,
-                ));
-            }
-            Ok(MilterHeader::Reject(t)) => {
-                v.events.push(("reject".into(), shown, t.clone()));
-                v.reject.get_or_insert(t);
-            }
-            Ok(MilterHeader::Discard(t)) => {
-                v.events.push(("discard".into(), shown, t));
-                v.discard = true;
-            }
-            Ok(MilterHeader::Hold(t)) => {
-                v.events.push(("hold".into(), shown, t.clone()));
-                v.hold.get_or_insert(t);
-                v.mods.push((m, leadspc));
-            }
-            Ok(MilterHeader::Filter(t)) => {
-                v.events.push(("filter".into(), shown, t.clone()));
-                v.filter = Some(t);
-                v.mods.push((m, leadspc));
-            }
-            Ok(MilterHeader::Redirect(t)) => {
-                v.events.push(("redirect".into(), shown, t.clone()));
-                v.redirect = Some(t);
-                v.mods.push((m, leadspc));
-            }
-            Ok(MilterHeader::Log(level, t)) => {
-                v.events.push((level.into(), shown, t));
-                v.mods.push((m, leadspc));
-            }
-        }
-    }
-    v
 }
 
 /// A finished message waiting for the milters: its queue file (envelope written, content

@@ -1195,8 +1195,10 @@ impl SmtpConn {
                     );
                 }
                 // milter_header_checks on what the milters added or changed.
-                let hv =
-                    crate::milter::check_headers(&self.shared.settings.milter_header_checks, mods);
+                let hv = oxipost_cleanup::checks::check_milter_headers(
+                    &self.shared.settings.milter_header_checks,
+                    mods,
+                );
                 for (action, header, text) in &hv.events {
                     let mut line = format!(
                         "{id}: {action}: header {} from {from}; {tail}",

@@ -48,7 +48,7 @@ pub struct Settings {
     pub sasl: SaslSettings,
     /// `smtpd_milters` and the `milter_*` parameters ([`crate::milter`]).
     pub milters: Arc<oxipost_milter::MilterSettings>,
-    /// `milter_header_checks` ([`crate::milter::check_headers`]).
+    /// `milter_header_checks` (`oxipost_cleanup::checks::check_milter_headers`).
     pub milter_header_checks: Arc<oxipost_cleanup::checks::Checks>,
     /// `notify_classes` session transcripts ([`crate::notice`]).
     pub notices: crate::notice::NoticeSettings,
@@ -200,7 +200,7 @@ impl Settings {
             || tls.required;
         Ok(Settings {
             milters: crate::milter::settings(cfg)?,
-            milter_header_checks: crate::milter::header_checks(cfg)?,
+            milter_header_checks: Arc::new(oxipost_cleanup::checks::milter_header_checks(cfg)?),
             notices: crate::notice::settings(cfg)?,
             tls,
             sasl,
