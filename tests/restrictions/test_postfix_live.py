@@ -130,6 +130,10 @@ SETTINGS = {
     "mydestination": "$myhostname, localhost, example.test",
     "mynetworks": "192.0.2.0/24",
     "local_recipient_maps": "",
+    "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+    # Unqualified addresses are looked up as user@$myorigin.
+    "smtpd_sender_restrictions": "check_sender_access inline:{demo@mx.example.test=REJECT}",
+    "smtpd_recipient_restrictions": "check_recipient_access inline:{root@mx.example.test=REJECT}",
 }
 
 SYNTAX = [
@@ -139,7 +143,8 @@ SYNTAX = [
     "MAIL FROM:<a..b@x.test>", "RSET", "MAIL FROM:<.a@x.test>", "RSET", "MAIL FROM:<a.>", "RSET",
     "MAIL FROM:<a@.>", "MAIL FROM:<a@b..c>", "MAIL FROM:<user@123>", "MAIL FROM:<user@-x.test>",
     "MAIL FROM:<user@x_y.test>", "RSET", "MAIL FROM:<us er@x.test>", "MAIL FROM:<a>",
-    "RCPT TO:<postmaster>", "QUIT",
+    "RCPT TO:<postmaster>", "RSET", "MAIL FROM:<demo>", "MAIL FROM:<demo@mx.example.test.>",
+    "MAIL FROM:<a@b.test>", "RCPT TO:<root>", "RCPT TO:<root@mx.example.test.>", "QUIT",
 ]
 
 
@@ -152,6 +157,7 @@ def test_address_syntax_and_delay_reject_like_postfix(suite, dns):
         suite.start()
         theirs = transcript(pf.port, SYNTAX)[1:]
         ours = transcript(suite.smtp_port, SYNTAX)[1:]
+        assert len(theirs) == len(ours) == len(SYNTAX)
         for cmd, a, b in zip(SYNTAX, theirs, ours):
             assert b == a, f"{cmd}: Postfix {a} / oxipost {b}"
         denied = ["EHLO c.test", "MAIL FROM:<a@b.test>", "RCPT TO:<demo@mx.example.test>", "NOOP",

@@ -344,6 +344,8 @@ pub struct Restrictions {
     pub compatibility_level: String,
     /// `myhostname`, for `permit_mx_backup`'s "is this MX host me".
     pub myhostname: String,
+    /// `myorigin`: the domain of unqualified addresses (`append_at_myorigin`).
+    pub myorigin: String,
     /// `inet_interfaces` and `proxy_interfaces`, for the same question.
     pub own_addresses: server::OwnAddresses,
     /// `permit_mx_backup_networks`, and whether it is set at all.
@@ -697,6 +699,9 @@ impl Restrictions {
             mail_version: param(cfg, "mail_version", "")?,
             compatibility_level: compat,
             myhostname: param(cfg, "myhostname", "localhost")?.to_ascii_lowercase(),
+            myorigin: param(cfg, "myorigin", "$myhostname")?
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
             own_addresses: server::OwnAddresses::parse(
                 &param(cfg, "inet_interfaces", "all")?,
                 &param(cfg, "proxy_interfaces", "")?,
@@ -866,8 +871,10 @@ impl Restrictions {
 
     /// Rewrites and classifies an address as trivial-rewrite does for smtpd.
     pub fn resolve(&self, addr: &str) -> Resolved {
+        // An unqualified address is `user@$myorigin`, as trivial-rewrite makes it.
         let (mut local, mut domain) = match addr.rsplit_once('@') {
             Some((l, d)) => (unquote(l), d.trim_end_matches('.').to_ascii_lowercase()),
+            None if !addr.is_empty() => (unquote(addr), self.myorigin.clone()),
             None => (unquote(addr), String::new()),
         };
         // A local part that still holds `@` after unquoting is routed ("user@remote"@local).
