@@ -376,10 +376,11 @@ impl Scheduler {
 
     /// Starts every waiting request that the limits allow, destination by destination
     /// (round robin over the destinations with work, never a scan of all requests).
-    /// Requests waiting for the same destination go out together as one batch (up to
-    /// [`BATCH_MAX`]): while a destination is at its concurrency window its backlog grows,
-    /// and the next free slot takes all of it, so the agent can make the whole batch
-    /// durable with one round of syncs (smtp: send it over one connection). Batching
+    /// Requests waiting for the same destination go out together as batches (the backlog
+    /// shared among the free slots, up to [`BATCH_MAX`] each): while a destination is at
+    /// its concurrency window its backlog grows, and the next free slot takes its share,
+    /// so the agent can make the whole batch durable with one round of syncs (smtp: send
+    /// it over one connection). Batching
     /// thus appears exactly when load makes it pay. A dead destination's requests are
     /// deferred at once without an attempt.
     pub fn dispatch(&mut self) {
@@ -419,8 +420,11 @@ impl Scheduler {
                 && *t_busy < limits.process_limit
                 && d.may_start(&limits, now)
             {
+                // The backlog is shared among the slots free now, so a moderate backlog
+                // still runs in parallel; a large one goes in batches of BATCH_MAX.
+                let slots = d.free(&limits).min(limits.process_limit - *t_busy).max(1);
                 let max = if limits.rate_delay.is_zero() {
-                    BATCH_MAX
+                    d.pending.len().div_ceil(slots).clamp(1, BATCH_MAX)
                 } else {
                     1
                 };

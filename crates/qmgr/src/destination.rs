@@ -71,6 +71,14 @@ impl<P> DestState<P> {
         }
     }
 
+    /// Deliveries that may start now besides those in flight (0 when dead).
+    pub fn free(&self, l: &TransportLimits) -> usize {
+        if self.dead.is_some() {
+            return 0;
+        }
+        self.limit(l).saturating_sub(self.busy)
+    }
+
     /// Whether another delivery may start now.
     pub fn may_start(&self, l: &TransportLimits, now: Instant) -> bool {
         self.dead.is_none() && self.busy < self.limit(l) && self.next_start.is_none_or(|t| t <= now)
