@@ -113,14 +113,21 @@ fn run<S: TriggerService>(worker: &mut Worker, service: &mut S) -> std::io::Resu
                     if batches.is_empty() {
                         continue;
                     }
-                    // One busy/available pair per round of triggers, not per trigger.
-                    worker.report(Status::Taken);
+                    // One busy/available pair per round of triggers, not per trigger; none
+                    // for a solitary service (qmgr): master never starts a second one, and
+                    // each record costs master a status-file rewrite.
+                    let tell = !service.solitary();
+                    if tell {
+                        worker.report(Status::Taken);
+                    }
                     for b in batches {
                         service.trigger(&b);
                         uses += 1;
                     }
                     last_activity = Instant::now();
-                    worker.report(Status::Available);
+                    if tell {
+                        worker.report(Status::Available);
+                    }
                 }
             }
         }
