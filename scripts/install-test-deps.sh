@@ -43,6 +43,7 @@ mariadb-client
 postfix-mysql
 postgresql
 postgresql-client
+dovecot-imapd
 "
 
 # Python modules that must be importable by the `python3` on PATH (which may be
@@ -156,6 +157,14 @@ if command -v python3 >/dev/null 2>&1; then
     done
 else
     die "python3 not found on PATH"
+fi
+
+# cargo-fuzz for the bounded fuzz run in scripts/test.sh (fuzz/). Cached: skipped when
+# present. Not fatal: test.sh skips fuzzing, saying so, when cargo-fuzz is missing.
+if command -v cargo >/dev/null 2>&1 && ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "+ cargo install --locked cargo-fuzz" >>"$LOG"
+    timeout 900 cargo install --locked --quiet cargo-fuzz >>"$LOG" 2>&1 \
+        || echo "$PROG: warning: cargo install cargo-fuzz failed; fuzzing will be skipped" >&2
 fi
 
 # No Postfix daemon may run after install (tests start their own instances).

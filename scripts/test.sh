@@ -22,6 +22,29 @@ cargo build --workspace --quiet
 echo "== cargo test"
 cargo test --workspace --quiet --no-fail-fast 2>&1 | tail -n 200
 
+echo "== fuzz (cargo fuzz, bounded)"
+# The parser fuzz targets of fuzz/ (issue 10), each for a few seconds on a copy of its seed
+# corpus: a crash fails the run. OXIPOST_FUZZ_SECONDS=0 skips it.
+fuzz_secs=${OXIPOST_FUZZ_SECONDS:-20}
+if [ "$fuzz_secs" = 0 ]; then
+    echo "fuzzing skipped (OXIPOST_FUZZ_SECONDS=0)"
+elif ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzzing SKIPPED: cargo-fuzz is not installed (scripts/install-test-deps.sh installs it as root)"
+else
+    (cd fuzz && cargo fuzz build -s none) >/dev/null 2>&1 || { echo "cargo fuzz build failed"; (cd fuzz && cargo fuzz build -s none) 2>&1 | tail -n 30; exit 1; }
+    for t in imap_command pop3_command smtp_command; do
+        secs=$fuzz_secs; [ "$t" = imap_command ] || secs=$(( (fuzz_secs + 1) / 2 ))
+        work=$(mktemp -d)
+        cp fuzz/corpus/$t/* "$work"/
+        if (cd fuzz && cargo fuzz run -s none "$t" "$work" -- -max_total_time="$secs" >"$work.log" 2>&1); then
+            echo "$t: $(grep -E '^Done [0-9]+ runs' "$work.log" | tail -n 1)"
+        else
+            echo "$t: FAILED (crash input in fuzz/artifacts/$t/)"; tail -n 40 "$work.log"; status_fuzz=1
+        fi
+        rm -rf "$work" "$work.log"
+    done
+fi
+
 echo "== end-to-end tests (pytest)"
 export OXIPOST_BIN="$PWD/target/debug"
 # One pytest process per directory: each has its own conftest helpers.
@@ -40,4 +63,5 @@ for dir in tests/*/; do
 done
 echo
 echo "end-to-end: $passed passed, $failed failed, $skipped skipped"
+[ -z "${status_fuzz:-}" ] || { echo "fuzzing found a crash (see above)"; status=1; }
 exit $status
