@@ -807,9 +807,70 @@ fn site_failure<'a>(
         return None;
     };
     let first = reply.results.first()?;
+    // 4.3.0 (a queue file or table error) and 4.3.5 (a bad next hop) are the agent's own
+    // trouble, not the destination's.
     reply
         .results
         .iter()
-        .all(|r| r.outcome == Outcome::Deferred && r.relay == "none")
+        .all(|r| {
+            r.outcome == Outcome::Deferred
+                && r.relay == "none"
+                && !matches!(r.status.as_str(), "4.3.0" | "4.3.5")
+        })
         .then_some((first.status.as_str(), first.text.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Feedback, TransportLimits};
+
+    fn done(results: Vec<(Outcome, &str, &str)>) -> Done {
+        Done {
+            keys: vec![1],
+            transport: "smtp".into(),
+            results: vec![Ok(DeliveryReply {
+                results: results
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (outcome, status, relay))| RcptResult {
+                        index: i as u32,
+                        outcome,
+                        status: status.into(),
+                        text: "connect to x[1.2.3.4]:25: Connection refused".into(),
+                        relay: relay.into(),
+                    })
+                    .collect(),
+            })],
+            unavailable: false,
+        }
+    }
+
+    #[test]
+    fn site_failure_is_every_recipient_deferred_without_a_server() {
+        let mut l = TransportLimits {
+            process_limit: 10,
+            destination_concurrency: 20,
+            destination_recipients: 50,
+            initial_concurrency: 5,
+            failed_cohort_limit: 1,
+            positive_feedback: Feedback::Fixed(1.0),
+            negative_feedback: Feedback::Fixed(1.0),
+            rate_delay: Duration::ZERO,
+            site_feedback: true,
+        };
+        let d = Outcome::Deferred;
+        let refused = done(vec![(d, "4.4.1", "none"), (d, "4.4.1", "none")]);
+        assert_eq!(site_failure(&l, &refused).map(|x| x.0), Some("4.4.1"));
+        // One recipient reached a server: recipient-level answers.
+        let mixed = done(vec![(d, "4.4.1", "none"), (d, "4.2.0", "mx[1.2.3.4]:25")]);
+        assert!(site_failure(&l, &mixed).is_none());
+        // The agent's own trouble (queue file, table, next hop) is not the site's.
+        assert!(site_failure(&l, &done(vec![(d, "4.3.0", "none")])).is_none());
+        assert!(site_failure(&l, &done(vec![(d, "4.3.5", "none")])).is_none());
+        assert!(site_failure(&l, &done(vec![(Outcome::Bounced, "5.1.10", "none")])).is_none());
+        // Agents other than smtp/lmtp give no site feedback.
+        l.site_feedback = false;
+        assert!(site_failure(&l, &refused).is_none());
+    }
 }

@@ -138,10 +138,14 @@ impl Agent {
                 continue;
             }
             let results = self.deliver(req);
+            // No server reached: every recipient deferred with relay=none, for a reason
+            // other than our own (4.3.0 a queue file or table error, 4.3.5 a bad next hop).
             if let Some(first) = results.first()
-                && results
-                    .iter()
-                    .all(|r| r.outcome == Outcome::Deferred && r.relay == "none")
+                && results.iter().all(|r| {
+                    r.outcome == Outcome::Deferred
+                        && r.relay == "none"
+                        && !matches!(r.status.as_str(), "4.3.0" | "4.3.5")
+                })
             {
                 dead = Some((first.status.clone(), first.text.clone()));
             }
