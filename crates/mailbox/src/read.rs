@@ -76,22 +76,42 @@ fn sorted_flags(flags: &str) -> String {
     v.into_iter().collect()
 }
 
-/// Orders unique names `<secs>.M<usec>P<pid>...` by time: the microseconds are not zero-padded
-/// (Dovecot's form too), so a plain string sort puts `M301367` before `M61129` in one second.
-/// Names of another shape sort after, by their text.
-pub fn delivery_key(unique: &str) -> (u64, u64, &str) {
-    let parsed = unique.split_once('.').and_then(|(secs, rest)| {
-        let secs: u64 = secs.parse().ok()?;
-        let usec = rest.strip_prefix('M').map_or(0, |r| {
-            let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-            r[..digits].parse().unwrap_or(0)
-        });
-        Some((secs, usec))
-    });
-    match parsed {
-        Some((secs, usec)) => (secs, usec, unique),
-        None => (u64::MAX, u64::MAX, unique),
+/// Orders Maildir unique names `<secs>.M<usec>P<pid>Q<count>...` by delivery: runs of digits
+/// compare as numbers, since neither Dovecot nor oxipost zero-pads them (a plain string sort
+/// puts `M301367` before `M61129`, and `Q10` before `Q9` within one batch).
+pub fn delivery_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let (si, sj) = (i, j);
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            // Numbers without leading zeros: the longer is larger, else compare digit by digit.
+            let (na, nb) = (trim_zeros(&a[si..i]), trim_zeros(&b[sj..j]));
+            let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
     }
+    (a.len() - i).cmp(&(b.len() - j)).then_with(|| a.cmp(b))
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let n = digits.iter().take_while(|&&d| d == b'0').count();
+    &digits[n..]
 }
 
 impl Maildir {
@@ -130,7 +150,7 @@ impl Maildir {
                 });
             }
         }
-        out.sort_by(|a, b| delivery_key(&a.unique).cmp(&delivery_key(&b.unique)));
+        out.sort_by(|a, b| delivery_order(&a.unique, &b.unique));
         Ok(out)
     }
 
@@ -246,15 +266,17 @@ mod tests {
             "1795862298.M61294P17910Q2.vm",
             "1795862297.M999999P1.vm",
             "odd-name",
+            "1795862298.M61129P17910Q10.vm",
             "1795862298.M301367P17937Q0.vm",
             "1795862298.M61129P17910Q1.vm",
         ];
-        names.sort_by(|a, b| delivery_key(a).cmp(&delivery_key(b)));
+        names.sort_by(|a, b| delivery_order(a, b));
         assert_eq!(
             names,
             [
                 "1795862297.M999999P1.vm",
                 "1795862298.M61129P17910Q1.vm",
+                "1795862298.M61129P17910Q10.vm",
                 "1795862298.M61294P17910Q2.vm",
                 "1795862298.M301367P17937Q0.vm",
                 "odd-name",

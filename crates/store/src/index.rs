@@ -356,9 +356,7 @@ impl Mailbox {
             }
             let mut rest: Vec<String> = on_disk.into_values().collect();
             // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
-            rest.sort_by(|a, b| {
-                oxipost_mailbox::delivery_key(a).cmp(&oxipost_mailbox::delivery_key(b))
-            });
+            rest.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
             for name in rest {
                 t.insert(&name)?;
             }
