@@ -28,7 +28,8 @@
 //!   headers (`Content-*`, `MIME-Version`) of the message and every header of a MIME part
 //!   go through `mime_header_checks` instead of `header_checks`; the other headers of an
 //!   attached message go through `nested_header_checks`; `body_checks` see the body lines
-//!   of every part (boundary lines included) but no MIME or nested header. Parts nest at
+//!   of every part (boundary lines included) but no MIME or nested header. (Without MIME
+//!   processing the message's own MIME headers still go to `mime_header_checks`.) Parts nest at
 //!   most [`MIME_NESTING_LIMIT`] deep (Postfix's `mime_nesting_limit`); deeper structure is
 //!   body text.
 
@@ -507,8 +508,9 @@ impl Cleanup {
         }
         let mut field = std::mem::take(&mut self.field);
         let eol_len = field.len() - strip_eol(&field).len();
-        let is_mime = self.mime_enabled() && is_mime_header(&field);
-        if is_mime {
+        // MIME headers go to mime_header_checks even without MIME processing, as Postfix.
+        let is_mime = self.settings.is_some() && is_mime_header(&field);
+        if is_mime && self.mime_enabled() {
             self.note_content_type(&field);
         }
         let table = |s: &CleanupSettings| -> bool {
