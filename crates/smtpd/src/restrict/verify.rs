@@ -560,3 +560,29 @@ impl Eval<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayhost_destinations() {
+        let mut r = Restrictions::default();
+        r.verify.relayhost = "[127.0.0.1]:2525".into();
+        assert_eq!(
+            destinations(&r, "example.com"),
+            Ok(vec![("127.0.0.1".to_string(), 2525, false)])
+        );
+        r.verify.relayhost.clear();
+        assert_eq!(
+            destinations(&r, "[192.0.2.1]"),
+            Ok(vec![("192.0.2.1".to_string(), 25, false)])
+        );
+    }
+
+    #[test]
+    fn verdict_codes() {
+        assert_eq!(Verdict::Deliverable.code(), 0);
+        assert_eq!(Verdict::Undeliverable("x".into()).reason(), "x");
+    }
+}
