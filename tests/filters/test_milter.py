@@ -166,8 +166,8 @@ def test_milter_discard_and_quarantine(suite, milter):
 
 @pytest.mark.parametrize("action,expect", [("accept", 250), ("tempfail", 451), ("reject", 550)])
 def test_milter_not_running_default_action(suite, action, expect):
-    """The milter cannot be reached at CONNECT: accept skips it; tempfail and reject
-    refuse every command of the session with that reply."""
+    """The milter cannot be reached at CONNECT: accept skips it; tempfail refuses every
+    MAIL of the session; reject refuses the connection (554, then 503)."""
     port = free_port()
     suite.postconf(f"smtpd_milters = inet:127.0.0.1:{port}", f"milter_default_action = {action}")
     suite.start()
@@ -176,9 +176,19 @@ def test_milter_not_running_default_action(suite, action, expect):
         assert code == 250
         suite.wait_for_mail(1)
     else:
-        with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
-            assert c.docmd("EHLO client.example")[0] == expect
-            assert c.docmd("MAIL FROM:<alice@example.org>")[0] == expect
+        c = smtplib.SMTP(timeout=60)
+        try:
+            greeting, _ = c.connect("127.0.0.1", suite.smtp_port)
+            if expect == 451:
+                # Greeting and EHLO go through; the refusal persists from MAIL on.
+                assert greeting == 220 and c.docmd("EHLO client.example")[0] == 250
+                assert c.docmd("MAIL FROM:<alice@example.org>")[0] == 451
+            else:
+                # 554 instead of the greeting, 503 to every command.
+                assert greeting == 554
+                assert c.docmd("EHLO client.example")[0] == 503
+        finally:
+            c.close()
     wait(lambda: re.search(rf"warning: \w+: milter inet:127.0.0.1:{port}: connect: .*default_action={action}",
                            suite.log()), what="warning naming the milter", suite=suite)
 
@@ -211,9 +221,13 @@ def test_milter_stall_and_garbage(suite, milter):
                        "milter_content_timeout = 2s", "milter_default_action = tempfail")
         suite.start()
         # The garbage milter fails at CONNECT: its default action (reject) refuses the
-        # session's commands, the working milter before it notwithstanding.
-        with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
-            assert c.docmd("EHLO client.example") == (550, b"5.7.1 Command rejected")
+        # connection, the working milter before it notwithstanding.
+        c = smtplib.SMTP(timeout=60)
+        try:
+            assert c.connect("127.0.0.1", suite.smtp_port)[0] == 554
+            assert c.docmd("EHLO client.example")[0] == 503
+        finally:
+            c.close()
         wait(lambda: re.search(rf"milter inet:127.0.0.1:{gport}: protocol error.*default_action=reject",
                                suite.log()), what="garbage warning", suite=suite)
     finally:

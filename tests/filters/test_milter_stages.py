@@ -159,26 +159,45 @@ def test_macros_per_stage(suite, stage_milter):
     assert re.search(rf"{mm['i']}: message-id=", suite.log())
 
 
-@pytest.mark.parametrize("action,code,text", [
-    ("reject", 554, b"5.7.1 Command rejected"),
-    ("tempfail", 451, b"4.7.1 Service unavailable - try again later"),
-    ("replycode", 553, b"5.7.2 connect refused by milter"),
-])
-def test_connect_refusal_refuses_every_command(suite, stage_milter, action, code, text):
+@pytest.mark.parametrize("action", ["reject", "replycode"])
+def test_connect_reject_denies_access(suite, stage_milter, action):
+    """A milter's permanent refusal at CONNECT: as Postfix, `554 ... ESMTP not accepting
+    connections` instead of the greeting, then 503 to every command but QUIT."""
     m = stage_milter(connect=action)
     suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
     suite.start()
     c, greeting = session(suite)
     try:
-        assert greeting == 220
-        assert c.docmd("EHLO client.example") == (code, text)
-        assert c.docmd("MAIL FROM:<alice@example.org>") == (code, text)
-        assert c.docmd("HELO client.example") == (code, text)
+        assert greeting == 554
+        denied = (503, b"5.7.0 Error: access denied for localhost[127.0.0.1]")
+        assert c.docmd("EHLO client.example") == denied
+        assert c.docmd("MAIL FROM:<alice@example.org>") == denied
         assert c.docmd("QUIT")[0] == 221
     finally:
         c.close()
-    assert re.search(r"NOQUEUE: milter-reject: CONNECT from \S+: " + str(code), suite.log())
+    assert re.search(r"NOQUEUE: milter-reject: CONNECT from \S+: 5\d\d 5\.7\.\d", suite.log())
     assert [e["stage"] for e in m.events()] == ["connect"]
+
+
+def test_connect_tempfail_persists(suite, stage_milter):
+    """A temporary refusal at CONNECT: the greeting and HELO go through; MAIL, RCPT and
+    the rest get the milter's reply for the whole session (Postfix)."""
+    m = stage_milter(connect="tempfail")
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    c, greeting = session(suite)
+    try:
+        assert greeting == 220
+        assert c.docmd("EHLO client.example")[0] == 250
+        tempfail = (451, b"4.7.1 Service unavailable - try again later")
+        assert c.docmd("MAIL FROM:<alice@example.org>") == tempfail
+        assert c.docmd("MAIL FROM:<alice@example.org>") == tempfail
+        assert c.docmd("QUIT")[0] == 221
+    finally:
+        c.close()
+    log = suite.log()
+    assert re.search(r"NOQUEUE: milter-reject: CONNECT from \S+: 451 4\.7\.1", log)
+    assert re.search(r"NOQUEUE: milter-reject: MAIL from \S+: 451 4\.7\.1 Service unavailable", log)
 
 
 def test_accept_at_connect(suite, stage_milter):

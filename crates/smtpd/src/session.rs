@@ -236,21 +236,31 @@ impl SmtpConn {
     fn event(&mut self, ev: Event) {
         // A driver bug (answering with nothing pending) must not take the process down;
         // the session state stays consistent either way.
-        if let Some(reply) = self.milter_denied.clone()
-            && matches!(
-                ev,
-                Event::Helo { .. }
-                    | Event::Mail(_)
-                    | Event::Rcpt(_)
-                    | Event::Data
-                    | Event::Vrfy(_)
-                    | Event::Auth { .. }
-                    | Event::Unknown(_)
-            )
-        {
-            let (code, enhanced, text) = crate::milter::split_reply(&reply);
-            let _ = self.session.reject(code, &enhanced, &text);
-            return;
+        // A milter's temporary refusal at CONNECT persists (HELO/EHLO excepted, as Postfix).
+        if let Some(reply) = self.milter_denied.clone() {
+            let what = match &ev {
+                Event::Mail(_) => Some("MAIL"),
+                Event::Rcpt(_) => Some("RCPT"),
+                Event::Data => Some("DATA"),
+                Event::Vrfy(_) => Some("VRFY"),
+                Event::Auth { .. } => Some("AUTH"),
+                Event::Unknown(_) => Some("UNKNOWN"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                let (code, enhanced, text) = crate::milter::split_reply(&reply);
+                oxipost_log::info!(
+                    "NOQUEUE: milter-reject: {what} from {}: {code} {enhanced} {};{}",
+                    self.client.namaddr(),
+                    clean(&text),
+                    self.milter_log_tail(None)
+                );
+                if matches!(ev, Event::Mail(_)) {
+                    self.milter_abort();
+                }
+                let _ = self.session.reject(code, &enhanced, &text);
+                return;
+            }
         }
         let _ = match ev {
             Event::Helo { name, extended } => self.helo(name, extended),
@@ -951,7 +961,8 @@ impl SmtpConn {
         name: String,
         extended: bool,
     ) -> Result<(), proto::NoPendingDecision> {
-        if self.milter.is_some() {
+        // After a temporary refusal at CONNECT, HELO is not refused (Postfix).
+        if self.milter.is_some() && self.milter_denied.is_none() {
             self.milter_send(MilterStage::Helo { extended }, move |c| c.helo(&name))
         } else {
             self.milter_continue(MilterStage::Helo { extended })
@@ -1087,11 +1098,26 @@ impl SmtpConn {
                 );
                 match stage {
                     MilterStage::Connect if code == 421 => {
-                        self.session.shutdown(code, &enhanced, &text);
+                        let text = format!(
+                            "{} Service unavailable - try again later",
+                            self.shared.settings.myhostname
+                        );
+                        self.session.shutdown(421, "4.7.0", &text);
+                        Ok(())
+                    }
+                    MilterStage::Connect if code >= 500 => {
+                        // As Postfix: 554 instead of the greeting, then `503 5.7.0 Error:
+                        // access denied` to every command but QUIT (RFC 5321 3.1).
+                        let text = format!(
+                            "{} ESMTP not accepting connections",
+                            self.shared.settings.myhostname
+                        );
+                        let who = self.client.namaddr();
+                        self.session.deny_access(554, "5.7.1", &text, &who);
                         Ok(())
                     }
                     MilterStage::Connect => {
-                        // Postfix greets, then refuses every command but QUIT.
+                        // A temporary refusal: greet; MAIL, RCPT, DATA, VRFY, AUTH get it.
                         self.milter_denied = Some(reply);
                         self.session.greet();
                         Ok(())
