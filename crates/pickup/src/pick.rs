@@ -356,12 +356,12 @@ impl Picker {
     ) -> Result<MilterResult, Written> {
         use oxipost_milter::{Family, Transaction, Verdict};
         let mut m = std::collections::HashMap::new();
+        for (n, v) in &self.milters.macro_defaults {
+            m.insert(n.as_str(), v.clone());
+        }
         m.insert("j", self.settings.myhostname.clone());
-        m.insert("{daemon_name}", self.settings.myhostname.clone());
-        m.insert(
-            "v",
-            format!("{} {}", self.settings.mail_name, env!("CARGO_PKG_VERSION")),
-        );
+        m.insert("{daemon_name}", self.milters.daemon_name.clone());
+        m.insert("v", self.milters.v.clone());
         m.insert("_", "localhost [127.0.0.1]".to_string());
         m.insert("{client_addr}", "127.0.0.1".to_string());
         m.insert("{client_name}", "localhost".to_string());
