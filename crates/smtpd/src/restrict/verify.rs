@@ -155,15 +155,24 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The cache database; `None` (warned about once per process) when it cannot be used:
+/// results are then kept in this process's memory only.
 fn open_cache(path: &PathBuf) -> Option<rusqlite::Connection> {
-    let c = rusqlite::Connection::open(path)
-        .map_err(|e| oxipost_log::warning!("{}: {e}", path.display()))
-        .ok()?;
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let warn = |e: rusqlite::Error| {
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            oxipost_log::warning!(
+                "address_verify_map {}: {e}; results are kept in memory only",
+                path.display()
+            );
+        }
+    };
+    let c = rusqlite::Connection::open(path).map_err(warn).ok()?;
     let _ = c.busy_timeout(Duration::from_secs(2));
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS verify (address TEXT PRIMARY KEY, status INTEGER NOT NULL, updated INTEGER NOT NULL, reason TEXT NOT NULL)",
     )
-    .map_err(|e| oxipost_log::warning!("{}: {e}", path.display()))
+    .map_err(warn)
     .ok()?;
     Some(c)
 }
@@ -203,13 +212,12 @@ fn cache_put(v: &VerifySettings, addr: &str, verdict: &Verdict) {
     if let Ok(mut m) = memory().lock() {
         m.insert(key.clone(), (verdict.clone(), SystemTime::now()));
     }
-    // Deferrals are never kept for long: the next request probes again.
+    // Deferrals are never kept (the next request probes again); failures only with
+    // address_verify_negative_cache.
     if matches!(verdict, Verdict::Deferred(_))
         || (matches!(verdict, Verdict::Undeliverable(_)) && !v.negative_cache)
     {
-        if let Ok(mut m) = memory().lock()
-            && matches!(verdict, Verdict::Deferred(_))
-        {
+        if let Ok(mut m) = memory().lock() {
             m.remove(&key);
         }
         return;
