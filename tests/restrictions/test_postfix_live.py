@@ -257,3 +257,36 @@ def test_mime_checks_like_postfix(suite, dns):
             assert ours == theirs, off
         finally:
             pf.stop()
+
+
+def test_reject_unverified_recipient_like_postfix(suite, dns):
+    """Local recipient verification: Postfix's verify service (probe through its queue and
+    local(8) in verify mode) and oxipost give the same replies, with the default 450 code
+    and with 550."""
+    for code in ("450", "550"):
+        settings = dict(SETTINGS, unverified_recipient_reject_code=code,
+                        smtpd_recipient_restrictions="reject_unverified_recipient",
+                        address_verify_poll_delay="1s")
+        settings.pop("smtpd_sender_restrictions")
+        # local(8) in verify mode decides (nothing is delivered).
+        pf = RealPostfix(dict(settings, local_transport="local"))
+        try:
+            # root is a user of this host for Postfix (passwd), of the suite by local_users.
+            base_config(suite, dns, *(f"{k}={v}" for k, v in settings.items()),
+                        "smtpd_sender_restrictions=", "local_users=demo root")
+            if code == "450":
+                suite.start()
+            else:
+                suite.mailctl("reload")
+                time.sleep(1.5)
+            cmds = ["HELO client.example.test", "MAIL FROM:<a@example.org>",
+                    "RCPT TO:<nosuch@mx.example.test>", "RCPT TO:<root@mx.example.test>",
+                    "RCPT TO:<nosuch@mx.example.test>", "QUIT"]
+            theirs = transcript(pf.port, cmds)[1:]
+            ours = transcript(suite.smtp_port, cmds)[1:]
+            assert ours == theirs
+            word = "unverified" if code == "450" else "undeliverable"
+            assert theirs[2] == [f"{code} {code[0]}.1.1 <nosuch@mx.example.test>: Recipient address "
+                                 f"rejected: {word} address: unknown user: \"nosuch\""]
+        finally:
+            pf.stop()

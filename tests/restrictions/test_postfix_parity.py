@@ -258,7 +258,8 @@ class ProbeTarget:
 def test_reject_unverified_sender_and_recipient(suite, dns):
     """Sender verification by an SMTP probe (RCPT without DATA) at relayhost, recipient
     verification of local addresses; replies as Postfix's (450 by default, 4.1.7 for
-    senders); results are cached (no second probe)."""
+    senders; with a 4xx code even an undeliverable address is "unverified", a 5xx code says
+    "undeliverable"); results are cached (no second probe)."""
     target = ProbeTarget()
     try:
         base_config(suite, dns,
@@ -274,11 +275,11 @@ def test_reject_unverified_sender_and_recipient(suite, dns):
         assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
         assert c.cmd("RCPT TO:<nosuch@mx.example.test>") == (
             "450 4.1.1 <nosuch@mx.example.test>: Recipient address rejected: "
-            "undeliverable address: unknown user: \"nosuch\"")
+            "unverified address: unknown user: \"nosuch\"")
         c.cmd("RSET")
         assert c.cmd("MAIL FROM:<bad@remote.test>") == "250 2.1.0 Ok"
         assert c.cmd(f"RCPT TO:<{LOCAL}>") == (
-            "450 4.1.7 <bad@remote.test>: Sender address rejected: undeliverable address: "
+            "450 4.1.7 <bad@remote.test>: Sender address rejected: unverified address: "
             "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <bad@remote.test>: Recipient address "
             "rejected: User unknown (in reply to RCPT TO command)")
         c.cmd("RSET")

@@ -540,31 +540,27 @@ impl Eval<'_> {
                 }
             }
         };
-        let unverified =
-            |why: &str| format!("<{addr}>: {reply_class} rejected: unverified address: {why}");
-        match verdict {
-            Some(Verdict::Deliverable) => Status::Dunno,
-            Some(Verdict::Undeliverable(why)) => self.reject(
+        // As Postfix: the reply code decides the wording. With the default 450 codes even
+        // an undeliverable address is "unverified" (a defer_if_permit); a 5xx code says
+        // "undeliverable". unverified_*_reject_reason replaces the probe's reason.
+        let (code, why) = match verdict {
+            Some(Verdict::Deliverable) => return Status::Dunno,
+            Some(Verdict::Undeliverable(why)) => (rcode, why),
+            Some(Verdict::Deferred(why)) => (dcode, why),
+            None => (dcode, "Address verification in progress".to_string()),
+        };
+        let why = if alt.is_empty() { why } else { alt };
+        if code / 100 == 4 {
+            let why: String = why.chars().take(250).collect();
+            let text = format!("<{addr}>: {reply_class} rejected: unverified address: {why}");
+            self.defer_if_permit(!defer_now, code, dsn, text)
+        } else {
+            self.reject(
                 ErrClass::Policy,
-                rcode,
+                code,
                 dsn,
-                format!(
-                    "<{addr}>: {reply_class} rejected: undeliverable address: {}",
-                    if alt.is_empty() {
-                        why.as_str()
-                    } else {
-                        alt.as_str()
-                    }
-                ),
-            ),
-            Some(Verdict::Deferred(why)) => {
-                let text = unverified(&why);
-                self.defer_if_permit(!defer_now, dcode, dsn, text)
-            }
-            None => {
-                let text = unverified("Address verification in progress");
-                self.defer_if_permit(!defer_now, dcode, dsn, text)
-            }
+                format!("<{addr}>: {reply_class} rejected: undeliverable address: {why}"),
+            )
         }
     }
 }
