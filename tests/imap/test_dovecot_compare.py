@@ -431,6 +431,8 @@ def answers(client: Client, n: int) -> dict:
 
 @pytest.fixture(scope="module")
 def compared():
+    if not os.path.exists(DOVECOT):
+        pytest.skip("Dovecot is not installed (dovecot-imapd, in scripts/install-test-deps.sh)")
     top = Path(tempfile.mkdtemp(prefix="oxipost-imapcmp-", dir="/tmp"))
     os.chmod(top, 0o755)
     chown(top)
