@@ -126,7 +126,8 @@ def test_milter_refusals(suite, milter, subject, code, reply):
     code, reply_text = smtp(suite, subject)
     assert code == code
     assert reply_text.decode().startswith(reply), reply_text
-    assert re.search(r"milter-reject: END-OF-MESSAGE from .*" + re.escape(reply.split()[0]), suite.log())
+    wait(lambda: re.search(r"milter-reject: END-OF-MESSAGE from .*" + re.escape(reply.split()[0]), suite.log()),
+         what="milter-reject log line", suite=suite)
     time.sleep(0.5)
     assert suite.queue_files("incoming") == [] and suite.new_mail() == []
 
@@ -155,7 +156,8 @@ def test_milter_discard_and_quarantine(suite, milter):
     code, _ = smtp(suite, "quarantine me")
     assert code == 250
     wait(lambda: suite.queue_files("hold"), what="quarantined message in hold/", suite=suite)
-    assert "milter-hold: END-OF-MESSAGE" in suite.log() and "test quarantine" in suite.log()
+    wait(lambda: "milter-hold: END-OF-MESSAGE" in suite.log() and "test quarantine" in suite.log(),
+         what="milter-hold log", suite=suite)
     code, _ = smtp(suite, "plain")
     assert code == 250
     files = suite.wait_for_mail(1)
@@ -244,7 +246,8 @@ def test_milter_stall(suite, milter):
     t0 = time.time()
     code, reply_text = smtp(suite, "stall please")
     assert code == 451 and time.time() - t0 < 20
-    assert re.search(rf"milter inet:127.0.0.1:{milter}: timeout; default_action=tempfail", suite.log())
+    wait(lambda: re.search(rf"milter inet:127.0.0.1:{milter}: timeout; default_action=tempfail", suite.log()),
+         what="timeout warning", suite=suite)
 
 
 def test_non_smtpd_milters_for_local_submission(suite, milter):

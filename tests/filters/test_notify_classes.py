@@ -40,7 +40,7 @@ def test_resource_class_table_failure(suite):
     m = notice(suite, "Postmaster Warning")
     text = body_of(m)
     assert "someone@example.net" in text and "4.3.0" in text and "lookup failure" in text, text
-    assert "resource notification" in suite.log()
+    wait(lambda: "resource notification" in suite.log(), what="log", suite=suite)
 
 
 def test_software_class_missing_transport(suite):
@@ -51,7 +51,7 @@ def test_software_class_missing_transport(suite):
     m = notice(suite, "Postmaster Warning")
     text = body_of(m)
     assert "someone@example.net" in text and "mail transport unavailable" in text, text
-    assert "software notification" in suite.log()
+    wait(lambda: "software notification" in suite.log(), what="log", suite=suite)
 
 
 def test_no_notice_without_the_class(suite):
