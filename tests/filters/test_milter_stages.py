@@ -296,3 +296,21 @@ def test_unknown_commands_go_to_the_milter(suite, stage_milter):
     unknown = [e["args"][0] for e in m.events() if e["stage"] == "unknown"]
     assert unknown == ["XYZZY plugh", "XYZZY REFUSEME"], m.events()
     logged(suite, r"NOQUEUE: milter-reject: UNKNOWN from \S+: 553 5\.7\.2 command refused by milter;")
+
+
+def test_bdat_message_gets_data_event(suite, stage_milter):
+    """CHUNKING has no DATA command: the milters get their DATA event before the content."""
+    m = stage_milter()
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    body = b"Subject: chunked\r\n\r\nbody\r\n"
+    with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+        c.ehlo("client.example")
+        assert c.docmd("MAIL FROM:<alice@example.org>")[0] == 250
+        assert c.docmd("RCPT TO:<demo@localhost>")[0] == 250
+        c.send(f"BDAT {len(body)} LAST\r\n".encode() + body)
+        code, text = c.getreply()
+        assert code == 250, text
+    suite.wait_for_mail(1)
+    stages = [e["stage"] for e in m.events()]
+    assert stages.index("data") < stages.index("eoh") < stages.index("eom"), stages

@@ -72,6 +72,9 @@ pub struct Conversation {
     pub macros: HashMap<String, String>,
     warnings: Warnings,
     in_txn: bool,
+    /// DATA was sent in this transaction (BDAT sessions have no DATA command: it is sent
+    /// before the content, as Postfix does).
+    data_sent: bool,
 }
 
 fn default_name(a: DefaultAction) -> &'static str {
@@ -114,6 +117,7 @@ impl Conversation {
             macros,
             warnings: Vec::new(),
             in_txn: false,
+            data_sent: false,
         }
     }
 
@@ -221,6 +225,7 @@ impl Conversation {
     }
 
     pub fn data(&mut self) -> Answer {
+        self.data_sent = true;
         self.event(Ev::Data, &mut |m, look| m.data(look))
     }
 
@@ -233,6 +238,7 @@ impl Conversation {
     /// HELO): milters in a transaction get ABORT; those that accepted the message listen
     /// again.
     pub fn abort(&mut self) {
+        self.data_sent = false;
         if !std::mem::take(&mut self.in_txn) {
             return;
         }
@@ -253,6 +259,19 @@ impl Conversation {
     /// message to each milter still listening, then the modifications to apply. The
     /// transaction is over afterwards.
     pub fn message(&mut self, message: &[u8]) -> (Verdict, Warnings) {
+        if !self.data_sent {
+            match self.data() {
+                Answer::Continue => {}
+                Answer::Discard => {
+                    self.end_txn();
+                    return (Verdict::Discard, self.take_warnings());
+                }
+                Answer::Reply(r) => {
+                    self.end_txn();
+                    return (Verdict::Refuse(r), self.take_warnings());
+                }
+            }
+        }
         let mut mods = Vec::new();
         let mut quarantine = None;
         let mut verdict = None;
@@ -291,20 +310,26 @@ impl Conversation {
                 },
             }
         }
-        // End of transaction: every milter that accepted the message listens again, and
-        // one that refused it has finished it (libmilter waits for the next MAIL).
+        self.end_txn();
+        let v = verdict.unwrap_or(Verdict::Accept { mods, quarantine });
+        (v, self.take_warnings())
+    }
+
+    /// End of transaction: every milter that accepted the message listens again, and one
+    /// that refused it has finished it (libmilter waits for the next MAIL).
+    fn end_txn(&mut self) {
         self.in_txn = false;
+        self.data_sent = false;
         for slot in &mut self.slots {
             if slot.state == State::AcceptMsg {
                 slot.state = State::Active;
             }
         }
-        let v = verdict.unwrap_or(Verdict::Accept { mods, quarantine });
-        (v, self.take_warnings())
     }
 
-    /// The session ends: QUIT to every milter.
+    /// The session ends: ABORT for a transaction in progress, QUIT to every milter.
     pub fn quit(&mut self) {
+        self.abort();
         for slot in &mut self.slots {
             if let Some(mut m) = slot.conn.take() {
                 m.quit();
