@@ -5,7 +5,8 @@
 //! The driver owns sockets and buffers only; each connection's [`Connection`] is a thin
 //! adapter around a sans-IO protocol core: bytes in, bytes out, a timeout, and a wake-up
 //! for asynchronous results (a commit that became durable, an auth answer). Edge-triggered
-//! readiness is drained to `WouldBlock`; a closing connection is deregistered at once.
+//! readiness is drained to `WouldBlock` (a short read counts); a finished connection is closed at
+//! once, which also takes it out of the epoll set.
 //!
 //! TLS is the driver's, never the protocol core's: a service that has a TLS configuration
 //! ([`MultiService::tls_config`]) gets implicit TLS from the first byte when
@@ -354,9 +355,9 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
                 false
             });
             if !keep {
-                if let Some(mut slot) = slots[id].take() {
-                    let _ = poll.registry().deregister(slot.stream.source());
-                }
+                // Closing the socket (dropping the slot) removes it from the epoll set: no
+                // EPOLL_CTL_DEL per connection (nothing else holds a copy of the descriptor).
+                drop(slots[id].take());
                 free.push(id);
                 live -= 1;
                 service.disconnected(id);

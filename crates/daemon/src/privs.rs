@@ -34,9 +34,33 @@ impl Identity {
     }
 }
 
-/// True when deliveries must switch to the recipient.
+/// Whether the effective user is root: 0 not looked up yet, 1 yes, 2 no. Forked children
+/// inherit the answer, which holds until they switch users (every switch here resets it).
+static ROOT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn forget_root() {
+    ROOT.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True when deliveries must switch to the recipient (asked per delivery: remembered, as
+/// `geteuid` is a system call).
 pub fn privileged() -> bool {
-    geteuid().is_root()
+    use std::sync::atomic::Ordering;
+    match ROOT.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let root = geteuid().is_root();
+            ROOT.store(if root { 1 } else { 2 }, Ordering::Relaxed);
+            root
+        }
+    }
+}
+
+/// For code that changes the process's users outside this module (the worker's privilege
+/// drop): the next [`privileged`] looks again.
+pub fn users_changed() {
+    forget_root();
 }
 
 /// Runs `work` with the rights of `id`: in a forked child when this process is root, in
@@ -119,6 +143,7 @@ where
 /// login to what `mail_owner` may touch.
 pub fn lower(uid: u32, gid: u32) -> Result<(), String> {
     use nix::unistd::{setegid, seteuid};
+    forget_root();
     setgroups(&[Gid::from_raw(gid)]).map_err(|e| format!("setgroups: {e}"))?;
     setegid(Gid::from_raw(gid)).map_err(|e| format!("setegid: {e}"))?;
     seteuid(Uid::from_raw(uid)).map_err(|e| format!("seteuid: {e}"))?;
@@ -127,6 +152,7 @@ pub fn lower(uid: u32, gid: u32) -> Result<(), String> {
 
 /// Irrevocably becomes `id`, from root or from a process [`lower`]ed while root.
 pub fn become_user(id: &Identity) -> Result<(), String> {
+    forget_root();
     if !geteuid().is_root() && nix::unistd::getuid().is_root() {
         nix::unistd::seteuid(Uid::from_raw(0)).map_err(|e| format!("seteuid: {e}"))?;
     }
@@ -135,6 +161,7 @@ pub fn become_user(id: &Identity) -> Result<(), String> {
 
 /// Irrevocably becomes `id` (from root).
 fn switch(id: &Identity) -> Result<(), String> {
+    forget_root();
     let groups: Vec<Gid> = id.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     setgid(Gid::from_raw(id.gid)).map_err(|e| format!("setgid: {e}"))?;

@@ -91,7 +91,8 @@ fn run<S: TriggerService>(worker: &mut Worker, service: &mut S) -> std::io::Resu
                     match l {
                         Listener::Unix(u) => {
                             while let Ok((mut s, _)) = u.accept() {
-                                let _ = s.set_nonblocking(false);
+                                // An accepted socket is blocking (O_NONBLOCK is not
+                                // inherited from the listener): only bound the wait.
                                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                                 let mut data = Vec::new();
                                 let _ = (&mut s).take(TRIGGER_MAX as u64).read_to_end(&mut data);

@@ -200,6 +200,7 @@ impl Worker {
             chdir("/").map_err(|e| format!("chdir /: {e}"))?;
         }
         if let Some(u) = user {
+            crate::privs::users_changed();
             setgroups(&[u.gid]).map_err(|e| format!("setgroups: {e}"))?;
             setgid(u.gid).map_err(|e| format!("setgid: {e}"))?;
             setuid(u.uid).map_err(|e| format!("setuid: {e}"))?;
