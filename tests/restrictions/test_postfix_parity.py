@@ -318,5 +318,18 @@ def test_reject_unverified_sender_and_recipient(suite, dns):
         assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
         c.close()
         assert target.rcpts.count("slow@remote.test") == 1
+        # Probes follow transport_maps as mail would.
+        tm = write_file(suite, "transport",
+                        f"routed.test smtp:[127.0.0.1]:{target.port}\ndead.test error:no mail here\n")
+        reconfigure(suite, "relayhost=", f"transport_maps=texthash:{tm}")
+        c = Client(suite)
+        c.cmd("MAIL FROM:<good@routed.test>")
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == "250 2.1.5 Ok"
+        c.cmd("RSET")
+        c.cmd("MAIL FROM:<x@dead.test>")
+        assert c.cmd(f"RCPT TO:<{LOCAL}>") == \
+            "550 5.1.7 <x@dead.test>: Sender address rejected: undeliverable address: no mail here"
+        c.close()
+        assert "good@routed.test" in target.rcpts
     finally:
         target.close()

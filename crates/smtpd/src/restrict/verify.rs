@@ -79,6 +79,9 @@ pub struct VerifySettings {
     pub recipient_reason: String,
     pub relayhost: String,
     pub connect_timeout: Duration,
+    /// `transport_maps` (routes probes as qmgr routes mail).
+    pub transport_maps: Option<std::sync::Arc<oxipost_maps::Maps>>,
+    pub transport_parent_matches: bool,
 }
 
 fn text(cfg: &Config, name: &str) -> Result<String, String> {
@@ -134,6 +137,23 @@ impl VerifySettings {
             recipient_reason: text(cfg, "unverified_recipient_reject_reason")?,
             relayhost: text(cfg, "relayhost")?,
             connect_timeout: Duration::from_secs(10),
+            transport_maps: {
+                let v = text(cfg, "transport_maps")?;
+                if v.is_empty() {
+                    None
+                } else {
+                    match oxipost_maps::Maps::open(&v, &oxipost_maps::MapConfig::default()) {
+                        Ok(m) => Some(std::sync::Arc::new(m)),
+                        Err(e) => {
+                            oxipost_log::warning!("transport_maps for address verification: {e}");
+                            None
+                        }
+                    }
+                }
+            },
+            transport_parent_matches: text(cfg, "parent_domain_matches_subdomains")?
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .any(|w| w == "transport_maps"),
         })
     }
 }
@@ -335,14 +355,55 @@ pub fn probe(r: &Restrictions, addr: &str) -> Verdict {
     }
 }
 
-/// The hosts to try: `relayhost` (`[host]:port` without MX lookup) or the domain's MX
-/// hosts (the domain itself without MX), with port 25.
-fn destinations(r: &Restrictions, domain: &str) -> Result<Vec<(String, u16, bool)>, String> {
-    let spec = if r.verify.relayhost.is_empty() {
-        domain.to_string()
-    } else {
-        r.verify.relayhost.clone()
+/// `transport_maps` for the address, in transport(5)'s order (full address, address
+/// without extension, domain, parent domains, `*`).
+fn transport_lookup(
+    r: &Restrictions,
+    address: &str,
+    domain: &str,
+) -> Result<Option<String>, String> {
+    let Some(maps) = r.verify.transport_maps.as_deref() else {
+        return Ok(None);
     };
+    let partial = Some(oxipost_maps::MatchKind::Fixed);
+    let e = |e: oxipost_maps::MapError| e.message;
+    if let Some(v) = maps.lookup(address).map_err(e)? {
+        return Ok(Some(v));
+    }
+    if let Some((local, dom)) = address.rsplit_once('@') {
+        let (user, ext) = oxipost_maps::addr::split_extension(local, &r.recipient_delimiter);
+        if ext.is_some()
+            && let Some(v) = maps
+                .lookup_kind(&format!("{user}@{dom}"), partial)
+                .map_err(e)?
+        {
+            return Ok(Some(v));
+        }
+    }
+    let mut keys = vec![domain.to_string()];
+    let mut rest = domain;
+    while let Some(i) = rest.find('.') {
+        let parent = &rest[i + 1..];
+        keys.push(if r.verify.transport_parent_matches {
+            parent.to_string()
+        } else {
+            format!(".{parent}")
+        });
+        rest = parent;
+    }
+    keys.push("*".into());
+    for k in keys.iter().filter(|k| !k.is_empty()) {
+        if let Some(v) = maps.lookup_kind(k, partial).map_err(e)? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// The hosts to try for a next hop: `[host]:port` without MX lookup, else the MX hosts of
+/// `host` (itself without MX), port 25 unless given.
+fn destinations(r: &Restrictions, spec: &str) -> Result<Vec<(String, u16, bool)>, String> {
+    let spec = spec.to_string();
     let (host, port) = match spec.strip_prefix('[') {
         Some(rest) => {
             let (h, after) = rest.split_once(']').unwrap_or((rest, ""));
@@ -380,7 +441,38 @@ fn destinations(r: &Restrictions, domain: &str) -> Result<Vec<(String, u16, bool
 
 /// RCPT without DATA at the first host that answers.
 fn smtp_probe(r: &Restrictions, addr: &str, domain: &str) -> Verdict {
-    let hosts = match destinations(r, domain) {
+    // The route qmgr would take: transport_maps, then relayhost, then the domain.
+    let mut nexthop = if r.verify.relayhost.is_empty() {
+        domain.to_string()
+    } else {
+        r.verify.relayhost.clone()
+    };
+    match transport_lookup(r, addr, domain) {
+        Err(e) => return Verdict::Deferred(format!("transport_maps lookup failure: {e}")),
+        Ok(None) => {}
+        Ok(Some(v)) => {
+            let (transport, hop) = v.trim().split_once(':').unwrap_or((v.trim(), ""));
+            match transport {
+                "error" => {
+                    return Verdict::Undeliverable(if hop.is_empty() {
+                        "mail for this domain is not accepted".into()
+                    } else {
+                        hop.to_string()
+                    });
+                }
+                "retry" => return Verdict::Deferred(hop.to_string()),
+                "discard" => return Verdict::Deliverable,
+                "" | "smtp" | "relay" | "lmtp" => {
+                    if !hop.is_empty() {
+                        nexthop = hop.to_string();
+                    }
+                }
+                // Other agents (local, virtual, pipe) accept in verify mode.
+                _ => return Verdict::Deliverable,
+            }
+        }
+    }
+    let hosts = match destinations(r, &nexthop) {
         Ok(h) if !h.is_empty() => h,
         Ok(_) => return Verdict::Undeliverable(format!("no mail host for {domain}")),
         Err(e) if e.contains("Host not found") => return Verdict::Undeliverable(e),
@@ -571,13 +663,11 @@ mod tests {
 
     #[test]
     fn relayhost_destinations() {
-        let mut r = Restrictions::default();
-        r.verify.relayhost = "[127.0.0.1]:2525".into();
+        let r = Restrictions::default();
         assert_eq!(
-            destinations(&r, "example.com"),
+            destinations(&r, "[127.0.0.1]:2525"),
             Ok(vec![("127.0.0.1".to_string(), 2525, false)])
         );
-        r.verify.relayhost.clear();
         assert_eq!(
             destinations(&r, "[192.0.2.1]"),
             Ok(vec![("192.0.2.1".to_string(), 25, false)])
