@@ -7,7 +7,9 @@
 //!   agents use (local users and `alias_maps` or `local_recipient_maps`, canonical and
 //!   virtual alias maps, `virtual_mailbox_maps`): unknown is undeliverable with the
 //!   agents' text (`unknown user: "name"`).
-//! - Other addresses get an SMTP probe to `relayhost` or the domain's MX hosts:
+//! - Other addresses are routed as qmgr would (`transport_maps`: an `smtp`/`relay`/`lmtp`
+//!   next hop, `error:` undeliverable, `retry:` deferred, `discard:` and other agents
+//!   deliverable; then `relayhost`, then the domain's MX hosts) and get an SMTP probe:
 //!   `EHLO`, `MAIL FROM:<$address_verify_sender>`, `RCPT TO`, `QUIT`, never `DATA`. A 2xx
 //!   to RCPT is deliverable, 5xx undeliverable, anything else (4xx, no connection) a
 //!   deferral, with Postfix's `host H[A] said: ... (in reply to RCPT TO command)` reason.
@@ -19,7 +21,7 @@
 //!   "unverified address: Address verification in progress" (a `defer_if_permit` by
 //!   default) and the finished probe's result is found in the cache next time.
 //!
-//! Not done (Postfix does them): probes through transport_maps/relay_transport routes,
+//! Not done (Postfix does them): `relay_transport`/`default_transport` other than SMTP,
 //! the refresh times (an expired entry is probed again), and a separate daemon.
 
 use std::collections::{HashMap, HashSet};
