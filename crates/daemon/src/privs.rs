@@ -150,6 +150,34 @@ pub fn lower(uid: u32, gid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// For a mail-reading daemon (pop3d, imapd) still root after its start sequence (master.cf's
+/// unprivileged column says `n`): serve one client per process, as Dovecot's mail processes,
+/// with `mail_owner`'s effective ids until the login, then [`become_user`] the logged-in user
+/// before opening the mailbox, so system users' own mode-700 Maildirs are read with their
+/// rights. The process ends with its client (`max_use` 1). Returns `mail_owner`'s uid and gid
+/// (the identity for users the user database gives no uid, or uid 0). A multi-client process
+/// cannot change users per session, so this mode is one client per process.
+pub fn per_user_mode(worker: &mut crate::Worker) -> Result<(u32, u32), String> {
+    let name = worker.config.get("mail_owner").unwrap_or_default();
+    let owner = match nix::unistd::User::from_name(name.trim()) {
+        Ok(Some(u)) if !u.uid.is_root() => u,
+        _ => return Err(format!("mail_owner {name}: no such unprivileged user")),
+    };
+    lower(owner.uid.as_raw(), owner.gid.as_raw())
+        .map_err(|e| format!("cannot run as mail_owner {name} until login: {e}"))?;
+    worker.max_use = 1;
+    Ok((owner.uid.as_raw(), owner.gid.as_raw()))
+}
+
+/// The identity a per-user process becomes for a user the user database names with
+/// `uid`/`gid`: uid 0 (or none) never; `mail_owner`'s (`owner`) instead.
+pub fn login_identity(uid: u32, gid: u32, owner: (u32, u32)) -> Identity {
+    match uid {
+        0 => Identity::user(owner.0, owner.1),
+        _ => Identity::user(uid, gid),
+    }
+}
+
 /// Irrevocably becomes `id`, from root or from a process [`lower`]ed while root.
 pub fn become_user(id: &Identity) -> Result<(), String> {
     forget_root();

@@ -10,8 +10,11 @@
 //! and literal sizes before allocating; FETCH's MIME work is `mail-parser`'s ([`fetch`]).
 //! IDLE wakes on inotify events for the selected mailbox ([`service`]).
 //!
-//! Privileges: imapd runs as `mail_owner`, like pop3d, and reads mailboxes with that
-//! user's rights; per-user privilege switching is not implemented.
+//! Privileges: by default imapd runs as `mail_owner` and serves many clients per process
+//! (virtual users under one uid). With master.cf's unprivileged column `n` in a root-run
+//! suite, each process serves one client with `mail_owner`'s effective ids until the login
+//! and then irrevocably becomes the user the authentication service names, before opening
+//! the mailbox, so system users' own Maildirs are read with their rights (as pop3d does).
 
 use oxipost_auth_client as auth;
 mod fetch;
@@ -40,7 +43,7 @@ fn main() {
         print!("{USAGE}");
         return;
     }
-    let worker = oxipost_daemon::Worker::start("imapd");
+    let mut worker = oxipost_daemon::Worker::start("imapd");
     let mut settings = match Settings::from_config(&worker.config) {
         Ok(s) => s,
         Err(e) => oxipost_log::fatal!("{e}"),
@@ -67,6 +70,14 @@ fn main() {
     }
     if let Err(e) = worker.drop_privileges() {
         oxipost_log::fatal!("{e}");
+    }
+    if nix::unistd::geteuid().is_root() {
+        // master.cf unprivileged `n`: one client per process, which becomes the user at login.
+        match oxipost_daemon::privs::per_user_mode(&mut worker) {
+            Ok(owner) => settings.per_user = Some(owner),
+            Err(e) => oxipost_log::fatal!("{e}"),
+        }
+        settings.max_clients = 1;
     }
     raise_descriptor_limit();
     let mechanisms = auth::mechanisms(&settings.auth_socket, "imap");

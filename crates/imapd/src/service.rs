@@ -186,6 +186,11 @@ impl MultiService for ImapService {
         st.changed.remove(&id);
     }
 
+    fn honours_max_use(&self) -> bool {
+        // A per-user process cannot serve a second user.
+        self.shared.settings.per_user.is_some()
+    }
+
     fn max_clients(&self) -> usize {
         self.shared.settings.max_clients
     }
@@ -327,6 +332,20 @@ impl ImapConn {
                             "imap: connection slots in {}: {e}",
                             self.shared.settings.conn_dir.display()
                         ),
+                    }
+                }
+                if let Some(owner) = self.shared.settings.per_user {
+                    // Become the user for good before touching the mailbox (uid 0 never).
+                    let id = oxipost_daemon::privs::login_identity(user.uid, user.gid, owner);
+                    if let Err(e) = oxipost_daemon::privs::become_user(&id) {
+                        oxipost_log::warning!(
+                            "imap({}): cannot switch to uid {} gid {}: {e}",
+                            clean(&user.user),
+                            id.uid,
+                            id.gid
+                        );
+                        self.session.login_failed(true, out);
+                        return;
                     }
                 }
                 match maildir_of(&spec, &user.user, &user.home) {

@@ -30,6 +30,10 @@ pub struct Settings {
     /// `queue_directory/private/auth`.
     pub auth_socket: PathBuf,
     pub tls: TlsSettings,
+    /// Root-run with master.cf unprivileged `n`: one client per process that becomes the
+    /// logged-in user before it opens the mailbox; `mail_owner`'s uid and gid, for users the
+    /// user database gives no uid (or uid 0). Set by `main`, not a parameter.
+    pub per_user: Option<(u32, u32)>,
 }
 
 /// `imapd_tls_*`, resolved.
@@ -101,6 +105,7 @@ impl Settings {
                 wrapper,
                 files,
             },
+            per_user: None,
         })
     }
 }

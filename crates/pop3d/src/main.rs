@@ -104,25 +104,14 @@ fn main() {
     oxipost_daemon::multi_server(worker, Pop3Service::new(shared, tls));
 }
 
-/// Still root after the start sequence (master.cf's unprivileged column says `n`): serve
-/// one client per process, as Dovecot's mail processes, and become the logged-in user
-/// before opening the mailbox, so that system users' Maildirs (mode 700, their own) are read
-/// with their rights. Until the login the process runs with `mail_owner`'s effective ids.
-/// A multi-client process cannot change users per session; virtual users sharing one uid
-/// keep the default unprivileged, multi-client mode.
+/// Still root after the start sequence (master.cf's unprivileged column says `n`): one
+/// client per process, switched to the logged-in user (`oxipost_daemon::privs::per_user_mode`).
 fn per_user_mode(worker: &mut oxipost_daemon::Worker, settings: &mut Settings) {
-    let name = worker.config.get("mail_owner").unwrap_or_default();
-    let owner = match nix::unistd::User::from_name(name.trim()) {
-        Ok(Some(u)) if !u.uid.is_root() => u,
-        _ => oxipost_log::fatal!("mail_owner {name}: no such unprivileged user"),
-    };
-    if let Err(e) = oxipost_daemon::privs::lower(owner.uid.as_raw(), owner.gid.as_raw()) {
-        oxipost_log::fatal!("cannot run as mail_owner {name} until login: {e}");
+    match oxipost_daemon::privs::per_user_mode(worker) {
+        Ok(owner) => settings.per_user = Some(owner),
+        Err(e) => oxipost_log::fatal!("{e}"),
     }
-    settings.per_user = Some((owner.uid.as_raw(), owner.gid.as_raw()));
     settings.max_clients = 1;
-    // The process belongs to its user after the login: it ends with its client.
-    worker.max_use = 1;
 }
 
 /// Thousands of connections need thousands of descriptors: lift the soft limit to the

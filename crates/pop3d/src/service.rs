@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use oxipost_daemon::privs::Identity;
 use oxipost_daemon::{Connection, Flow, MultiService, Peer, TlsInfo};
 use oxipost_ipc::auth::{AuthReply, AuthRequest, UserInfo};
 use oxipost_pop3_proto::{Config, Event, LoginFailure, Session, Step};
@@ -494,12 +493,9 @@ impl Pop3Conn {
             return;
         }
         let s = &self.shared.settings;
-        if let Some((owner_uid, owner_gid)) = s.per_user {
+        if let Some(owner) = s.per_user {
             // Become the user for good before touching the mailbox (uid 0 never).
-            let id = match (info.uid, info.gid) {
-                (0, _) => Identity::user(owner_uid, owner_gid),
-                (uid, gid) => Identity::user(uid, gid),
-            };
+            let id = oxipost_daemon::privs::login_identity(info.uid, info.gid, owner);
             if let Err(e) = oxipost_daemon::privs::become_user(&id) {
                 self.shared.user_leave(&name);
                 oxipost_log::warning!(
