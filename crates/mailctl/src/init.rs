@@ -30,6 +30,35 @@ const PORT_OFFSETS: &[(&str, u16)] = &[
     ("imaps", 993),
 ];
 
+/// The mailbox access services, whose unprivileged column init sets back to `-`.
+const MAILBOX_SERVICES: &[&str] = &["pop3", "pop3s", "imap", "imaps"];
+
+/// `line` with its `index`th white-space separated word (from 0) replaced by `value`,
+/// the spacing around the words kept.
+fn set_column(line: &str, index: usize, value: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut word = 0;
+    let mut in_word = false;
+    for c in line.chars() {
+        if c.is_whitespace() {
+            in_word = false;
+            out.push(c);
+            continue;
+        }
+        if !in_word {
+            in_word = true;
+            if word == index {
+                out.push_str(value);
+            }
+            word += 1;
+        }
+        if word - 1 != index {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The master.cf of an init'ed directory.
 pub fn master_cf(port_base: u16) -> Result<String, String> {
     let mut out = String::new();
@@ -47,6 +76,13 @@ pub fn master_cf(port_base: u16) -> Result<String, String> {
                     .checked_add(*off)
                     .ok_or_else(|| format!("--port-base {port_base}: port out of range"))?;
                 let rest = &line[name.len()..];
+                // The shipped pop3/imap services switch to each system user (unprivileged
+                // n); an init'ed instance serves virtual users under one uid, many per process.
+                let rest = if MAILBOX_SERVICES.contains(&name) {
+                    set_column(rest, 2, "-")
+                } else {
+                    rest.to_owned()
+                };
                 // Keep the columns aligned when the number is shorter than the name.
                 let p = port.to_string();
                 let pad = name.len().saturating_sub(p.len());
@@ -280,5 +316,16 @@ mod tests {
         );
         assert!(m.find("smtp", oxipost_config::ServiceType::Unix).is_some());
         assert!(master_cf(65000).is_err());
+        // Shipped with per-user pop3d/imapd processes; init'ed: many clients as mail_owner.
+        assert!(SHIPPED_MASTER_CF.contains("\npop3          inet  n       n"));
+        for port in ["2110", "2995", "2143", "2993"] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(port))
+                .expect("mailbox service");
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cols[..5], [port, "inet", "n", "-", "n"], "{line}");
+        }
+        assert_eq!(set_column(" inet  n  n  n", 2, "-"), " inet  n  -  n");
     }
 }
