@@ -23,4 +23,5 @@ pub mod passdb;
 pub mod pgsql;
 pub mod scheme;
 pub mod server;
+pub mod sqldb;
 pub mod sqlite;

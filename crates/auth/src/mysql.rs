@@ -18,53 +18,18 @@
 //! opened at the first login and reopened after a loss; the file is read once, as
 //! `mail_owner`.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use oxipost_maps::mysql::Mysql;
-use oxipost_maps::sql::{SqlConfig, SqlMap};
 
-use crate::pgsql::{Row, row_from};
+use crate::sqldb::{Opened, Row};
 
-type Db = Arc<SqlMap<Mysql>>;
-
-/// Opened databases by `.cf` path (a handful per process, found by a linear scan).
-static OPEN: Mutex<Vec<(PathBuf, Db)>> = Mutex::new(Vec::new());
-
-fn open(path: &Path) -> Result<Db, String> {
-    let mut open = OPEN.lock().map_err(|_| "mysql passdb: lock poisoned")?;
-    if let Some((_, db)) = open.iter().find(|(p, _)| p == path) {
-        return Ok(Arc::clone(db));
-    }
-    let name = path.display().to_string();
-    let cfg = SqlConfig::load_with_query(&name, "password_query").map_err(|e| e.message)?;
-    let backend = Mysql::new(&cfg, &name).map_err(|e| e.message)?;
-    let db = Arc::new(SqlMap::new(cfg, backend));
-    open.push((path.to_path_buf(), Arc::clone(&db)));
-    Ok(db)
-}
+static OPEN: Opened<Mysql> = Opened::new();
 
 /// Looks `login` up. `Err` is a temporary failure (its text names the file, never the
 /// database password).
 pub fn find(path: &Path, login: &str) -> Result<Option<Row>, String> {
-    let db = open(path)?;
-    let template = db.config().query.clone();
-    let fail = |e: String| format!("mysql:{}: {e}", path.display());
-    let Some((columns, rows)) = db
-        .query_table(&template, login)
-        .map_err(|e| fail(e.message))?
-    else {
-        return Ok(None);
-    };
-    let mut rows = rows.into_iter();
-    match (rows.next(), rows.len()) {
-        (None, _) => Ok(None),
-        (Some(row), 0) => row_from(&columns, row).map(Some).map_err(fail),
-        (Some(_), n) => Err(fail(format!(
-            "password_query returned {} rows for one user",
-            n + 1
-        ))),
-    }
+    OPEN.find("mysql", path, login, Mysql::new)
 }
 
 #[cfg(test)]

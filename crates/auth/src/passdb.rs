@@ -104,7 +104,7 @@ impl PassDb {
 }
 
 /// A user row of an SQL passdb (pgsql, mysql) with the defaults filled in.
-fn sql_found(r: crate::pgsql::Row, user: &str, defaults: Defaults) -> Found {
+fn sql_found(r: crate::sqldb::Row, user: &str, defaults: Defaults) -> Found {
     Found {
         info: UserInfo {
             user: r.user.unwrap_or_else(|| user.to_owned()),
