@@ -6,8 +6,9 @@ figures.
 
 Measured per system with a raw-socket client (sends a command, counts bytes up to the
 tagged reply: the client is not the bottleneck, imaplib would be):
-  select:   SELECT INBOX of a 10,000-message mailbox (first: index built from the Maildir;
-            warm: best of the repeats), as messages/s.
+  select:   SELECT INBOX of a 10,000-message mailbox, as messages/s: the first ever (the
+            server builds its index from the Maildir), then in a new session each repeat
+            (the index exists; login not timed).
   envelope: FETCH 1:* (FLAGS ENVELOPE) of the 10,000, messages/s.
   body:     FETCH 1:* (BODY.PEEK[]) of 2,000 x 5 KB, messages/s and MB/s.
   search:   SEARCH TEXT "<word in 1% of the messages>" over the 10,000, messages/s.
@@ -357,8 +358,14 @@ service imap {{
             res["select (first, builds index)"] = (args.big / dt, cpu, "")
         best = {}
         for _ in range(args.repeat):
-            for name, cmd in (("select (warm)", b"SELECT INBOX"),
-                              ("fetch 1:* (FLAGS ENVELOPE)", b"FETCH 1:* (FLAGS ENVELOPE)"),
+            # A new session each time (as a client opens one): the server loads its index.
+            s2 = Conn(port)
+            s2.login("big")
+            dt, cpu, _ = timed(lambda: s2.run(b"SELECT INBOX"))
+            s2.close()
+            if "select (new session)" not in best or args.big / dt > best["select (new session)"][0]:
+                best["select (new session)"] = (args.big / dt, cpu, "")
+            for name, cmd in (("fetch 1:* (FLAGS ENVELOPE)", b"FETCH 1:* (FLAGS ENVELOPE)"),
                               (f"search TEXT over {args.big}", f'SEARCH TEXT "{NEEDLE}"'.encode())):
                 dt, cpu, (nbytes, body) = timed(lambda: c.run(cmd, keep=cmd.startswith(b"SEARCH")))
                 if name.startswith("search"):

@@ -69,7 +69,8 @@ class Dovecot:
         self.log_path = top / "dovecot.log"
         chroot_off = "".join(
             f"service {s} {{\n  chroot =\n}}\n"
-            for s in ("anvil", "pop3-login", "submission-login", "managesieve-login", "imap-urlauth-login"))
+            for s in ("anvil", "pop3-login", "submission-login", "managesieve-login", "imap-urlauth-login")
+            if os.path.exists(f"/usr/lib/dovecot/{s}"))
         self.conf = top / "dovecot.conf"
         self.conf.write_text(f"""
 base_dir = {self.run_dir}
