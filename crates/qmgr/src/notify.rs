@@ -20,8 +20,8 @@
 //!   resource problem (a table that cannot be read, `4.3.0 ... lookup failure`, a queue
 //!   file that cannot be written) makes a postmaster warning to `error_notice_recipient`;
 //!   with `software`, one deferred by a software problem (a transport that is missing from
-//!   master.cf or whose agent crashed: `mail transport unavailable`). Once per message and
-//!   class while this qmgr runs.
+//!   master.cf or whose agent crashed: `mail transport unavailable`), unless the notice
+//!   would need that same transport. One notice per problem (class and reason) an hour.
 //!
 //! Notices are never sent to the null sender. Postmaster addresses without a domain get
 //! `@$myorigin`. `notify_classes` words `protocol` and `policy` concern the SMTP server,
@@ -134,10 +134,16 @@ pub fn trouble_class(status: &str, text: &str) -> Option<&'static str> {
     (status.starts_with("4.3.") && resource).then_some("resource")
 }
 
+/// How long one problem (class and reason) is reported once only.
+const TROUBLE_QUIET: Duration = Duration::from_secs(3600);
+
+type TroubleSent = std::collections::HashMap<(&'static str, String), std::time::Instant>;
+
 thread_local! {
-    /// (queue id, class) of the trouble notices already sent by this process.
-    static TROUBLE_SENT: std::cell::RefCell<std::collections::HashSet<(String, &'static str)>> =
-        std::cell::RefCell::new(std::collections::HashSet::new());
+    /// When each problem was last reported by this process: a broken transport makes one
+    /// notice an hour, not one per message.
+    static TROUBLE_SENT: std::cell::RefCell<TroubleSent> =
+        std::cell::RefCell::new(TroubleSent::new());
 }
 
 /// One recipient result the notifier reports: index, status, text, relay.
@@ -326,16 +332,33 @@ impl Notifier<'_> {
             if !ns.has(class) {
                 continue;
             }
+            let to = ns.qualify(&ns.error_notice_recipient);
+            // A transport that cannot deliver cannot deliver its own trouble notice either:
+            // such a notice would only wait in the queue beside the mail it reports.
+            let notice_route = crate::resolve::resolve(self.s, &to).transport;
             let these: Vec<&RcptOutcome> = deferred
                 .iter()
                 .filter(|(_, status, text, _)| trouble_class(status, text) == Some(class))
+                .filter(|(i, ..)| {
+                    class != "software"
+                        || crate::resolve::resolve(self.s, &self.recipients[*i].address).transport
+                            != notice_route
+                })
                 .collect();
-            let key = (qid.to_string(), class);
-            if these.is_empty() || TROUBLE_SENT.with(|t| t.borrow().contains(&key)) {
+            let Some((_, _, reason, _)) = these.first() else {
+                continue;
+            };
+            let key = (class, reason.clone());
+            let now = std::time::Instant::now();
+            let recent = TROUBLE_SENT.with(|t| {
+                t.borrow()
+                    .get(&key)
+                    .is_some_and(|at| now.duration_since(*at) < TROUBLE_QUIET)
+            });
+            if recent {
                 continue;
             }
             let qf = self.open()?;
-            let to = ns.qualify(&ns.error_notice_recipient);
             let id = self.send(
                 &qf,
                 &self.entries(&these, |_| "delayed"),
@@ -345,7 +368,7 @@ impl Notifier<'_> {
                 None,
             )?;
             oxipost_log::info!("{qid}: postmaster {class} notification: {id}");
-            TROUBLE_SENT.with(|t| t.borrow_mut().insert(key));
+            TROUBLE_SENT.with(|t| t.borrow_mut().insert(key, now));
             queued = true;
         }
         Ok(queued)
