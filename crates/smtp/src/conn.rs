@@ -191,6 +191,19 @@ pub struct Plan<'a> {
     pub tls_names: Vec<String>,
     pub roots: Arc<RootCertStore>,
     pub credentials: Option<Credentials>,
+    /// Loop detection at EHLO (SMTP to a port this system receives mail on).
+    pub loop_check: Option<LoopCheck>,
+}
+
+/// A server that answers EHLO with our own `myhostname` is this mail system: Postfix's
+/// "mail for X loops back to myself", permanent at the best MX host (5.4.6), else
+/// temporary (4.4.6) so that the next host is tried.
+#[derive(Debug, Clone)]
+pub struct LoopCheck {
+    pub myhostname: String,
+    /// The next hop, for the message.
+    pub nexthop: String,
+    pub best: bool,
 }
 
 /// The message as it goes on the wire.
@@ -371,12 +384,12 @@ impl Session {
                 stage: Stage::Greeting,
             });
         }
-        self.hello(s)?;
+        self.hello(s, plan.loop_check.as_ref())?;
         let wants_tls = !matches!(plan.tls_level, TlsLevel::None);
         if wants_tls && plan.addr.is_some() {
             if self.ext.starttls {
                 self.starttls(plan)?;
-                self.hello(s)?;
+                self.hello(s, None)?;
             } else if plan.tls_level.required() {
                 return Err(Failure::Local {
                     dsn: "4.7.4".into(),
@@ -393,7 +406,7 @@ impl Session {
         Ok(())
     }
 
-    fn hello(&mut self, s: &Settings) -> Result<(), Failure> {
+    fn hello(&mut self, s: &Settings, loop_check: Option<&LoopCheck>) -> Result<(), Failure> {
         let t = self.timeouts.helo;
         let (cmd, stage) = if self.lmtp {
             (command::lhlo(&s.helo_name), Stage::Ehlo)
@@ -403,6 +416,25 @@ impl Session {
         self.send(&cmd, stage, t)?;
         let r = self.read_reply(stage, t)?;
         if r.is_positive() {
+            if let Some(lc) = loop_check {
+                let name = r
+                    .texts()
+                    .next()
+                    .and_then(|l| l.split_whitespace().next())
+                    .unwrap_or("");
+                if name.eq_ignore_ascii_case(&lc.myhostname) {
+                    oxipost_log::warning!(
+                        "host {} replied to HELO/EHLO with my own hostname {}",
+                        self.peer,
+                        lc.myhostname
+                    );
+                    return Err(Failure::Local {
+                        dsn: if lc.best { "5.4.6" } else { "4.4.6" }.into(),
+                        text: format!("mail for {} loops back to myself", lc.nexthop),
+                        permanent: lc.best,
+                    });
+                }
+            }
             self.ext = Extensions::parse(&r);
             for k in &s.discard_ehlo_keywords {
                 match k.as_str() {

@@ -6,6 +6,7 @@
 //! without a reply (the connection broke) is deferred.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +17,7 @@ use oxipost_queue::format::{BodyType, Ret};
 use oxipost_smtp_client_proto::{Body, MailSpec, RcptSpec, Transaction, TxOptions, content};
 use rustls::RootCertStore;
 
-use crate::conn::{Failure, Payload, Plan, Session};
+use crate::conn::{Failure, LoopCheck, Payload, Plan, Session};
 use crate::dest::{self, Nexthop};
 use crate::report::Line;
 use crate::sasl;
@@ -35,6 +36,8 @@ pub struct Agent {
 struct Cached {
     key: String,
     session: Session,
+    /// The server's address (None for a UNIX-domain socket).
+    addr: Option<SocketAddr>,
     idle_since: Instant,
 }
 
@@ -42,6 +45,15 @@ struct Cached {
 struct Message {
     mail: MailSpec,
     content: Vec<u8>,
+}
+
+/// One server of a next hop.
+struct Target {
+    name: String,
+    addr: Option<SocketAddr>,
+    unix: Option<std::path::PathBuf>,
+    /// Of the best MX preference left (see [`dest::Candidate::best`]).
+    best: bool,
 }
 
 /// A decided result before it becomes an [`RcptResult`].
@@ -256,7 +268,18 @@ impl Agent {
             }
         }
 
-        // A cached session to the same destination first.
+        // Recipients with a final answer (2xx, 5xx, or 4xx from the last server tried),
+        // and the latest temporary answer of the others: a 4xx from one server, or a
+        // session that broke, leaves the recipient to the next one (the next MX host
+        // within smtp_mx_address_limit / smtp_mx_session_limit, then the fall-back
+        // relays), and only what no server accepted is deferred, with the last words.
+        let mut finals: Vec<Option<Decided>> = vec![None; n];
+        let mut soft: Vec<Option<Decided>> = vec![None; n];
+
+        // A cached session to the same destination first. What it defers goes on to the
+        // other servers of the destination, as after a fresh session (Postfix counts the
+        // cached session towards the session limit and skips its address).
+        let mut reused: Option<Option<SocketAddr>> = None;
         if let Some(c) = self.cache.take() {
             if c.key == key
                 && !c.session.broken
@@ -268,9 +291,29 @@ impl Agent {
                 timing.1 = t0.elapsed();
                 timing.2 = session.transactions;
                 match attempt {
-                    Ok(decided) => {
-                        self.keep(key, session);
+                    Ok(decided) if decided.iter().all(|d| d.outcome != Outcome::Deferred) => {
+                        self.keep(key, session, c.addr);
                         return decided;
+                    }
+                    Ok(decided) => {
+                        let left = decided
+                            .iter()
+                            .filter(|d| d.outcome == Outcome::Deferred)
+                            .count();
+                        for (k, d) in decided.into_iter().enumerate() {
+                            if d.outcome == Outcome::Deferred {
+                                soft[k] = Some(d);
+                            } else {
+                                finals[k] = Some(d);
+                            }
+                        }
+                        oxipost_log::info!(
+                            "{}: {left} recipient(s) left for the next server after {} (reused connection)",
+                            req.queue_id,
+                            session.relay
+                        );
+                        session.quit();
+                        reused = Some(c.addr);
                     }
                     // The server closed the idle connection or refused RSET: open a
                     // new one below.
@@ -281,104 +324,222 @@ impl Agent {
             }
         }
 
-        let (level, matches) = self.tls_policy(&nexthop_text);
-        let level = match level {
-            TlsLevel::Dane => TlsLevel::May,
-            TlsLevel::DaneOnly => TlsLevel::Encrypt,
-            l => l,
-        };
-        let targets: Vec<(
-            String,
-            Option<std::net::SocketAddr>,
-            Option<std::path::PathBuf>,
-        )> = match &nexthop {
-            Nexthop::Unix(p) => vec![(p.display().to_string(), None, Some(p.clone()))],
-            Nexthop::Inet { host, port, mx } => {
-                let dns: &dyn dest::Lookup = match &self.dns {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return all(
-                            Outcome::Deferred,
-                            "4.4.3",
-                            format!("Name service error: {e}"),
-                            "none",
-                        );
-                    }
-                };
-                match dest::candidates(host, *port, *mx, &self.s, dns) {
-                    Ok(c) => c
-                        .into_iter()
-                        .map(|c| (c.name, Some(c.addr), None))
-                        .collect(),
-                    Err(e) => {
-                        let o = if e.permanent {
-                            Outcome::Bounced
-                        } else {
-                            Outcome::Deferred
-                        };
-                        return all(o, &e.dsn, e.text, "none");
-                    }
+        // The next hop, then (SMTP only) smtp_fallback_relay, as Postfix's smtp_connect.
+        let mut sites: Vec<(String, Nexthop)> = vec![(nexthop_text.clone(), nexthop)];
+        if !self.s.lmtp {
+            for f in &self.s.fallback_relay {
+                match Nexthop::parse(f, default_port, false) {
+                    Ok(h @ Nexthop::Inet { .. }) => sites.push((f.clone(), h)),
+                    _ => oxipost_log::warning!("smtp_fallback_relay: bad destination {f}"),
                 }
             }
-        };
-        let nexthop_host = match &nexthop {
-            Nexthop::Inet { host, .. } => host.clone(),
-            Nexthop::Unix(_) => String::new(),
-        };
-        // Recipients with a final answer (2xx, 5xx, or 4xx from the last server tried),
-        // and the latest temporary answer of the others: a 4xx from one MX host, or a
-        // session that broke, leaves the recipient to the next host (Postfix's
-        // smtp_mx_address_limit / smtp_mx_session_limit), and only what no host
-        // accepted is deferred, with the last server's words.
-        let mut finals: Vec<Option<Decided>> = vec![None; n];
-        let mut soft: Vec<Option<Decided>> = vec![None; n];
-        let mut last: Option<(Failure, String)> = None;
-        let mut sessions = 0usize;
-        for (i, (name, addr, unix)) in targets.iter().enumerate() {
-            let todo: Vec<usize> = (0..n).filter(|&k| finals[k].is_none()).collect();
-            if todo.is_empty() {
+        }
+        let nsites = sites.len();
+        // The last failure that left recipients without an answer, and from which site.
+        let mut last: Option<(Decided, usize)> = None;
+        let mut stop_all = false;
+        for (si, (site_text, site)) in sites.iter().enumerate() {
+            if stop_all || finals.iter().all(Option::is_some) {
                 break;
             }
-            let credentials =
-                match self.credentials(&nexthop_text, name, addr.map_or(0, |a| a.port())) {
-                    Ok(c) => c,
-                    Err(e) => return all(Outcome::Deferred, "4.3.0", e, "none"),
-                };
-            let tls_names = self.tls_names(level, matches.as_deref(), name, &nexthop_host);
-            let mut plan = Plan {
-                name: name.clone(),
-                addr: *addr,
-                unix: unix.as_deref(),
-                tls_level: level,
-                tls_names,
-                roots: self.roots.clone(),
-                credentials,
+            let (level, matches) = self.tls_policy(site_text);
+            let level = match level {
+                TlsLevel::Dane => TlsLevel::May,
+                TlsLevel::DaneOnly => TlsLevel::Encrypt,
+                l => l,
             };
-            let mut opened = Session::open(&self.s, &plan);
-            if let Err((Failure::TlsFallback(why), _, relay)) = &opened {
-                oxipost_log::info!("{relay}: {why}; retrying without TLS");
-                plan.tls_level = TlsLevel::None;
-                opened = Session::open(&self.s, &plan);
-            }
-            match opened {
-                Ok(mut session) => {
-                    // Only sessions that completed the handshake count, as Postfix's.
-                    sessions += 1;
-                    let more = i + 1 < targets.len()
-                        && (self.s.mx_session_limit == 0 || sessions < self.s.mx_session_limit);
-                    timing.0 = start.elapsed();
-                    let t0 = Instant::now();
-                    let sub: Vec<RcptSpec> = todo.iter().map(|&k| rcpts[k].clone()).collect();
-                    let attempt = self.transact(&mut session, msg, &sub, false);
-                    timing.1 = t0.elapsed();
-                    timing.2 = session.transactions;
-                    let (decided, failure) = match attempt {
-                        Ok(d) => (d.into_iter().map(Some).collect::<Vec<_>>(), None),
-                        Err((f, partial)) => (partial, Some(f)),
+            let (mut targets, i_am_mx, site_host) = match site {
+                Nexthop::Unix(p) => (
+                    vec![Target {
+                        name: p.display().to_string(),
+                        addr: None,
+                        unix: Some(p.clone()),
+                        best: true,
+                    }],
+                    false,
+                    String::new(),
+                ),
+                Nexthop::Inet { host, port, mx } => {
+                    let dns: &dyn dest::Lookup = match &self.dns {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let d = Decided {
+                                outcome: Outcome::Deferred,
+                                dsn: "4.4.3".into(),
+                                text: format!("Name service error: {e}"),
+                                relay: "none".into(),
+                            };
+                            last = Some((d, si));
+                            break;
+                        }
                     };
-                    let described = failure.as_ref().map(|f| {
-                        let (dsn, perm, text) = f.describe(&session.peer, self.s.skip_5xx_greeting);
-                        Decided {
+                    let own =
+                        (!self.s.lmtp && self.s.loop_ports.contains(port)).then_some(&self.s.own);
+                    match dest::candidates(host, *port, *mx, &self.s, own, dns) {
+                        Ok(sv) => (
+                            sv.list
+                                .into_iter()
+                                .map(|c| Target {
+                                    name: c.name,
+                                    addr: Some(c.addr),
+                                    unix: None,
+                                    best: c.best,
+                                })
+                                .collect::<Vec<_>>(),
+                            sv.i_am_mx,
+                            host.clone(),
+                        ),
+                        Err(e) => {
+                            oxipost_log::info!("{}: {}", req.queue_id, e.text);
+                            // A loop is final: a fall-back relay would only make it worse.
+                            let looped = e.dsn.ends_with(".4.6");
+                            let d = Decided {
+                                outcome: if e.permanent {
+                                    Outcome::Bounced
+                                } else {
+                                    Outcome::Deferred
+                                },
+                                dsn: e.dsn,
+                                text: e.text,
+                                relay: "none".into(),
+                            };
+                            last = Some((d, si));
+                            if looped {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut sessions = 0usize;
+            if si == 0
+                && let Some(addr) = reused
+            {
+                sessions = 1;
+                targets.retain(|t| t.addr != addr);
+            }
+            // Postfix's final next hop: the last site, or one this host is MX for.
+            let final_site = i_am_mx || si + 1 == nsites;
+            for (i, t) in targets.iter().enumerate() {
+                let todo: Vec<usize> = (0..n).filter(|&k| finals[k].is_none()).collect();
+                if todo.is_empty()
+                    || (self.s.mx_session_limit > 0 && sessions >= self.s.mx_session_limit)
+                {
+                    break;
+                }
+                let credentials =
+                    match self.credentials(site_text, &t.name, t.addr.map_or(0, |a| a.port())) {
+                        Ok(c) => c,
+                        Err(e) => return all(Outcome::Deferred, "4.3.0", e, "none"),
+                    };
+                let tls_names = self.tls_names(level, matches.as_deref(), &t.name, &site_host);
+                let loop_check = match (t.addr, self.s.lmtp) {
+                    (Some(a), false) if self.s.loop_ports.contains(&a.port()) => Some(LoopCheck {
+                        myhostname: self.s.myhostname.clone(),
+                        nexthop: site_text.clone(),
+                        best: t.best,
+                    }),
+                    _ => None,
+                };
+                let mut plan = Plan {
+                    name: t.name.clone(),
+                    addr: t.addr,
+                    unix: t.unix.as_deref(),
+                    tls_level: level,
+                    tls_names,
+                    roots: self.roots.clone(),
+                    credentials,
+                    loop_check,
+                };
+                let mut opened = Session::open(&self.s, &plan);
+                if let Err((Failure::TlsFallback(why), _, relay)) = &opened {
+                    oxipost_log::info!("{relay}: {why}; retrying without TLS");
+                    plan.tls_level = TlsLevel::None;
+                    opened = Session::open(&self.s, &plan);
+                }
+                match opened {
+                    Ok(mut session) => {
+                        // Only sessions that completed the handshake count, as Postfix's.
+                        sessions += 1;
+                        let more = (i + 1 < targets.len()
+                            && (self.s.mx_session_limit == 0
+                                || sessions < self.s.mx_session_limit))
+                            || !final_site;
+                        timing.0 = start.elapsed();
+                        let t0 = Instant::now();
+                        let sub: Vec<RcptSpec> = todo.iter().map(|&k| rcpts[k].clone()).collect();
+                        let attempt = self.transact(&mut session, msg, &sub, false);
+                        timing.1 = t0.elapsed();
+                        timing.2 = session.transactions;
+                        let (decided, failure) = match attempt {
+                            Ok(d) => (d.into_iter().map(Some).collect::<Vec<_>>(), None),
+                            Err((f, partial)) => (partial, Some(f)),
+                        };
+                        let described = failure.as_ref().map(|f| {
+                            let (dsn, perm, text) =
+                                f.describe(&session.peer, self.s.skip_5xx_greeting);
+                            Decided {
+                                outcome: if perm {
+                                    Outcome::Bounced
+                                } else {
+                                    Outcome::Deferred
+                                },
+                                dsn,
+                                text,
+                                relay: session.relay.clone(),
+                            }
+                        });
+                        let next_ok = more && failure.as_ref().is_none_or(Failure::try_next);
+                        let mut left = false;
+                        for (j, d) in decided.into_iter().enumerate() {
+                            let k = todo[j];
+                            let d = match (d, &described) {
+                                (Some(d), _) => d,
+                                (None, Some(f)) => f.clone(),
+                                (None, None) => continue,
+                            };
+                            if d.outcome == Outcome::Deferred && next_ok {
+                                soft[k] = Some(d);
+                                left = true;
+                            } else {
+                                finals[k] = Some(d);
+                            }
+                        }
+                        if let Some(d) = described {
+                            last = Some((
+                                Decided {
+                                    relay: "none".into(),
+                                    ..d
+                                },
+                                si,
+                            ));
+                            session.quit();
+                        } else if left {
+                            session.quit();
+                        } else {
+                            self.keep(key.clone(), session, t.addr);
+                        }
+                        if !next_ok {
+                            stop_all = true;
+                            break;
+                        }
+                        if left {
+                            oxipost_log::info!(
+                                "{}: {} recipient(s) left for the next server after {}",
+                                req.queue_id,
+                                soft.iter()
+                                    .zip(&finals)
+                                    .filter(|(s, f)| s.is_some() && f.is_none())
+                                    .count(),
+                                t.name
+                            );
+                        }
+                    }
+                    Err((f, peer, _relay)) => {
+                        let (dsn, perm, text) = f.describe(&peer, self.s.skip_5xx_greeting);
+                        oxipost_log::info!("{}: {text}", req.queue_id);
+                        let d = Decided {
                             outcome: if perm {
                                 Outcome::Bounced
                             } else {
@@ -386,77 +547,43 @@ impl Agent {
                             },
                             dsn,
                             text,
-                            relay: session.relay.clone(),
-                        }
-                    });
-                    let next_ok = more && failure.as_ref().is_none_or(Failure::try_next);
-                    let mut left = false;
-                    for (j, d) in decided.into_iter().enumerate() {
-                        let k = todo[j];
-                        let d = match (d, &described) {
-                            (Some(d), _) => d,
-                            (None, Some(f)) => f.clone(),
-                            (None, None) => continue,
+                            relay: "none".into(),
                         };
-                        if d.outcome == Outcome::Deferred && next_ok {
-                            soft[k] = Some(d);
-                            left = true;
-                        } else {
-                            finals[k] = Some(d);
+                        last = Some((d, si));
+                        if !f.try_next() {
+                            stop_all = true;
+                            break;
                         }
                     }
-                    if let Some(f) = failure {
-                        last = Some((f, session.peer.clone()));
-                        session.quit();
-                    } else if left {
-                        session.quit();
-                    } else {
-                        self.keep(key.clone(), session);
-                    }
-                    if !next_ok {
-                        break;
-                    }
-                    if left {
-                        oxipost_log::info!(
-                            "{}: {} recipient(s) left for the next server after {}",
-                            req.queue_id,
-                            soft.iter()
-                                .zip(&finals)
-                                .filter(|(s, f)| s.is_some() && f.is_none())
-                                .count(),
-                            name
-                        );
-                    }
                 }
-                Err((f, peer, _relay)) => {
-                    let (_, _, text) = f.describe(&peer, self.s.skip_5xx_greeting);
-                    oxipost_log::info!("{}: {text}", req.queue_id);
-                    let stop = !f.try_next()
-                        || (self.s.mx_session_limit > 0 && sessions >= self.s.mx_session_limit);
-                    last = Some((f, peer));
-                    if stop {
-                        break;
-                    }
-                }
+            }
+            if i_am_mx {
+                break;
             }
         }
         if timing.0.is_zero() {
             timing.0 = start.elapsed();
         }
-        let fallback = match &last {
-            Some((f, peer)) => {
-                let (dsn, perm, text) = f.describe(peer, self.s.skip_5xx_greeting);
-                Decided {
-                    outcome: if perm {
-                        Outcome::Bounced
-                    } else {
-                        Outcome::Deferred
-                    },
-                    dsn,
-                    text,
-                    relay: "none".into(),
-                }
+        let fallback = match last {
+            // A hard error of the relayhost or of a fall-back relay is a configuration
+            // problem: deferred (4.3.5), not bounced, as in Postfix.
+            Some((mut d, si))
+                if d.outcome == Outcome::Bounced
+                    && !self.s.lmtp
+                    && (si > 0
+                        || (!self.s.relayhost.is_empty() && sites[0].0 == self.s.relayhost)) =>
+            {
+                let what = if si > 0 {
+                    "smtp_fallback_relay"
+                } else {
+                    "relayhost"
+                };
+                oxipost_log::warning!("{what} configuration problem");
+                d.outcome = Outcome::Deferred;
+                d.dsn = "4.3.5".into();
+                d
             }
+            Some((d, _)) => d,
             None => Decided {
                 outcome: Outcome::Deferred,
                 dsn: "4.4.4".into(),
@@ -485,7 +612,7 @@ impl Agent {
         Ok(m)
     }
 
-    fn keep(&mut self, key: String, session: Session) {
+    fn keep(&mut self, key: String, session: Session, addr: Option<SocketAddr>) {
         let wanted = self.s.cache_on_demand
             || self
                 .s
@@ -499,6 +626,7 @@ impl Agent {
         self.cache = Some(Cached {
             key,
             session,
+            addr,
             idle_since: Instant::now(),
         });
     }

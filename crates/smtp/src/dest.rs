@@ -100,6 +100,9 @@ pub struct Candidate {
     /// The host name (the MX exchange, or the next hop), for logs and TLS names.
     pub name: String,
     pub addr: SocketAddr,
+    /// A host of the best preference in the (truncated) list: a loop found at EHLO is
+    /// then permanent, as in Postfix (`SMTP_FEATURE_BEST_MX`).
+    pub best: bool,
 }
 
 /// Why there is no server to try.
@@ -128,14 +131,72 @@ impl DestError {
     }
 }
 
-/// The servers for an Inet next hop, in the order to try them.
+/// This host's own addresses (`inet_interfaces`, `proxy_interfaces`): an MX host or a
+/// next hop at one of them is this mail system (Postfix's `own_inet_addr_list`).
+#[derive(Debug, Clone, Default)]
+pub struct OwnAddrs {
+    /// `inet_interfaces = all`: any address of a local interface.
+    pub all: bool,
+    /// `loopback-only` (or `localhost`): the loopback addresses.
+    pub loopback: bool,
+    pub listed: Vec<IpAddr>,
+}
+
+impl OwnAddrs {
+    /// From the two parameter values; host names other than `localhost` are not
+    /// resolved (give addresses), as in smtpd's `permit_mx_backup`.
+    pub fn parse(inet_interfaces: &str, proxy_interfaces: &str) -> OwnAddrs {
+        let mut own = OwnAddrs::default();
+        for w in crate::settings::split(inet_interfaces)
+            .into_iter()
+            .chain(crate::settings::split(proxy_interfaces))
+        {
+            let w = w.trim_start_matches('[').trim_end_matches(']');
+            match w.to_ascii_lowercase().as_str() {
+                "all" => own.all = true,
+                "loopback-only" | "localhost" => own.loopback = true,
+                other => match other.parse::<IpAddr>() {
+                    Ok(ip) => own.listed.push(ip),
+                    Err(_) => oxipost_log::warning!(
+                        "loop detection: cannot use interface name {other:?}: give an address"
+                    ),
+                },
+            }
+        }
+        own
+    }
+
+    /// True when `ip` is ours. With `all`, an address is ours when a socket can be bound
+    /// to it, which only the addresses of local interfaces can (nothing is sent).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        if self.listed.contains(&ip) || (self.loopback && ip.is_loopback()) {
+            return true;
+        }
+        self.all && (ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok())
+    }
+}
+
+/// The servers of a next hop.
+#[derive(Debug, Clone, Default)]
+pub struct Servers {
+    pub list: Vec<Candidate>,
+    /// This host is one of the domain's MX hosts: the list holds only better ones, and
+    /// fallback relays are not used (they could send the mail back here).
+    pub i_am_mx: bool,
+}
+
+/// The servers for an Inet next hop, in the order to try them. `own` is `Some` when
+/// loop detection applies (an SMTP next hop on a port this system receives mail on):
+/// MX hosts as good as or worse than this host are dropped (RFC 5321 §5.1), and a
+/// next hop that is this host is a loop, as in Postfix's smtp(8).
 pub fn candidates(
     host: &str,
     port: u16,
     mx: bool,
     s: &Settings,
+    own: Option<&OwnAddrs>,
     dns: &dyn Lookup,
-) -> Result<Vec<Candidate>, DestError> {
+) -> Result<Servers, DestError> {
     candidates_with(
         host,
         port,
@@ -143,10 +204,38 @@ pub fn candidates(
         s.families,
         s.mx_address_limit,
         &s.host_lookup,
+        own,
         dns,
     )
 }
 
+fn loops(host: &str) -> DestError {
+    DestError::perm("5.4.6", format!("mail for {host} loops back to myself"))
+}
+
+/// A host looked up directly (a bracketed next hop, an address, or a domain without
+/// MX): one of our own addresses among its addresses is a loop.
+fn direct(
+    host: &str,
+    port: u16,
+    addrs: Vec<IpAddr>,
+    fam: Families,
+    address_limit: usize,
+    own: Option<&OwnAddrs>,
+) -> Result<Vec<Candidate>, DestError> {
+    let mut v = filtered(host, port, addrs, fam, 0);
+    if let Some(own) = own
+        && v.iter().any(|c| own.contains(c.addr.ip()))
+    {
+        return Err(loops(host));
+    }
+    if address_limit > 0 {
+        v.truncate(address_limit);
+    }
+    Ok(v)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn candidates_with(
     host: &str,
     port: u16,
@@ -154,8 +243,13 @@ fn candidates_with(
     fam: Families,
     address_limit: usize,
     host_lookup: &[String],
+    own: Option<&OwnAddrs>,
     dns: &dyn Lookup,
-) -> Result<Vec<Candidate>, DestError> {
+) -> Result<Servers, DestError> {
+    let servers = |list| Servers {
+        list,
+        i_am_mx: false,
+    };
     if let Ok(ip) = host.parse::<IpAddr>() {
         if !fam.allows(&ip) {
             return Err(DestError::temp(
@@ -163,15 +257,12 @@ fn candidates_with(
                 format!("unable to look up host {host}: address family disabled by inet_protocols"),
             ));
         }
-        return Ok(vec![Candidate {
-            name: host.to_string(),
-            addr: SocketAddr::new(ip, port),
-        }]);
+        return direct(host, port, vec![ip], fam, address_limit, own).map(servers);
     }
     if !mx {
         let addrs =
             host_addresses(host, dns, host_lookup).map_err(|e| lookup_error(host, "A", &e))?;
-        let v = filtered(host, port, addrs, fam, 0);
+        let v = direct(host, port, addrs, fam, address_limit, own)?;
         if v.is_empty() {
             return Err(DestError::temp(
                 "4.4.4",
@@ -180,7 +271,7 @@ fn candidates_with(
                 ),
             ));
         }
-        return Ok(v);
+        return Ok(servers(v));
     }
     let records = dns.mx(host).map_err(|e| lookup_error(host, "MX", &e))?;
     if records.len() == 1 && matches!(records[0].exchange.as_str(), "" | ".") {
@@ -192,7 +283,7 @@ fn candidates_with(
     if records.is_empty() {
         let addrs =
             host_addresses(host, dns, host_lookup).map_err(|e| lookup_error(host, "A", &e))?;
-        let v = filtered(host, port, addrs, fam, 0);
+        let v = direct(host, port, addrs, fam, address_limit, own)?;
         if v.is_empty() {
             return Err(DestError::perm(
                 "5.4.4",
@@ -201,24 +292,33 @@ fn candidates_with(
                 ),
             ));
         }
-        return Ok(v);
+        return Ok(servers(v));
     }
-    let mut out = Vec::new();
+    // Every MX host's addresses with their preference; the address limit applies after
+    // the hosts as good as this one are dropped.
+    let mut all: Vec<(u16, Candidate)> = Vec::new();
     let mut last_err = None;
+    let best_pref = records
+        .iter()
+        .filter(|m| !m.exchange.is_empty() && m.exchange != ".")
+        .map(|m| m.preference)
+        .min();
     for m in &records {
         if m.exchange.is_empty() || m.exchange == "." {
             continue;
         }
         match host_addresses(&m.exchange, dns, host_lookup) {
-            Ok(a) => out.extend(filtered(&m.exchange, port, a, fam, 0)),
+            Ok(a) => {
+                for c in filtered(&m.exchange, port, a, fam, m.preference) {
+                    if !all.iter().any(|(_, o)| o.addr == c.addr) {
+                        all.push((m.preference, c));
+                    }
+                }
+            }
             Err(e) => last_err = Some(lookup_error(&m.exchange, "A", &e)),
         }
-        if address_limit > 0 && out.len() >= address_limit {
-            out.truncate(address_limit);
-            break;
-        }
     }
-    if out.is_empty() {
+    if all.is_empty() {
         return Err(last_err.unwrap_or_else(|| {
             DestError::temp(
                 "4.4.4",
@@ -226,7 +326,39 @@ fn candidates_with(
             )
         }));
     }
-    Ok(out)
+    all.sort_by_key(|(p, _)| *p);
+    let best_found = all.first().map(|(p, _)| *p);
+    let mut i_am_mx = false;
+    if let Some(own) = own
+        && let Some(mine) = all
+            .iter()
+            .filter(|(_, c)| own.contains(c.addr.ip()))
+            .map(|(p, _)| *p)
+            .min()
+    {
+        i_am_mx = true;
+        all.retain(|(p, _)| *p < mine);
+        if all.is_empty() {
+            return Err(if best_pref != best_found {
+                // The better MX hosts have no address: not a loop, they are missing.
+                DestError::temp("4.4.4", format!("unable to find primary relay for {host}"))
+            } else {
+                loops(host)
+            });
+        }
+    }
+    let top = all.first().map(|(p, _)| *p);
+    let mut list: Vec<Candidate> = all
+        .into_iter()
+        .map(|(p, mut c)| {
+            c.best = Some(p) == top;
+            c
+        })
+        .collect();
+    if address_limit > 0 {
+        list.truncate(address_limit);
+    }
+    Ok(Servers { list, i_am_mx })
 }
 
 fn filtered(
@@ -248,6 +380,7 @@ fn filtered(
         .map(|a| Candidate {
             name: name.to_string(),
             addr: SocketAddr::new(a, port),
+            best: true,
         })
         .collect()
 }
@@ -379,8 +512,9 @@ mod tests {
         };
         let all = Families { v4: true, v6: true };
         let dns = vec!["dns".to_string()];
-        let c = candidates_with("a.test", 25, true, all, 5, &dns, &f).expect("ok");
+        let c = candidates_with("a.test", 25, true, all, 5, &dns, None, &f).expect("ok");
         let names: Vec<_> = c
+            .list
             .iter()
             .map(|c| (c.name.as_str(), c.addr.to_string()))
             .collect();
@@ -397,26 +531,102 @@ mod tests {
             v6: false,
         };
         assert_eq!(
-            candidates_with("a.test", 25, true, v4, 5, &dns, &f)
+            candidates_with("a.test", 25, true, v4, 5, &dns, None, &f)
                 .expect("ok")
+                .list
                 .len(),
             2
         );
         assert_eq!(
-            candidates_with("a.test", 25, true, all, 1, &dns, &f)
+            candidates_with("a.test", 25, true, all, 1, &dns, None, &f)
                 .expect("ok")
+                .list
                 .len(),
             1
         );
-        let c = candidates_with("b.test", 25, true, all, 5, &dns, &f).expect("ok");
-        assert_eq!(c[0].addr.to_string(), "127.0.0.4:25");
-        let e = candidates_with("null.test", 25, true, all, 5, &dns, &f).expect_err("null");
+        let c = candidates_with("b.test", 25, true, all, 5, &dns, None, &f).expect("ok");
+        assert_eq!(c.list[0].addr.to_string(), "127.0.0.4:25");
+        let e = candidates_with("null.test", 25, true, all, 5, &dns, None, &f).expect_err("null");
         assert!(e.permanent && e.dsn == "5.1.10", "{e:?}");
-        let e = candidates_with("tmp.test", 25, true, all, 5, &dns, &f).expect_err("tmp");
+        let e = candidates_with("tmp.test", 25, true, all, 5, &dns, None, &f).expect_err("tmp");
         assert!(!e.permanent);
-        let e = candidates_with("nx.test", 25, true, all, 5, &dns, &f).expect_err("nx");
+        let e = candidates_with("nx.test", 25, true, all, 5, &dns, None, &f).expect_err("nx");
         assert!(e.permanent && e.dsn == "5.4.4");
-        let c = candidates_with("127.0.0.9", 2525, false, all, 5, &dns, &f).expect("ip");
-        assert_eq!(c[0].addr.to_string(), "127.0.0.9:2525");
+        let c = candidates_with("127.0.0.9", 2525, false, all, 5, &dns, None, &f).expect("ip");
+        assert_eq!(c.list[0].addr.to_string(), "127.0.0.9:2525");
+    }
+
+    #[test]
+    fn own_mx_host_truncates_or_loops() {
+        let f = Fake {
+            mx: HashMap::from([
+                (
+                    "backup.test",
+                    Ok(vec![
+                        mx(10, "primary.test"),
+                        mx(20, "me.test"),
+                        mx(20, "peer.test"),
+                        mx(30, "worse.test"),
+                    ]),
+                ),
+                (
+                    "best.test",
+                    Ok(vec![mx(5, "me.test"), mx(10, "primary.test")]),
+                ),
+                (
+                    "gone.test",
+                    Ok(vec![mx(5, "nowhere.test"), mx(10, "me.test")]),
+                ),
+                ("plain.test", Ok(vec![])),
+            ]),
+            a: HashMap::from([
+                ("primary.test", vec![ip("192.0.2.1")]),
+                ("me.test", vec![ip("192.0.2.9")]),
+                ("peer.test", vec![ip("192.0.2.2")]),
+                ("worse.test", vec![ip("192.0.2.3")]),
+                ("plain.test", vec![ip("192.0.2.9")]),
+            ]),
+        };
+        let own = OwnAddrs {
+            listed: vec![ip("192.0.2.9")],
+            ..OwnAddrs::default()
+        };
+        let all = Families { v4: true, v6: true };
+        let dns = vec!["dns".to_string()];
+        let run = |h: &str, mx: bool, own: Option<&OwnAddrs>| {
+            candidates_with(h, 25, mx, all, 5, &dns, own, &f)
+        };
+        // Equal and worse preferences are dropped; only the better host is left.
+        let c = run("backup.test", true, Some(&own)).expect("ok");
+        assert!(c.i_am_mx);
+        let names: Vec<_> = c.list.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["primary.test"]);
+        assert!(c.list[0].best);
+        // Without loop detection the whole list stays.
+        let c = run("backup.test", true, None).expect("ok");
+        assert_eq!(c.list.len(), 4);
+        assert!(c.list[0].best && !c.list[1].best);
+        // Best MX: a loop, permanent.
+        let e = run("best.test", true, Some(&own)).expect_err("loop");
+        assert_eq!(
+            (e.permanent, e.dsn.as_str(), e.text.as_str()),
+            (true, "5.4.6", "mail for best.test loops back to myself")
+        );
+        // The better host has no address: not a loop, the primary is missing.
+        let e = run("gone.test", true, Some(&own)).expect_err("primary");
+        assert_eq!(
+            (e.permanent, e.dsn.as_str(), e.text.as_str()),
+            (false, "4.4.4", "unable to find primary relay for gone.test")
+        );
+        // A host looked up directly (no MX, or [host]) that is us.
+        let e = run("plain.test", true, Some(&own)).expect_err("loop");
+        assert_eq!(e.dsn, "5.4.6");
+        let e = run("me.test", false, Some(&own)).expect_err("loop");
+        assert_eq!(e.text, "mail for me.test loops back to myself");
+        let e = run("192.0.2.9", false, Some(&own)).expect_err("loop");
+        assert_eq!(e.dsn, "5.4.6");
+        let own_lo = OwnAddrs::parse("loopback-only", "198.51.100.7");
+        assert!(own_lo.contains(ip("127.0.0.1")) && own_lo.contains(ip("198.51.100.7")));
+        assert!(!own_lo.contains(ip("192.0.2.9")));
     }
 }

@@ -85,6 +85,18 @@ pub struct Settings {
     /// `smtp_generic_maps` (`lmtp_generic_maps` in LMTP mode, no fallback: Postfix
     /// keeps them apart).
     pub generic: Option<crate::generic::Generic>,
+    /// `myhostname`: a server that answers EHLO with it is this host (a mail loop).
+    pub myhostname: String,
+    /// `relayhost` as written: a hard error for it is a configuration problem (4.3.5).
+    pub relayhost: String,
+    /// `inet_interfaces` and `proxy_interfaces`, for MX loop detection.
+    pub own: crate::dest::OwnAddrs,
+    /// Ports where loop detection applies: 25 (Postfix checks only the SMTP port, so
+    /// that a content filter on localhost:10025 is not a loop) and the ports of this
+    /// system's own smtpd services in master.cf.
+    pub loop_ports: Vec<u16>,
+    /// `smtp_fallback_relay` (SMTP only; Postfix's lmtp has none).
+    pub fallback_relay: Vec<String>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -279,6 +291,18 @@ impl Settings {
             discard_ehlo_keywords: list("discard_ehlo_keywords")?,
             host_lookup,
             dns_servers: cfg.get("oxipost_dns_servers").unwrap_or_default(),
+            myhostname: cfg.get("myhostname").map_err(err)?,
+            relayhost: cfg.get("relayhost").unwrap_or_default().trim().to_string(),
+            own: crate::dest::OwnAddrs::parse(
+                &cfg.get("inet_interfaces").unwrap_or_default(),
+                &cfg.get("proxy_interfaces").unwrap_or_default(),
+            ),
+            loop_ports: loop_ports(cfg),
+            fallback_relay: if lmtp {
+                Vec::new()
+            } else {
+                split(&cfg.get("smtp_fallback_relay").unwrap_or_default())
+            },
             generic: {
                 let n = format!("{prefix}_generic_maps");
                 let v = cfg.get(&n).unwrap_or_default();
@@ -301,6 +325,33 @@ impl Settings {
             },
         })
     }
+}
+
+/// 25 and the ports of master.cf's `inet` services that run smtpd.
+fn loop_ports(cfg: &Config) -> Vec<u16> {
+    let mut ports = vec![25];
+    let Ok(dir) = cfg.get("config_directory") else {
+        return ports;
+    };
+    let path = std::path::Path::new(dir.trim()).join("master.cf");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return ports;
+    };
+    let Ok(m) = oxipost_config::MasterCf::parse(&path, &text) else {
+        return ports;
+    };
+    for svc in &m.services {
+        if svc.command != "smtpd" {
+            continue;
+        }
+        if let Some((_, port)) = svc.inet_endpoint()
+            && let Some(p) = oxipost_config::mastercf::resolve_port(&port)
+            && !ports.contains(&p)
+        {
+            ports.push(p);
+        }
+    }
+    ports
 }
 
 /// Splits a Postfix list (white space and commas).
