@@ -280,6 +280,9 @@ impl Agent {
         // other servers of the destination, as after a fresh session (Postfix counts the
         // cached session towards the session limit and skips its address).
         let mut reused: Option<Option<SocketAddr>> = None;
+        // Like Postfix, the first good session of a delivery is the one cached under the
+        // next hop's name, even when it left recipients for the next server.
+        let mut kept = false;
         if let Some(c) = self.cache.take() {
             if c.key == key
                 && !c.session.broken
@@ -312,7 +315,9 @@ impl Agent {
                             req.queue_id,
                             session.relay
                         );
-                        session.quit();
+                        // Still the first good session of this delivery: kept.
+                        self.keep(key.clone(), session, c.addr);
+                        kept = true;
                         reused = Some(c.addr);
                     }
                     // The server closed the idle connection or refused RSET: open a
@@ -515,10 +520,12 @@ impl Agent {
                                 si,
                             ));
                             session.quit();
-                        } else if left {
+                        } else if kept || si > 0 {
+                            // Only the next hop's own sessions are cached under its name.
                             session.quit();
                         } else {
                             self.keep(key.clone(), session, t.addr);
+                            kept = true;
                         }
                         if !next_ok {
                             stop_all = true;
