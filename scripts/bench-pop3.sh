@@ -2,11 +2,12 @@
 # POP3 benchmark: oxipost's pop3d against Debian's Dovecot (dovecot-pop3d) in the same run,
 # alternating A B A B, over the same Maildirs on 127.0.0.1. Not a test: it prints figures.
 #
-# Usage: scripts/bench-pop3.sh [-c CLIENTS] [-m MESSAGES] [-s SIZE] [-r ROUNDS] [-t SECONDS]
+# Usage: scripts/bench-pop3.sh [-c CLIENTS] [-m MESSAGES] [-s SIZE] [-r ROUNDS] [-t SECONDS] [-b DIR]
 #   -c  parallel clients (default 4; each has its own mailbox, as POP3 locks a mailbox
 #       per session)
 #   -m  messages per mailbox (default 2000), -s message size in bytes (default 5000)
 #   -r  rounds of A B (default 2), -t seconds per login round (default 5)
+#   -b  oxipost binaries to measure (default: target/release, built first), e.g. a saved build
 #
 # Measured, per system:
 #   fetch:  each client logs in, LIST, UIDL, then pipelines RETR 1..M in one write and
@@ -31,24 +32,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 [ "$(id -u)" = 0 ] || { echo "bench-pop3.sh: run as root" >&2; exit 1; }
-CLIENTS=4 MESSAGES=2000 SIZE=5000 ROUNDS=2 SECONDS_LOGIN=5
-while getopts "c:m:s:r:t:" o; do
+CLIENTS=4 MESSAGES=2000 SIZE=5000 ROUNDS=2 SECONDS_LOGIN=5 BIN_DIR=
+while getopts "c:m:s:r:t:b:" o; do
     case $o in
         c) CLIENTS=$OPTARG ;; m) MESSAGES=$OPTARG ;; s) SIZE=$OPTARG ;;
-        r) ROUNDS=$OPTARG ;; t) SECONDS_LOGIN=$OPTARG ;;
-        *) sed -n '2,12p' "$0"; exit 2 ;;
+        r) ROUNDS=$OPTARG ;; t) SECONDS_LOGIN=$OPTARG ;; b) BIN_DIR=$OPTARG ;;
+        *) sed -n '2,13p' "$0"; exit 2 ;;
     esac
 done
 if ! command -v dovecot >/dev/null; then
     [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; }
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends dovecot-pop3d >/dev/null
 fi
-timeout 3600 cargo build --release --quiet -p oxipost-master -p oxipost-mailctl -p oxipost-auth \
-    -p oxipost-pop3d -p oxipost-postconf
+if [ -z "$BIN_DIR" ]; then
+    timeout 3600 cargo build --release --quiet -p oxipost-master -p oxipost-mailctl -p oxipost-auth \
+        -p oxipost-pop3d -p oxipost-postconf
+    BIN_DIR=$REPO/target/release
+fi
 id oxipost >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin oxipost
 
 export BENCH_CLIENTS=$CLIENTS BENCH_MESSAGES=$MESSAGES BENCH_SIZE=$SIZE BENCH_ROUNDS=$ROUNDS \
-    BENCH_LOGIN_SECONDS=$SECONDS_LOGIN BENCH_BIN=$REPO/target/release
+    BENCH_LOGIN_SECONDS=$SECONDS_LOGIN BENCH_BIN=$BIN_DIR
 exec timeout 3600 python3 - <<'PY'
 import os, random, shutil, signal, socket, subprocess, sys, tempfile, time
 from multiprocessing import Pool

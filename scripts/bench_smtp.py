@@ -263,10 +263,11 @@ def main():
                 r = res[name]
                 print(f"{size:>6} {sess:>4} {name:>8} {r['acc']:>11.0f} {r['del']:>12.0f} "
                       f"{r['pss'] / 1024:>13.1f} {r['cpu']:>10.0f}"
-                      + ("" if r["delivered"] == a.messages else f"  (only {r['delivered']} delivered)"))
+                      + ("" if r["delivered"] == a.messages else f"  (only {r['delivered']} delivered)"),
+                      flush=True)
             o, p = res["oxipost"], res["postfix"]
             print(f"{size:>6} {sess:>4} {'ratio':>8} {o['acc'] / p['acc']:>10.2f}x {o['del'] / p['del']:>11.2f}x "
-                  f"{o['pss'] / max(1, p['pss']):>12.2f}x")
+                  f"{o['pss'] / max(1, p['pss']):>12.2f}x", flush=True)
     for s in systems:
         s.stop()
 
