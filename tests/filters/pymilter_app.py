@@ -18,7 +18,8 @@ per event to RECORD ({"stage": ..., "macros": {...}}) and answers CONNECT with C
 (reject, tempfail, replycode, accept; default continue). A HELO name, a sender's or a
 recipient's local part starting with `reject`, `tempfail`, `replycode` or `discard`
 (HELO: `helo-reject`...; MAIL: `mail-reject`...; RCPT: `rcpt-reject`...) gets that answer
-at that stage; `replycode` is 553 5.7.2 "<stage> refused by milter"."""
+at that stage; `replycode` is 553 5.7.2 "<stage> refused by milter". HELO `helo-stall...`
+sleeps 8 s before it continues."""
 
 import json
 import sys
@@ -78,6 +79,9 @@ class TestMilter(Milter.Base):
     def hello(self, name):
         self.helo = name
         self.record("helo", [name])
+        if name.startswith("helo-stall"):
+            time.sleep(8)
+            return Milter.CONTINUE
         return self.answer("helo", name[len("helo-"):] if name.startswith("helo-") else "")
 
     def envfrom(self, f, *args):

@@ -314,3 +314,36 @@ def test_bdat_message_gets_data_event(suite, stage_milter):
     suite.wait_for_mail(1)
     stages = [e["stage"] for e in m.events()]
     assert stages.index("data") < stages.index("eoh") < stages.index("eom"), stages
+
+
+def test_slow_milter_does_not_block_other_sessions(suite, stage_milter):
+    """smtpd serves many sessions in one process: a milter that is slow to answer one
+    session's HELO must not hold up another session's whole transaction."""
+    m = stage_milter()
+    suite.postconf(f"smtpd_milters = inet:127.0.0.1:{m.port}")
+    suite.start()
+    slow = socket.create_connection(("127.0.0.1", suite.smtp_port), timeout=60)
+    try:
+        assert slow.recv(512).startswith(b"220")
+        slow.sendall(b"EHLO helo-stall.example\r\n")
+        wait(lambda: any(e["stage"] == "helo" for e in m.events()), what="the stalled HELO", suite=suite)
+        with smtplib.SMTP("127.0.0.1", suite.smtp_port, timeout=60) as c:
+            c.sendmail("alice@example.org", ["demo@localhost"], b"Subject: not blocked\r\n\r\nb\r\n")
+        # The other session was served while the slow one still waits for its milter.
+        slow.setblocking(False)
+        try:
+            early = slow.recv(512)
+        except BlockingIOError:
+            early = b""
+        assert early == b"", early
+        slow.setblocking(True)
+        slow.settimeout(60)
+        reply = b""
+        while b"\r\n250 " not in reply and not reply.startswith(b"250 "):
+            chunk = slow.recv(4096)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"250"), reply
+    finally:
+        slow.close()
+    suite.wait_for_mail(1)

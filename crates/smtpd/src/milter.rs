@@ -161,6 +161,8 @@ impl Runner {
         let wake = Arc::clone(&self.wake_write);
         std::thread::Builder::new()
             .name("smtpd-milter".into())
+            // One per connection: small stacks (the conversation keeps its data on the heap).
+            .stack_size(256 * 1024)
             .spawn(move || {
                 let mut c = Conversation::new(settings);
                 while let Ok((serial, job)) = rx.recv() {
