@@ -30,8 +30,9 @@ class FakeServer:
     def __init__(self, lmtp=False, ext=None, rcpt_replies=None, final_replies=None,
                  greeting="220 fake.test ESMTP", data_reply="250 2.0.0 Ok: queued as FAKE1",
                  tls_context=None, auth_users=None, stall_on=None, port=0, unix_path=None,
-                 host="127.0.0.1", first_data_delay=0.0, data_delay=0.0):
+                 host="127.0.0.1", first_data_delay=0.0, data_delay=0.0, ehlo_name="fake.test"):
         self.lmtp = lmtp
+        self.ehlo_name = ehlo_name
         self.ext = list(ext) if ext is not None else [
             "PIPELINING", "SIZE 10240000", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES", "CHUNKING"]
         self.rcpt_replies = rcpt_replies or {}
@@ -169,7 +170,7 @@ class FakeServer:
                         ext.append("STARTTLS")
                     if self.auth_users is not None:
                         ext.append("AUTH PLAIN LOGIN")
-                    lines = ["fake.test"] + ext
+                    lines = [self.ehlo_name] + ext
                     send("\r\n".join(f"250-{x}" for x in lines[:-1]) + f"\r\n250 {lines[-1]}")
                 elif verb == "HELO":
                     send("250 fake.test")

@@ -209,3 +209,33 @@ def test_mx_address_limit_counts_addresses(suite, fakes):
         assert "host 3 says later" in log
     finally:
         dns.stop()
+
+
+def test_server_greeting_with_my_own_hostname_is_a_loop(suite, fakes):
+    # The fakes answer EHLO as "fake.test"; here that is this host's myhostname. At the
+    # best MX host that is a 5.4.6 bounce; at a lesser one (4.4.6) the next host is tried.
+    loopy = fakes(host="127.0.0.2", port=suite.smtp_port)
+    busy = fakes(host="127.0.0.3", port=suite.smtp_port, greeting="421 4.3.2 busy")
+    good = fakes(host="127.0.0.4", port=suite.smtp_port, ehlo_name="good.ehlo2.test")
+    good_name = "good.ehlo2.test"
+    dns = use_dns(suite, {
+        ("ehlo1.test", "MX"): [(10, "loopy.ehlo.test")],
+        ("ehlo2.test", "MX"): [(10, "busy.ehlo.test"), (20, "loopy.ehlo.test"), (30, good_name)],
+        **a_records(loopy_ehlo_test="127.0.0.2", busy_ehlo_test="127.0.0.3",
+                    good_ehlo2_test="127.0.0.4"),
+    }, "myhostname = fake.test",
+        f"transport_maps = inline:{{ehlo1.test=smtp:ehlo1.test:{suite.smtp_port}, "
+        f"ehlo2.test=smtp:ehlo2.test:{suite.smtp_port}}}")
+    try:
+        suite.start()
+        send(suite, ["u@ehlo1.test"])
+        log = wait_log(suite, "status=bounced")
+        assert "dsn=5.4.6, status=bounced (mail for ehlo1.test:%d loops back to myself)" % suite.smtp_port in log, log[-2000:]
+        assert "replied to HELO/EHLO with my own hostname fake.test" in log
+        assert not loopy.transactions
+        send(suite, ["v@ehlo2.test"])
+        log = wait_log(suite, f"to=<v@ehlo2.test>, relay={good_name}[127.0.0.4]:{suite.smtp_port}")
+        assert "dsn=4.4.6" not in log.split("to=<v@ehlo2.test>")[-1].split("\n")[0]
+        assert busy.connections == 1 and len(good.transactions) == 1 and not loopy.transactions
+    finally:
+        dns.stop()
