@@ -45,7 +45,9 @@ smtp_tls_policy_maps, smtp_tls_CAfile, smtp_tls_CApath, smtp_tls_verify_cert_mat
 smtp_tls_secure_cert_match, smtp_sasl_auth_enable, smtp_sasl_password_maps,
 smtp_sasl_security_options, smtp_sasl_tls_security_options, smtp_sasl_mechanism_filter,
 smtp_sasl_auth_soft_bounce, smtp_generic_maps, smtp_connection_cache_on_demand,
-smtp_connection_cache_destinations, smtp_connection_reuse_time_limit, oxipost_dns_servers; lmtp_* variants in LMTP mode.
+smtp_connection_cache_destinations, smtp_connection_reuse_time_limit, smtp_fallback_relay,
+inet_interfaces and proxy_interfaces (MX loop detection), oxipost_dns_servers; lmtp_* variants in
+LMTP mode.
 ";
 
 /// The program: `program` is `smtp` or `lmtp`.
