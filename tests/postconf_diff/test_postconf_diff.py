@@ -74,6 +74,7 @@ INTENDED = {
     "newaliases_path": "installation path: oxipost's layout, not Debian Postfix's",
     "mailq_path": "installation path: oxipost's layout, not Debian Postfix's",
     "mail_version": "our version number, not Postfix's 3.7.11",
+    "fallback_relay": "legacy name: Postfix 3.7 expands $fallback_relay in smtp_fallback_relay's default without listing it; ours declares it (empty) so that the default expands",
     "mail_release_date": "our release date, not Postfix's",
     "compatibility_level": "built-in default chosen by oxipost (Postfix 3.7 says 0)",
     "process_id": "differs on every run, even between two Postfix runs",

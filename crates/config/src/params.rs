@@ -407,6 +407,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_mx_session_limit", Kind::Int, "2", "The most sessions (that got a greeting) the smtp client tries for one destination (0: no limit).", false),
     p("smtp_discard_ehlo_keywords", Kind::List, "", "EHLO keywords the smtp client ignores (pipelining, chunking, 8bitmime, starttls, auth, dsn, size, smtputf8).", false),
     p("smtp_host_lookup", Kind::List, "dns", "How the smtp client looks up host addresses: dns, native, or both.", false),
+    p("fallback_relay", Kind::List, "", "The smtp client's fall-back relays before Postfix 2.3; the default of smtp_fallback_relay (oxipost: Postfix 3.7 expands it without listing it).", false),
     p("smtp_fallback_relay", Kind::List, "$fallback_relay", "Relay hosts the smtp client tries after the servers of a destination that cannot be found or reached; not for destinations this host is MX for (fallback_relay before Postfix 2.3).", false),
     p("lmtp_fallback_relay", Kind::List, "", "Not used: the lmtp client has no fall-back relays.", false),
     p("lmtp_lhlo_name", Kind::Str, "$myhostname", "The name the lmtp client sends with LHLO.", false),
