@@ -5,10 +5,23 @@
 //! space-separated, `modseq`, `internaldate` in Unix seconds, `size` in bytes with CRLF
 //! line ends, the size IMAP reports). Every write runs inside [`Mailbox::locked`]: the
 //! flock on `oxipost-index.lock` plus one SQLite transaction.
+//!
+//! **Directory stamps.** `meta` also holds `newstamp`/`curstamp`: the mtimes (ns) of
+//! `new/` and `cur/` taken *before* the listing that last brought the index in line with
+//! them. While a directory's mtime still equals its stamp nothing was added, renamed or
+//! removed in it since, so [`Mailbox::sync`] skips its listing (as Dovecot trusts its
+//! index while `cur/`'s mtime is unchanged). A stamp is only recorded when the mtime is
+//! more than a second old: a change within the same tick of a coarse clock could
+//! otherwise leave the mtime as it was.
+//!
+//! **Cache.** `cache` holds per message values a reader computed from the immutable file
+//! (imapd: ENVELOPE, BODYSTRUCTURE), keyed by UID and field, tagged with the version of
+//! the code that computed them (another version's value is a miss), as Dovecot's
+//! `dovecot.index.cache`.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -190,10 +203,14 @@ fn visible(name: &str) -> bool {
 impl Mailbox {
     /// Opens the mailbox at `root` (a Maildir), creating `cur/`, `new/`, `tmp/` and the
     /// index when missing, rebuilding an unreadable index, and resynchronising the index
-    /// with `cur/` and `new/`.
+    /// with `cur/` and `new/` (skipped for a directory unchanged since, see the module
+    /// documentation).
     pub fn open(root: &Path) -> Result<Mailbox> {
         for d in ["cur", "new", "tmp"] {
-            fs::create_dir_all(root.join(d))?;
+            let p = root.join(d);
+            if !p.is_dir() {
+                fs::create_dir_all(p)?;
+            }
         }
         let db_path = root.join(INDEX_NAME);
         let mut mb = match Self::open_db(root, &db_path, None) {
@@ -206,7 +223,8 @@ impl Mailbox {
             }
             Err(e) => return Err(e),
         };
-        mb.resync()?;
+        let fresh = mb.sync()?;
+        mb.fresh.extend(fresh);
         Ok(mb)
     }
 
@@ -218,7 +236,10 @@ impl Mailbox {
              CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
                 name TEXT NOT NULL, flags TEXT NOT NULL, keywords TEXT NOT NULL,
                 modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS cache (uid INTEGER NOT NULL, field INTEGER NOT NULL,
+                version INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, field))
+                WITHOUT ROWID;",
         )?;
         let mb = Mailbox {
             root: root.to_path_buf(),
@@ -240,11 +261,14 @@ impl Mailbox {
             ))?;
         }
         // The expunge log (QRESYNC) is complete from the MODSEQ it started at; an index
-        // older than the log has no record of earlier expunges.
-        mb.db.execute(
-            "INSERT OR IGNORE INTO meta SELECT 'expungelog', value FROM meta WHERE key='highestmodseq'",
-            [],
-        )?;
+        // older than the log has no record of earlier expunges. Read first: a write on
+        // every open would cost a journal per SELECT.
+        if mb.meta_opt("expungelog")?.is_none() {
+            mb.db.execute(
+                "INSERT OR IGNORE INTO meta SELECT 'expungelog', value FROM meta WHERE key='highestmodseq'",
+                [],
+            )?;
+        }
         Ok(mb)
     }
 
@@ -272,7 +296,16 @@ impl Mailbox {
     fn meta(&self, key: &str) -> Result<i64> {
         Ok(self
             .db
-            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))?)
+            .prepare_cached("SELECT value FROM meta WHERE key=?1")?
+            .query_row([key], |r| r.get(0))?)
+    }
+
+    fn meta_opt(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .db
+            .prepare_cached("SELECT value FROM meta WHERE key=?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
     }
 
     pub fn uidvalidity(&self) -> Result<u32> {
@@ -284,12 +317,43 @@ impl Mailbox {
         Ok(self.meta("highestmodseq")? as u64)
     }
 
-    /// Moves new deliveries from `new/` to `cur/` and indexes them; returns their UIDs
-    /// (including those this handle moved while opening, which are "recent" to it).
+    /// Moves new deliveries from `new/` to `cur/` and indexes them, and picks up changes
+    /// made in `cur/` behind the store's back (see [`Mailbox::sync`]); returns the new
+    /// UIDs (including those this handle moved while opening, which are "recent" to it).
     pub fn refresh(&mut self) -> Result<Vec<u32>> {
         let mut uids = std::mem::take(&mut self.fresh);
-        uids.extend(self.refresh_new()?);
+        uids.extend(self.sync()?);
         Ok(uids)
+    }
+
+    /// Brings the index in line with `new/` and `cur/`, listing only a directory whose
+    /// mtime differs from its stamp (or whose stamp could not be trusted); returns the
+    /// UIDs given to files moved from `new/`.
+    pub fn sync(&mut self) -> Result<Vec<u32>> {
+        // Taken before the stats: an mtime older than this minus a second cannot be
+        // repeated by a later change.
+        let now = now_ns();
+        let new_dir = self.root.join("new");
+        let new_mtime = dir_mtime(&new_dir)?;
+        let mut fresh = Vec::new();
+        let new_ok = self.meta_opt("newstamp")? == Some(new_mtime);
+        if !new_ok {
+            fresh = self.refresh_new()?;
+        }
+        // After the moves out of new/, which change cur/.
+        let cur_mtime = dir_mtime(&self.root.join("cur"))?;
+        let cur_ok = self.meta_opt("curstamp")? == Some(cur_mtime);
+        let trusted = |m: i64| (m < now - 1_000_000_000).then_some(m);
+        let stamps = (
+            if new_ok { None } else { trusted(new_mtime) },
+            if cur_ok { None } else { trusted(cur_mtime) },
+        );
+        if !cur_ok {
+            self.rescan_cur(stamps)?;
+        } else if stamps.0.is_some() {
+            self.locked(|t| t.set_stamps(stamps))?;
+        }
+        Ok(fresh)
     }
 
     fn refresh_new(&mut self) -> Result<Vec<u32>> {
@@ -321,13 +385,19 @@ impl Mailbox {
         })
     }
 
-    /// The full comparison of the index with `cur/` (and `new/`): files renamed behind
-    /// the store's back get their flags re-read, vanished files are expunged, unknown
-    /// files get UIDs.
+    /// The full comparison of the index with `new/` and `cur/`, whatever their mtimes.
     pub fn resync(&mut self) -> Result<()> {
         let fresh = self.refresh_new()?;
         self.fresh.extend(fresh);
+        self.rescan_cur((None, None))
+    }
+
+    /// The full comparison of the index with `cur/`: files renamed behind the store's
+    /// back get their flags re-read, vanished files are expunged, unknown files get UIDs.
+    /// `stamps` (new/, cur/) are recorded in the same transaction.
+    fn rescan_cur(&mut self, stamps: (Option<i64>, Option<i64>)) -> Result<()> {
         self.locked(|t| {
+            t.set_stamps(stamps)?;
             let mut on_disk: HashMap<String, String> = HashMap::new();
             for name in list_dir(&t.root.join("cur"))? {
                 on_disk.insert(base_name(&name).to_owned(), name);
@@ -364,25 +434,13 @@ impl Mailbox {
         })
     }
 
-    /// Everything the index holds now.
+    /// Everything the index holds now (one query).
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut st = self.db.prepare(
+        let mut st = self.db.prepare_cached(
             "SELECT uid, base, name, flags, keywords, modseq, internaldate, size FROM msg ORDER BY uid",
         )?;
         let messages = st
-            .query_map([], |r| {
-                let kw: String = r.get(4)?;
-                Ok(Message {
-                    uid: r.get(0)?,
-                    base: r.get(1)?,
-                    name: r.get(2)?,
-                    flags: Flags::from_letters(&r.get::<_, String>(3)?),
-                    keywords: kw.split_whitespace().map(str::to_owned).collect(),
-                    modseq: r.get::<_, i64>(5)? as u64,
-                    internal_date: r.get(6)?,
-                    size: r.get::<_, i64>(7)? as u64,
-                })
-            })?
+            .query_map([], message_row)?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Snapshot {
             uidvalidity: self.meta("uidvalidity")? as u32,
@@ -413,6 +471,30 @@ impl Mailbox {
         match self.path_of(m) {
             Some(p) => Ok(fs::read(p)?),
             None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// The message's header block as stored: the bytes up to and including the first
+    /// empty line (the whole file when it has none), without reading the body.
+    pub fn read_header(&self, m: &Message) -> Result<Vec<u8>> {
+        let p = self.path_of(m).ok_or(StoreError::NotFound)?;
+        let mut f = File::open(p)?;
+        let mut data = Vec::new();
+        let mut chunk = vec![0u8; 8192];
+        let mut from = 0usize;
+        loop {
+            let n = f.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(data);
+            }
+            data.extend_from_slice(&chunk[..n]);
+            // Look from a little before the new bytes: the blank line may straddle reads.
+            let start = from.saturating_sub(3);
+            if let Some(end) = header_end(&data[start..]) {
+                data.truncate(start + end);
+                return Ok(data);
+            }
+            from = data.len();
         }
     }
 
@@ -474,7 +556,49 @@ impl Mailbox {
 
     /// One message by UID.
     pub fn message(&self, uid: u32) -> Result<Option<Message>> {
-        Ok(self.snapshot()?.messages.into_iter().find(|m| m.uid == uid))
+        Ok(self
+            .db
+            .prepare_cached(
+                "SELECT uid, base, name, flags, keywords, modseq, internaldate, size FROM msg WHERE uid=?1",
+            )?
+            .query_row([uid], message_row)
+            .optional()?)
+    }
+
+    /// The cached values of `field` computed by code `version` for the messages with
+    /// UIDs in `lo..=hi` (one query).
+    pub fn cached(
+        &self,
+        field: u8,
+        version: u64,
+        lo: u32,
+        hi: u32,
+    ) -> Result<HashMap<u32, Vec<u8>>> {
+        let mut st = self.db.prepare_cached(
+            "SELECT uid, value FROM cache WHERE field=?1 AND version=?2 AND uid BETWEEN ?3 AND ?4",
+        )?;
+        let rows = st.query_map(params![field, version as i64, lo, hi], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Stores computed values `(uid, field, value)` for later [`Mailbox::cached`], in one
+    /// transaction. The values of a message never change (its file is immutable), so
+    /// the only stale entries are those of other code versions, which are replaced.
+    pub fn cache_put(&mut self, version: u64, entries: &[(u32, u8, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.locked(|t| {
+            let mut st = t.tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM msg WHERE uid=?1)",
+            )?;
+            for (uid, field, value) in entries {
+                st.execute(params![uid, field, version as i64, value])?;
+            }
+            Ok(())
+        })
     }
 
     /// Removes messages (unlink, then the index row); returns the UIDs removed.
@@ -578,12 +702,27 @@ impl Tx<'_> {
         )?)
     }
 
-    /// Records an expunge for QRESYNC's `VANISHED (EARLIER)`.
+    /// Records an expunge for QRESYNC's `VANISHED (EARLIER)` and drops the message's
+    /// cached values.
     fn log_expunge(&mut self, uid: u32, modseq: i64) -> Result<()> {
         self.tx.execute(
             "INSERT OR REPLACE INTO expunged VALUES (?1, ?2)",
             params![uid, modseq],
         )?;
+        self.tx.execute("DELETE FROM cache WHERE uid=?1", [uid])?;
+        Ok(())
+    }
+
+    /// Records the directory stamps given (new/, cur/).
+    fn set_stamps(&mut self, stamps: (Option<i64>, Option<i64>)) -> Result<()> {
+        for (key, v) in [("newstamp", stamps.0), ("curstamp", stamps.1)] {
+            if let Some(v) = v {
+                self.tx.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?1, ?2)",
+                    params![key, v],
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -622,6 +761,48 @@ impl Tx<'_> {
             .execute("UPDATE meta SET value=?1 WHERE key='uidnext'", [uid + 1])?;
         Ok(Some(uid as u32))
     }
+}
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let kw: String = r.get(4)?;
+    Ok(Message {
+        uid: r.get(0)?,
+        base: r.get(1)?,
+        name: r.get(2)?,
+        flags: Flags::from_letters(&r.get::<_, String>(3)?),
+        keywords: kw.split_whitespace().map(str::to_owned).collect(),
+        modseq: r.get::<_, i64>(5)? as u64,
+        internal_date: r.get(6)?,
+        size: r.get::<_, i64>(7)? as u64,
+    })
+}
+
+/// The end of the header block in `data` (just past its empty line), if there is one.
+fn header_end(data: &[u8]) -> Option<usize> {
+    let lf = data.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A directory's mtime in nanoseconds.
+fn dir_mtime(dir: &Path) -> Result<i64> {
+    let md = fs::metadata(dir)?;
+    Ok(md
+        .modified()?
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64))
 }
 
 /// Visible entries of a directory, sorted.
@@ -717,6 +898,92 @@ mod tests {
         let s = d.snapshot()?;
         assert_eq!(s.messages.len(), 2);
         assert!(root.join("oxipost-index.corrupt").exists());
+        Ok(())
+    }
+
+    fn set_mtime(dir: &Path, t: SystemTime) -> Result<()> {
+        File::open(dir)?.set_modified(t)?;
+        Ok(())
+    }
+
+    #[test]
+    fn directory_stamps_skip_unchanged_and_see_changes() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        let mut a = Mailbox::open(&root)?;
+        deliver(&root, "100.M1P1.h", b"a\n");
+        deliver(&root, "101.M1P1.h", b"b\n");
+        assert_eq!(a.refresh()?, vec![1, 2]);
+        // Directories changed just now are listed every time, their stamps not kept.
+        assert_eq!(a.meta_opt("curstamp")?, None);
+        let old = SystemTime::now() - Duration::from_secs(10);
+        set_mtime(&root.join("new"), old)?;
+        set_mtime(&root.join("cur"), old)?;
+        a.refresh()?;
+        let stamp = a.meta_opt("curstamp")?;
+        assert!(stamp.is_some());
+        assert_eq!(a.meta_opt("newstamp")?, stamp);
+        // Unchanged mtime: not listed (a rename hidden by restoring the mtime is not seen).
+        fs::rename(
+            root.join("cur/100.M1P1.h:2,"),
+            root.join("cur/100.M1P1.h:2,S"),
+        )?;
+        set_mtime(&root.join("cur"), old)?;
+        assert!(a.refresh()?.is_empty());
+        let mut b = Mailbox::open(&root)?;
+        assert_eq!(b.message(1)?.map(|m| m.flags), Some(Flags::empty()));
+        // Behind the store's back (mutt): the rename moves the mtime, the next look sees it
+        // in this handle and in a new one.
+        fs::rename(
+            root.join("cur/101.M1P1.h:2,"),
+            root.join("cur/101.M1P1.h:2,F"),
+        )?;
+        assert!(b.refresh()?.is_empty());
+        assert_eq!(b.message(1)?.map(|m| m.flags), Some(Flags::SEEN));
+        assert_eq!(b.message(2)?.map(|m| m.flags), Some(Flags::FLAGGED));
+        deliver(&root, "102.M1P1.h", b"c\n");
+        assert_eq!(a.refresh()?, vec![3]);
+        fs::remove_file(root.join("cur/100.M1P1.h:2,S"))?;
+        let c = Mailbox::open(&root)?;
+        let s = c.snapshot()?;
+        assert_eq!(
+            s.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn cache_and_header() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        let mut a = Mailbox::open(&root)?;
+        let mut body = b"Subject: x\r\nFrom: a@b\r\n\r\n".to_vec();
+        body.extend(std::iter::repeat_n(b'z', 20000));
+        let uid = a.append(&body, Flags::empty(), &[], None)?;
+        let m = a.message(uid)?.ok_or(StoreError::NotFound)?;
+        assert_eq!(a.read_header(&m)?, b"Subject: x\r\nFrom: a@b\r\n\r\n");
+        let mut big = b"X: ".to_vec();
+        big.extend(std::iter::repeat_n(b'y', 9000));
+        big.extend_from_slice(b"\n\nbody");
+        let uid2 = a.append(&big, Flags::empty(), &[], None)?;
+        let m2 = a.message(uid2)?.ok_or(StoreError::NotFound)?;
+        assert_eq!(a.read_header(&m2)?.len(), big.len() - 4);
+        a.cache_put(
+            7,
+            &[
+                (uid, 1, b"env".to_vec()),
+                (uid2, 1, b"e2".to_vec()),
+                (99, 1, b"x".to_vec()),
+            ],
+        )?;
+        let got = a.cached(1, 7, 0, 100)?;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got.get(&uid).map(Vec::as_slice), Some(&b"env"[..]));
+        assert!(a.cached(1, 8, 0, 100)?.is_empty());
+        assert!(a.cached(2, 7, 0, 100)?.is_empty());
+        a.expunge(&[uid])?;
+        assert_eq!(a.cached(1, 7, 0, 100)?.len(), 1);
         Ok(())
     }
 
