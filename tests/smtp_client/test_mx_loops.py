@@ -239,3 +239,24 @@ def test_server_greeting_with_my_own_hostname_is_a_loop(suite, fakes):
         assert busy.connections == 1 and len(good.transactions) == 1 and not loopy.transactions
     finally:
         dns.stop()
+
+
+def test_next_hop_at_my_own_address_is_a_loop(suite):
+    # A transport next hop at our own address and smtpd port: a 5.4.6 bounce.
+    suite.postconf(f"transport_maps = inline:{{self.test=smtp:[127.0.0.1]:{suite.smtp_port}}}")
+    suite.start()
+    send(suite, ["u@self.test"])
+    log = wait_log(suite, "status=bounced")
+    assert "to=<u@self.test>, relay=none" in log
+    assert "dsn=5.4.6, status=bounced (mail for 127.0.0.1 loops back to myself)" in log, log[-2000:]
+
+
+def test_relayhost_at_my_own_address_is_a_configuration_problem(suite):
+    # The same next hop as relayhost: deferred 4.3.5 (Postfix's smtp_connect).
+    suite.postconf(f"relayhost = [127.0.0.1]:{suite.smtp_port}")
+    suite.start()
+    send(suite, ["v@example.net"])
+    log = wait_log(suite, "to=<v@example.net>")
+    line = log.split("to=<v@example.net>")[1].split("\n")[0]
+    assert "dsn=4.3.5, status=deferred (mail for 127.0.0.1 loops back to myself)" in line, line
+    assert "relayhost configuration problem" in log

@@ -421,8 +421,12 @@ impl Agent {
             if si == 0
                 && let Some(addr) = reused
             {
+                // Postfix counts the reused session towards both limits.
                 sessions = 1;
                 targets.retain(|t| t.addr != addr);
+                if self.s.mx_address_limit > 0 {
+                    targets.truncate(self.s.mx_address_limit - 1);
+                }
             }
             // Postfix's final next hop: the last site, or one this host is MX for.
             let final_site = i_am_mx || si + 1 == nsites;
