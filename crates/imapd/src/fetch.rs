@@ -5,7 +5,9 @@
 //! Messages are served with CRLF line ends (Maildir files usually hold LF); sizes and
 //! offsets refer to that CRLF form, which is also what the index stores as the size.
 
-use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{
+    Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use crate::parse::{Value, astring};
 
@@ -380,17 +382,27 @@ pub fn section_bytes(
         };
     }
     let Some(msg) = msg else { return Vec::new() };
-    let Some((m, idx)) = find_part(msg, part) else {
+    let Some((m, idx, empty)) = find_part_in(msg, part) else {
         return Vec::new();
     };
     let Some(p) = m.parts.get(idx) else {
         return Vec::new();
     };
+    if empty {
+        return Vec::new();
+    }
     let src: &[u8] = &m.raw_message;
     let get = |a: u32, b: u32| src.get(a as usize..b as usize).unwrap_or_default().to_vec();
     match text {
         SectionText::Full => get(p.offset_body, p.offset_end),
         SectionText::Mime => get(p.offset_header, p.offset_body),
+        // Only a message/rfc822 part has a header and text of its own (RFC 3501 6.4.5);
+        // of any other part they are empty, as Dovecot answers.
+        SectionText::Header | SectionText::Text | SectionText::Fields { .. }
+            if !matches!(p.body, PartType::Message(_)) =>
+        {
+            Vec::new()
+        }
         SectionText::Header | SectionText::Text | SectionText::Fields { .. } => {
             // Of an encapsulated message/rfc822 part.
             let inner = get(p.offset_body, p.offset_end);
@@ -401,8 +413,15 @@ pub fn section_bytes(
 
 /// A part by its IMAP number: (the message holding it, its index in that message).
 fn find_part<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'a>, usize)> {
+    find_part_in(msg, path).map(|(m, idx, _)| (m, idx))
+}
+
+/// As `find_part`, and whether the number names the empty part that a multipart without
+/// a boundary answers as (see `structure`).
+fn find_part_in<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'a>, usize, bool)> {
     let mut m = msg;
     let mut idx = 0usize;
+    let mut empty = false;
     for (k, &n) in path.iter().enumerate() {
         if k > 0
             && let PartType::Message(inner) = &m.parts.get(idx)?.body
@@ -410,13 +429,14 @@ fn find_part<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'a>,
             m = inner;
             idx = 0;
         }
-        match &m.parts.get(idx)?.body {
+        let part = m.parts.get(idx)?;
+        match &part.body {
             PartType::Multipart(children) => idx = *children.get(n as usize - 1)? as usize,
-            _ if n == 1 => {}
+            _ if n == 1 => empty |= is_multipart_type(part),
             _ => return None,
         }
     }
-    Some((m, idx))
+    Some((m, idx, empty))
 }
 
 /// The header fields named (or, `not`, all but those), then the blank line.
@@ -538,55 +558,45 @@ fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
     }
 }
 
-/// BODYSTRUCTURE (`ext`) or BODY of part `idx` of `m`.
+/// BODYSTRUCTURE (`ext`) or BODY of part `idx` of `m`. Parameters and the other header
+/// values come from the raw header text (Dovecot's answers: RFC 2231 continuations joined
+/// but not decoded, Content-ID with its brackets).
 pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, depth: usize) {
     let Some(p) = m.parts.get(idx) else {
         out.extend_from_slice(b"NIL");
         return;
     };
     let ct = p.content_type();
-    let params = |out: &mut Vec<u8>| {
-        let attrs: Vec<_> = ct
-            .and_then(|c| c.attributes())
-            .unwrap_or_default()
-            .iter()
-            .filter(|a| !a.name.is_empty())
-            .collect();
-        if attrs.is_empty() {
-            out.extend_from_slice(b"NIL");
-            return;
-        }
-        out.push(b'(');
-        for (i, a) in attrs.iter().enumerate() {
-            if i > 0 {
-                out.push(b' ');
-            }
-            astring(out, Some(a.name.to_ascii_lowercase().as_bytes()));
-            out.push(b' ');
-            astring(out, Some(a.value.as_bytes()));
-        }
-        out.push(b')');
+    let params = raw_field(m, p, "Content-Type")
+        .map(|v| content_params(&v))
+        .unwrap_or_default();
+    let children: &[u32] = match &p.body {
+        PartType::Multipart(c) => c,
+        _ => &[],
     };
-    if let PartType::Multipart(children) = &p.body {
+    if matches!(p.body, PartType::Multipart(_)) || is_multipart_type(p) {
         out.push(b'(');
         if children.is_empty() || depth > 20 {
-            out.extend_from_slice(b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)");
-        }
-        for &c in children
-            .iter()
-            .take(if depth > 20 { 0 } else { usize::MAX })
-        {
-            structure(out, m, c as usize, ext, depth + 1);
+            // No parts (or no boundary to find them by): one empty text part, as Dovecot.
+            out.extend_from_slice(
+                b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0",
+            );
+            if ext {
+                out.extend_from_slice(b" NIL NIL NIL NIL");
+            }
+            out.push(b')');
+        } else {
+            for &c in children {
+                structure(out, m, c as usize, ext, depth + 1);
+            }
         }
         out.push(b' ');
         let sub = ct.and_then(|c| c.subtype()).unwrap_or("mixed");
         astring(out, Some(sub.to_ascii_lowercase().as_bytes()));
         if ext {
             out.push(b' ');
-            params(out);
-            out.extend_from_slice(b" ");
-            disposition(out, p);
-            out.extend_from_slice(b" NIL NIL");
+            write_params(out, &params, false);
+            write_dsp_lang_loc(out, m, p);
         }
         out.push(b')');
         return;
@@ -596,6 +606,10 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
             c.ctype().to_ascii_lowercase(),
             c.subtype().unwrap_or("").to_ascii_lowercase(),
         ),
+        // RFC 2046 5.1.5: in a multipart/digest a part without Content-Type is a message.
+        None if matches!(p.body, PartType::Message(_)) => {
+            ("message".to_owned(), "rfc822".to_owned())
+        }
         None => ("text".to_owned(), "plain".to_owned()),
     };
     let body = m
@@ -607,15 +621,11 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
     out.push(b' ');
     astring(out, Some(sub.as_bytes()));
     out.push(b' ');
-    if ct.is_none() {
-        out.extend_from_slice(b"(\"charset\" \"us-ascii\")");
-    } else {
-        params(out);
-    }
+    write_params(out, &params, ty == "text");
     out.push(b' ');
-    astring(out, p.content_id().map(str::as_bytes));
+    astring(out, raw_field(m, p, "Content-ID").as_deref());
     out.push(b' ');
-    astring(out, p.content_description().map(str::as_bytes));
+    astring(out, raw_field(m, p, "Content-Description").as_deref());
     out.push(b' ');
     let enc = p
         .content_transfer_encoding()
@@ -638,38 +648,331 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
         out.extend_from_slice(format!(" {lines}").as_bytes());
     }
     if ext {
-        out.extend_from_slice(b" NIL ");
-        disposition(out, p);
-        out.extend_from_slice(b" NIL NIL");
+        out.push(b' ');
+        astring(out, raw_field(m, p, "Content-MD5").as_deref());
+        write_dsp_lang_loc(out, m, p);
     }
     out.push(b')');
 }
 
-fn disposition(out: &mut Vec<u8>, p: &mail_parser::MessagePart<'_>) {
-    match p.content_disposition() {
-        Some(d) => {
-            out.push(b'(');
-            astring(out, Some(d.ctype().to_ascii_lowercase().as_bytes()));
-            out.push(b' ');
-            match d.attributes() {
-                Some(a) if !a.is_empty() => {
-                    out.push(b'(');
-                    for (i, x) in a.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b' ');
+/// A part labelled multipart/* that mail-parser left a leaf (no boundary parameter).
+fn is_multipart_type(p: &MessagePart<'_>) -> bool {
+    !matches!(p.body, PartType::Multipart(_))
+        && p.content_type()
+            .is_some_and(|c| c.ctype().eq_ignore_ascii_case("multipart"))
+}
+
+/// The raw value of part `p`'s first header field `name`: unfolded and trimmed, RFC 2047
+/// encoded-words and RFC 2231 encodings left as they are (IMAP passes header text through).
+fn raw_field(m: &Message<'_>, p: &MessagePart<'_>, name: &str) -> Option<Vec<u8>> {
+    let h = p
+        .headers
+        .iter()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
+    let v = m
+        .raw_message
+        .get(h.offset_start as usize..h.offset_end as usize)
+        .unwrap_or_default();
+    let v: Vec<u8> = v
+        .iter()
+        .copied()
+        .filter(|&b| b != b'\r' && b != b'\n')
+        .collect();
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    Some(v[start..end.max(start)].to_vec())
+}
+
+/// A cursor over an unfolded header value, with RFC 822 lexical rules (comments skipped
+/// as white space, the last one remembered: an addr-spec's comment names the mailbox).
+struct Lex<'a> {
+    s: &'a [u8],
+    i: usize,
+    comment: Option<Vec<u8>>,
+}
+
+impl<'a> Lex<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Lex {
+            s,
+            i: 0,
+            comment: None,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    /// Skips white space and (nested) comments; whether anything is left.
+    fn lwsp(&mut self) -> bool {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => self.i += 1,
+                b'(' => {
+                    let mut depth = 0usize;
+                    let mut text = Vec::new();
+                    while let Some(c) = self.peek() {
+                        self.i += 1;
+                        match c {
+                            b'\\' => {
+                                if let Some(n) = self.peek() {
+                                    text.push(n);
+                                    self.i += 1;
+                                }
+                                continue;
+                            }
+                            b'(' => depth += 1,
+                            b')' => depth -= 1,
+                            _ => {}
                         }
-                        astring(out, Some(x.name.to_ascii_lowercase().as_bytes()));
-                        out.push(b' ');
-                        astring(out, Some(x.value.as_bytes()));
+                        if depth == 0 {
+                            break;
+                        }
+                        if !(c == b'(' && depth == 1) {
+                            text.push(c);
+                        }
                     }
-                    out.push(b')');
+                    self.comment = Some(text);
                 }
-                _ => out.extend_from_slice(b"NIL"),
+                _ => break,
             }
-            out.push(b')');
+        }
+        self.i < self.s.len()
+    }
+
+    /// A run of bytes `ok` accepts, then white space.
+    fn run(&mut self, ok: impl Fn(u8) -> bool) -> Vec<u8> {
+        let start = self.i;
+        while self.peek().is_some_and(&ok) {
+            self.i += 1;
+        }
+        let t = self.s[start..self.i].to_vec();
+        self.lwsp();
+        t
+    }
+
+    /// A MIME token (RFC 2045: no space, controls or tspecials; 8-bit bytes tolerated).
+    fn token(&mut self) -> Vec<u8> {
+        self.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    }
+
+    /// A quoted string at the cursor, unquoted; `None` when it is not closed.
+    fn quoted(&mut self) -> Option<Vec<u8>> {
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            let b = self.peek()?;
+            self.i += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    out.push(self.peek()?);
+                    self.i += 1;
+                }
+                b'\r' | b'\n' => {}
+                _ => out.push(b),
+            }
+        }
+        self.lwsp();
+        Some(out)
+    }
+}
+
+/// The parameters of a Content-Type or Content-Disposition value, as Dovecot gives them:
+/// plain parameters in order, then RFC 2231 ones merged (`name*0*`, `name*1`... joined
+/// into `name*` with the value still percent-encoded for the client, `name*0`, `name*1`
+/// into `name`); a parameter with an unclosed quote is dropped, `a=` is `a ""`.
+fn content_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    // (name, index, extended, value)
+    let mut split: Vec<(Vec<u8>, u32, bool, Vec<u8>)> = Vec::new();
+    let Some(semi) = value.iter().position(|&b| b == b';') else {
+        return out;
+    };
+    let mut lx = Lex::new(&value[semi..]);
+    while let Some(b) = lx.peek() {
+        if b != b';' {
+            lx.i += 1;
+            continue;
+        }
+        lx.i += 1;
+        if !lx.lwsp() {
+            break;
+        }
+        let key = lx.token();
+        if lx.peek() != Some(b'=') {
+            continue;
+        }
+        lx.i += 1;
+        let val = if !lx.lwsp() {
+            Vec::new()
+        } else if lx.peek() == Some(b'"') {
+            match lx.quoted() {
+                Some(v) => v,
+                None => continue,
+            }
+        } else if lx.peek() == Some(b'=') {
+            lx.run(|b| !b" \t\r\n;".contains(&b))
+        } else {
+            lx.token()
+        };
+        match key.iter().position(|&b| b == b'*') {
+            Some(star) => {
+                let rest = &key[star + 1..];
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                let idx = std::str::from_utf8(&rest[..digits])
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0);
+                match &rest[digits..] {
+                    // `name*`: one extended piece.
+                    b"" if rest.is_empty() => split.push((key[..star].to_vec(), 0, true, val)),
+                    b"" => split.push((key[..star].to_vec(), idx, false, val)),
+                    b"*" => split.push((key[..star].to_vec(), idx, true, val)),
+                    _ => out.push((key, val)),
+                }
+            }
+            None => out.push((key, val)),
+        }
+    }
+    split.sort_by(|a, b| {
+        a.0.to_ascii_lowercase()
+            .cmp(&b.0.to_ascii_lowercase())
+            .then(a.1.cmp(&b.1))
+    });
+    let mut i = 0;
+    while i < split.len() {
+        let group: Vec<_> = split[i..]
+            .iter()
+            .take_while(|x| x.0.eq_ignore_ascii_case(&split[i].0))
+            .collect();
+        i += group.len();
+        let complete = group.iter().enumerate().all(|(n, x)| x.1 as usize == n);
+        if !complete {
+            // Missing pieces: not RFC 2231 after all, each kept under its own name.
+            for x in group {
+                let mut k = x.0.clone();
+                k.extend_from_slice(format!("*{}{}", x.1, if x.2 { "*" } else { "" }).as_bytes());
+                out.push((k, x.3.clone()));
+            }
+            continue;
+        }
+        let extended = group.iter().any(|x| x.2);
+        let mut v = Vec::new();
+        if extended && !group[0].2 {
+            v.extend_from_slice(b"''");
+        }
+        for x in &group {
+            if extended && !x.2 {
+                for &b in &x.3 {
+                    if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                        v.push(b);
+                    } else {
+                        v.extend_from_slice(format!("%{b:02X}").as_bytes());
+                    }
+                }
+            } else {
+                v.extend_from_slice(&x.3);
+            }
+        }
+        let mut k = group[0].0.clone();
+        if extended {
+            k.push(b'*');
+        }
+        out.push((k, v));
+    }
+    out
+}
+
+/// `("name" "value" ...)`, NIL when empty; a text part without a charset gets
+/// `"charset" "us-ascii"` appended (RFC 2045's default, as Dovecot).
+fn write_params(out: &mut Vec<u8>, params: &[(Vec<u8>, Vec<u8>)], text: bool) {
+    let need_charset = text && !params.iter().any(|p| p.0.eq_ignore_ascii_case(b"charset"));
+    if params.is_empty() && !need_charset {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        astring(out, Some(&k.to_ascii_lowercase()));
+        out.push(b' ');
+        astring(out, Some(v));
+    }
+    if need_charset {
+        if !params.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(b"\"charset\" \"us-ascii\"");
+    }
+    out.push(b')');
+}
+
+/// The extension fields after body-fld-md5 / the multipart parameters: body-fld-dsp,
+/// body-fld-lang, body-fld-loc.
+fn write_dsp_lang_loc(out: &mut Vec<u8>, m: &Message<'_>, p: &MessagePart<'_>) {
+    out.push(b' ');
+    match raw_field(m, p, "Content-Disposition") {
+        Some(v) => {
+            let mut lx = Lex::new(&v);
+            lx.lwsp();
+            let ty = lx.token();
+            if ty.is_empty() {
+                out.extend_from_slice(b"NIL");
+            } else {
+                out.push(b'(');
+                astring(out, Some(&ty.to_ascii_lowercase()));
+                out.push(b' ');
+                write_params(out, &content_params(&v), false);
+                out.push(b')');
+            }
         }
         None => out.extend_from_slice(b"NIL"),
     }
+    out.push(b' ');
+    let langs: Vec<Vec<u8>> = raw_field(m, p, "Content-Language")
+        .map(|v| {
+            let mut lx = Lex::new(&v);
+            let mut l = Vec::new();
+            lx.lwsp();
+            loop {
+                let t = lx.token();
+                if t.is_empty() {
+                    break;
+                }
+                l.push(t);
+                if lx.peek() != Some(b',') {
+                    break;
+                }
+                lx.i += 1;
+                lx.lwsp();
+            }
+            l
+        })
+        .unwrap_or_default();
+    if langs.is_empty() {
+        out.extend_from_slice(b"NIL");
+    } else {
+        out.push(b'(');
+        for (i, l) in langs.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            astring(out, Some(l));
+        }
+        out.push(b')');
+    }
+    out.push(b' ');
+    astring(out, raw_field(m, p, "Content-Location").as_deref());
 }
 
 const MONTHS: [&str; 12] = [
