@@ -10,7 +10,7 @@
 //! `FETCH`es, `EXISTS` and `RECENT`, at the points RFC 3501 allows (never during
 //! FETCH, STORE or SEARCH, when sequence numbers must not move).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -75,6 +75,40 @@ enum Mode {
 /// cannot make imapd buffer without bound.
 pub const OUTPUT_BOUND: usize = 256 * 1024;
 
+/// The version tag of cached ENVELOPE/BODY/BODYSTRUCTURE values in the store's index: a
+/// hash of the code that builds them (`fetch.rs`) and of this crate's version, so values
+/// computed by another build are misses, never served.
+const CACHE_VERSION: u64 = fnv(
+    include_str!("fetch.rs").as_bytes(),
+    fnv(env!("CARGO_PKG_VERSION").as_bytes(), 0xcbf2_9ce4_8422_2325),
+);
+
+const fn fnv(b: &[u8], mut h: u64) -> u64 {
+    let mut i = 0;
+    while i < b.len() {
+        h ^= b[i] as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+/// Cache field numbers in the store's `cache` table.
+const CACHE_ENVELOPE: u8 = 1;
+const CACHE_BODY: u8 = 2;
+const CACHE_BODYSTRUCTURE: u8 = 3;
+/// Messages whose cached values one index query loads.
+const CACHE_BATCH: usize = 1000;
+
+fn cache_field(it: &Item) -> Option<u8> {
+    match it {
+        Item::Envelope => Some(CACHE_ENVELOPE),
+        Item::Body => Some(CACHE_BODY),
+        Item::BodyStructure => Some(CACHE_BODYSTRUCTURE),
+        _ => None,
+    }
+}
+
 /// A FETCH in progress.
 struct FetchJob {
     items: Vec<Item>,
@@ -87,6 +121,9 @@ struct FetchJob {
     uid: bool,
     /// A message of the set was expunged by another session meanwhile.
     expunged: bool,
+    /// Cached values loaded for `idx[..cache_to]` (UID, field), not yet used.
+    cache: HashMap<(u32, u8), Vec<u8>>,
+    cache_to: usize,
 }
 
 struct Selected {
@@ -1652,6 +1689,8 @@ impl Session {
             sets_seen,
             uid,
             expunged: false,
+            cache: HashMap::new(),
+            cache_to: 0,
         });
         Ok(String::new())
     }
@@ -1667,18 +1706,101 @@ impl Session {
             self.fetching = None;
             return Ok(true);
         };
-        let (items, flags_modseq, needs_body, sets_seen) =
-            (&job.items, job.flags_modseq, job.needs_body, job.sets_seen);
+        // New cache values, written to the index in one transaction per call.
+        let mut to_cache: Vec<(u32, u8, Vec<u8>)> = Vec::new();
+        let r = Self::fetch_loop(job, s, out, &mut to_cache);
+        if !to_cache.is_empty() {
+            // A cache that cannot be written is only slower next time.
+            let _ = s.mbox.cache_put(CACHE_VERSION, &to_cache);
+        }
+        if !r? {
+            return Ok(false);
+        }
+        let expunged = job.expunged;
+        self.fetching = None;
+        if expunged {
+            // RFC 9051 7.1: the rest was answered; the client learns why some was not.
+            return Err((
+                "NO",
+                "[EXPUNGEISSUED] Some of the requested messages no longer exist.".into(),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Loads the cached values of the next [`CACHE_BATCH`] messages of `job` when the
+    /// ones loaded are used up.
+    fn load_cache(job: &mut FetchJob, s: &Selected, fields: &[u8]) {
+        if fields.is_empty() || job.next < job.cache_to {
+            return;
+        }
+        let end = (job.next + CACHE_BATCH).min(job.idx.len());
+        let uids: HashSet<u32> = job.idx[job.next..end]
+            .iter()
+            .filter_map(|&i| s.view.get(i).map(|m| m.uid))
+            .collect();
+        job.cache.clear();
+        job.cache_to = end;
+        let (Some(&lo), Some(&hi)) = (uids.iter().min(), uids.iter().max()) else {
+            return;
+        };
+        for &f in fields {
+            if let Ok(vals) = s.mbox.cached(f, CACHE_VERSION, lo, hi) {
+                job.cache.extend(
+                    vals.into_iter()
+                        .filter(|(u, _)| uids.contains(u))
+                        .map(|(u, v)| ((u, f), v)),
+                );
+            }
+        }
+    }
+
+    /// The loop of [`Session::fetch_more`]: `Ok(false)` when stopped at the output bound.
+    fn fetch_loop(
+        job: &mut FetchJob,
+        s: &mut Selected,
+        out: &mut Vec<u8>,
+        to_cache: &mut Vec<(u32, u8, Vec<u8>)>,
+    ) -> Result<bool, (&'static str, String)> {
+        let mut fields: Vec<u8> = job.items.iter().filter_map(cache_field).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        // Items that need the file whatever the cache holds.
+        let other_body = job
+            .items
+            .iter()
+            .any(|i| i.needs_body() && cache_field(i).is_none());
+        let parts = job.items.iter().any(|i| {
+            matches!(i, Item::Section { part, .. } | Item::Binary { part, .. } | Item::BinarySize { part } if !part.is_empty())
+        });
         while let Some(&i) = job.idx.get(job.next) {
             if out.len() >= OUTPUT_BOUND {
                 return Ok(false);
             }
+            Self::load_cache(job, s, &fields);
             job.next += 1;
+            let (items, flags_modseq, needs_body, sets_seen) =
+                (&job.items, job.flags_modseq, job.needs_body, job.sets_seen);
             let Some(mut m) = s.view.get(i).cloned() else {
                 continue;
             };
-            let raw = if needs_body {
-                match s.mbox.read(&m) {
+            // Cached values: [envelope, body, bodystructure].
+            let mut hit: [Option<Vec<u8>>; 3] = Default::default();
+            for &f in &fields {
+                hit[usize::from(f - 1)] = job.cache.remove(&(m.uid, f));
+            }
+            let missing = |f: u8| fields.contains(&f) && hit[usize::from(f - 1)].is_none();
+            let structure_missing = missing(CACHE_BODY) || missing(CACHE_BODYSTRUCTURE);
+            // ENVELOPE alone needs only the header block.
+            let header_only = !other_body && !structure_missing && missing(CACHE_ENVELOPE);
+            let read_full = needs_body && (other_body || structure_missing);
+            let raw = if read_full || header_only {
+                let data = if header_only {
+                    s.mbox.read_header(&m)
+                } else {
+                    s.mbox.read(&m)
+                };
+                match data {
                     Ok(d) => fetch::to_crlf(&d),
                     // Expunged by another session meanwhile: nothing to send for it.
                     Err(_) => {
@@ -1689,10 +1811,7 @@ impl Session {
             } else {
                 Vec::new()
             };
-            let parsed = if items.iter().any(|i| {
-                matches!(i, Item::Envelope | Item::BodyStructure | Item::Body)
-                    || matches!(i, Item::Section { part, .. } | Item::Binary { part, .. } | Item::BinarySize { part } if !part.is_empty())
-            }) {
+            let parsed = if parts || structure_missing || missing(CACHE_ENVELOPE) {
                 fetch::parse_message(&raw)
             } else {
                 None
@@ -1739,19 +1858,30 @@ impl Session {
                     }
                     Item::Envelope => {
                         resp.extend_from_slice(b"ENVELOPE ");
-                        match &parsed {
-                            Some(p) => fetch::envelope(&mut resp, p, 0),
-                            None => {
+                        match (&hit[usize::from(CACHE_ENVELOPE - 1)], &parsed) {
+                            (Some(v), _) => resp.extend_from_slice(v),
+                            (None, Some(p)) => {
+                                let start = resp.len();
+                                fetch::envelope(&mut resp, p, 0);
+                                to_cache.push((m.uid, CACHE_ENVELOPE, resp[start..].to_vec()));
+                            }
+                            (None, None) => {
                                 resp.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)")
                             }
                         }
                     }
                     Item::BodyStructure | Item::Body => {
                         let ext = *it == Item::BodyStructure;
+                        let field = if ext { CACHE_BODYSTRUCTURE } else { CACHE_BODY };
                         resp.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                        match &parsed {
-                            Some(p) => fetch::structure(&mut resp, p, 0, ext, 0),
-                            None => resp.extend_from_slice(
+                        match (&hit[usize::from(field - 1)], &parsed) {
+                            (Some(v), _) => resp.extend_from_slice(v),
+                            (None, Some(p)) => {
+                                let start = resp.len();
+                                fetch::structure(&mut resp, p, 0, ext, 0);
+                                to_cache.push((m.uid, field, resp[start..].to_vec()));
+                            }
+                            (None, None) => resp.extend_from_slice(
                                 b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)",
                             ),
                         }
@@ -1816,15 +1946,6 @@ impl Session {
             }
             resp.extend_from_slice(b")\r\n");
             out.extend_from_slice(&resp);
-        }
-        let expunged = job.expunged;
-        self.fetching = None;
-        if expunged {
-            // RFC 9051 7.1: the rest was answered; the client learns why some was not.
-            return Err((
-                "NO",
-                "[EXPUNGEISSUED] Some of the requested messages no longer exist.".into(),
-            ));
         }
         Ok(true)
     }
