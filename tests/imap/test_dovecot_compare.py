@@ -340,10 +340,6 @@ INTENDED = {
 
 # (sample stem, item) -> a real oxipost bug this comparison found (strict xfail).
 BUGS = {
-    ("04_encoded_headers", "ENVELOPE"): (
-        "ENVELOPE address display names are RFC 2047-decoded to raw UTF-8 (8-bit bytes in an "
-        "IMAP4rev1 string, without UTF8=ACCEPT enabled) while the subject is left encoded; "
-        "RFC 3501 and Dovecot pass the header text through, encoded-words and all"),
     ("07_malformed_unterminated", "BODYSTRUCTURE"): (
         "the last part of a multipart with no closing boundary (a header-only part at the end "
         "of the message) is dropped from the structure; Dovecot keeps it (size 0)"),

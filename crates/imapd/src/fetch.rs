@@ -5,9 +5,7 @@
 //! Messages are served with CRLF line ends (Maildir files usually hold LF); sizes and
 //! offsets refer to that CRLF form, which is also what the index stores as the size.
 
-use mail_parser::{
-    Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
-};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::parse::{Value, astring};
 
@@ -472,90 +470,252 @@ pub fn raw_header(header: &[u8], name: &str) -> Option<String> {
     Some(v.replace("\r\n", "").trim().to_owned())
 }
 
-/// ENVELOPE of part `idx` of `m` (0: the message itself).
+/// ENVELOPE of part `idx` of `m` (0: the message itself): the header text as it is
+/// (RFC 3501: no RFC 2047 decoding), addresses parsed as Dovecot does (`MISSING_MAILBOX`,
+/// `MISSING_DOMAIN`, `SYNTAX_ERROR` where the header lacks them).
 pub fn envelope(out: &mut Vec<u8>, m: &Message<'_>, idx: usize) {
     let Some(p) = m.parts.get(idx) else {
         out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
         return;
     };
-    let header = m
-        .raw_message
-        .get(p.offset_header as usize..p.offset_body as usize)
-        .unwrap_or_default();
-    let raw = |n: &str| raw_header(header, n);
-    let addr = |name: &str| -> Option<&Address<'_>> {
-        p.headers.iter().find_map(|h| {
-            if h.name.as_str().eq_ignore_ascii_case(name)
-                && let HeaderValue::Address(a) = &h.value
-            {
-                Some(a)
-            } else {
-                None
-            }
-        })
-    };
+    let raw = |n: &str| raw_field(m, p, n);
+    let addr = |n: &str| raw(n).map(|v| parse_addresses(&v)).unwrap_or_default();
     out.push(b'(');
-    astring(out, raw("Date").as_deref().map(str::as_bytes));
+    astring(out, raw("Date").as_deref());
     out.push(b' ');
-    astring(out, raw("Subject").as_deref().map(str::as_bytes));
+    astring(out, raw("Subject").as_deref());
     let from = addr("From");
     for name in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"] {
         out.push(b' ');
+        let list = if name == "From" {
+            Vec::new()
+        } else {
+            addr(name)
+        };
         // Sender and Reply-To default to From (RFC 3501).
-        let a = addr(name).or(match name {
-            "Sender" | "Reply-To" => from,
-            _ => None,
-        });
-        addresses(out, a);
+        let list = match name {
+            "From" => &from,
+            "Sender" | "Reply-To" if list.is_empty() => &from,
+            _ => &list,
+        };
+        write_addresses(out, list);
     }
     out.push(b' ');
-    astring(out, raw("In-Reply-To").as_deref().map(str::as_bytes));
+    astring(out, raw("In-Reply-To").as_deref());
     out.push(b' ');
-    astring(out, raw("Message-ID").as_deref().map(str::as_bytes));
+    astring(out, raw("Message-ID").as_deref());
     out.push(b')');
 }
 
-fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
-    let one = |out: &mut Vec<u8>, name: Option<&str>, email: Option<&str>| {
-        let (local, host) = match email.and_then(|e| e.rsplit_once('@')) {
-            Some((l, h)) => (Some(l), Some(h)),
-            None => (email, None),
-        };
-        out.push(b'(');
-        astring(out, name.map(str::as_bytes));
-        out.extend_from_slice(b" NIL ");
-        astring(out, local.map(str::as_bytes));
-        out.push(b' ');
-        astring(out, host.map(str::as_bytes));
-        out.push(b')');
-    };
-    match a {
-        Some(Address::List(list)) if !list.is_empty() => {
-            out.push(b'(');
-            for x in list {
-                one(out, x.name.as_deref(), x.address.as_deref());
-            }
-            out.push(b')');
-        }
-        Some(Address::Group(groups)) if !groups.is_empty() => {
-            out.push(b'(');
-            for g in groups {
-                if let Some(n) = &g.name {
-                    out.extend_from_slice(b"(NIL NIL ");
-                    astring(out, Some(n.as_bytes()));
-                    out.extend_from_slice(b" NIL)");
-                }
-                for x in &g.addresses {
-                    one(out, x.name.as_deref(), x.address.as_deref());
-                }
-                if g.name.is_some() {
-                    out.extend_from_slice(b"(NIL NIL NIL NIL)");
-                }
-            }
-            out.push(b')');
-        }
-        _ => out.extend_from_slice(b"NIL"),
+/// One ENVELOPE address: (name, route, mailbox, host). A group is a start marker
+/// (mailbox = the group's name, host NIL) and an end marker (all NIL).
+type EnvAddr = [Option<Vec<u8>>; 4];
+
+fn write_addresses(out: &mut Vec<u8>, list: &[EnvAddr]) {
+    if list.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
     }
+    out.push(b'(');
+    for a in list {
+        out.push(b'(');
+        for (i, f) in a.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            astring(out, f.as_deref());
+        }
+        out.push(b')');
+    }
+    out.push(b')');
+}
+
+/// An address-list header value (RFC 5322 3.4, obsolete forms tolerated) as Dovecot's
+/// envelope gives it: display names as the raw phrase (quotes removed, words joined by
+/// one space), a comment naming a bare addr-spec, parsing stopped at what cannot be read.
+fn parse_addresses(v: &[u8]) -> Vec<EnvAddr> {
+    let mut out = Vec::new();
+    let mut lx = Lex::new(v);
+    if !lx.lwsp() {
+        return out;
+    }
+    loop {
+        let start = lx.i;
+        let phrase = phrase(&mut lx);
+        if lx.peek() == Some(b':') && !phrase.is_empty() {
+            lx.i += 1;
+            lx.lwsp();
+            out.push([None, None, Some(phrase), None]);
+            let mut ok = true;
+            if lx.peek().is_some_and(|b| b != b';') {
+                loop {
+                    if !mailbox(&mut lx, &mut out) {
+                        ok = false;
+                        break;
+                    }
+                    if lx.peek() != Some(b',') {
+                        break;
+                    }
+                    lx.i += 1;
+                    lx.lwsp();
+                }
+            }
+            out.push([None, None, None, None]);
+            if !ok || lx.peek() != Some(b';') {
+                break;
+            }
+            lx.i += 1;
+            lx.lwsp();
+        } else {
+            lx.i = start;
+            if !mailbox(&mut lx, &mut out) {
+                break;
+            }
+        }
+        if lx.peek() != Some(b',') {
+            break;
+        }
+        lx.i += 1;
+        if !lx.lwsp() {
+            break;
+        }
+    }
+    out
+}
+
+/// Words (atoms, dots, quoted strings) joined by single spaces; comments skipped.
+fn phrase(lx: &mut Lex<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut words = 0;
+    loop {
+        let w = if lx.peek() == Some(b'"') {
+            match lx.quoted() {
+                Some(w) => w,
+                None => break,
+            }
+        } else {
+            let w = lx.atom();
+            if w.is_empty() {
+                break;
+            }
+            w
+        };
+        if words > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(&w);
+        words += 1;
+    }
+    out
+}
+
+/// A dot-atom with CFWS around the dots (obs-local-part, obs-domain), or a quoted string.
+fn dot_atom(lx: &mut Lex<'_>) -> Vec<u8> {
+    if lx.peek() == Some(b'"') {
+        return lx.quoted().unwrap_or_default();
+    }
+    let mut out = lx.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\".[]".contains(&b));
+    while lx.peek() == Some(b'.') {
+        lx.i += 1;
+        lx.lwsp();
+        out.push(b'.');
+        out.extend(lx.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\".[]".contains(&b)));
+    }
+    out
+}
+
+/// A domain: dot-atom or `[literal]`; `None` when there is none.
+fn domain(lx: &mut Lex<'_>) -> Option<Vec<u8>> {
+    let d = if lx.peek() == Some(b'[') {
+        let start = lx.i;
+        while lx.peek().is_some_and(|b| b != b']') {
+            lx.i += 1;
+        }
+        lx.peek()?;
+        lx.i += 1;
+        let d = lx.s[start..lx.i].to_vec();
+        lx.lwsp();
+        d
+    } else {
+        dot_atom(lx)
+    };
+    (!d.is_empty()).then_some(d)
+}
+
+/// One mailbox (name-addr or addr-spec) onto `out`; false when the list cannot go on.
+fn mailbox(lx: &mut Lex<'_>, out: &mut Vec<EnvAddr>) -> bool {
+    let start = lx.i;
+    let name = phrase(lx);
+    let filled = |mut a: EnvAddr| {
+        a[2] = a[2]
+            .take()
+            .filter(|m| !m.is_empty())
+            .or(Some(b"MISSING_MAILBOX".to_vec()));
+        a[3] = a[3].take().or(Some(b"MISSING_DOMAIN".to_vec()));
+        a
+    };
+    if lx.peek() == Some(b'<') {
+        lx.i += 1;
+        lx.lwsp();
+        let mut a: EnvAddr = [(!name.is_empty()).then_some(name), None, None, None];
+        let mut ok = true;
+        if lx.peek() == Some(b'@') {
+            // Obsolete route: @a,@b:
+            let mut route = Vec::new();
+            while lx.peek() == Some(b'@') {
+                lx.i += 1;
+                lx.lwsp();
+                if !route.is_empty() {
+                    route.push(b',');
+                }
+                route.push(b'@');
+                route.extend(domain(lx).unwrap_or_default());
+                while lx.peek() == Some(b',') {
+                    lx.i += 1;
+                    lx.lwsp();
+                }
+            }
+            if lx.peek() == Some(b':') {
+                lx.i += 1;
+                lx.lwsp();
+                a[1] = Some(route);
+            } else {
+                ok = false;
+            }
+        }
+        if ok {
+            let local = dot_atom(lx);
+            ok = !local.is_empty();
+            a[2] = ok.then_some(local);
+            if ok && lx.peek() == Some(b'@') {
+                lx.i += 1;
+                lx.lwsp();
+                a[3] = domain(lx);
+            }
+            ok = ok && lx.peek() == Some(b'>');
+        }
+        if !ok {
+            a[3] = Some(b"SYNTAX_ERROR".to_vec());
+            out.push(filled(a));
+            return false;
+        }
+        lx.i += 1;
+        lx.lwsp();
+        out.push(filled(a));
+        return true;
+    }
+    lx.i = start;
+    lx.comment = None;
+    let local = dot_atom(lx);
+    let mut a: EnvAddr = [None, None, Some(local), None];
+    if lx.peek() == Some(b'@') {
+        lx.i += 1;
+        lx.lwsp();
+        a[3] = domain(lx);
+    }
+    a[0] = lx.comment.take().filter(|c| !c.is_empty());
+    out.push(filled(a));
+    true
 }
 
 /// BODYSTRUCTURE (`ext`) or BODY of part `idx` of `m`. Parameters and the other header
@@ -763,6 +923,11 @@ impl<'a> Lex<'a> {
         self.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
     }
 
+    /// An atom, dots allowed (obs-phrase, dot-atom).
+    fn atom(&mut self) -> Vec<u8> {
+        self.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"[]".contains(&b))
+    }
+
     /// A quoted string at the cursor, unquoted; `None` when it is not closed.
     fn quoted(&mut self) -> Option<Vec<u8>> {
         self.i += 1;
@@ -871,11 +1036,12 @@ fn content_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         for x in &group {
             if extended && !x.2 {
+                // Only `%` needs escaping for the value to read back as it was.
                 for &b in &x.3 {
-                    if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-                        v.push(b);
+                    if b == b'%' {
+                        v.extend_from_slice(b"%25");
                     } else {
-                        v.extend_from_slice(format!("%{b:02X}").as_bytes());
+                        v.push(b);
                     }
                 }
             } else {
