@@ -749,6 +749,9 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
             for &c in children {
                 structure(out, m, c as usize, ext, depth + 1);
             }
+            if let Some(header) = dropped_last_part(m, p, children) {
+                header_only_part(out, header, ext);
+            }
         }
         out.push(b' ');
         let sub = ct.and_then(|c| c.subtype()).unwrap_or("mixed");
@@ -756,7 +759,7 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
         if ext {
             out.push(b' ');
             write_params(out, &params, false);
-            write_dsp_lang_loc(out, m, p);
+            write_dsp_lang_loc(out, &|n| raw_field(m, p, n));
         }
         out.push(b')');
         return;
@@ -810,7 +813,103 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
     if ext {
         out.push(b' ');
         astring(out, raw_field(m, p, "Content-MD5").as_deref());
-        write_dsp_lang_loc(out, m, p);
+        write_dsp_lang_loc(out, &|n| raw_field(m, p, n));
+    }
+    out.push(b')');
+}
+
+/// The header of a last part that mail-parser dropped: a delimiter after the last part it
+/// found, then header lines up to the end of the multipart with no closing delimiter (nor
+/// blank line). Dovecot lists such a part (size 0); so do we.
+fn dropped_last_part<'a>(
+    m: &'a Message<'_>,
+    p: &MessagePart<'_>,
+    children: &[u32],
+) -> Option<&'a [u8]> {
+    let last = m.parts.get(*children.last()? as usize)?;
+    let tail = m
+        .raw_message
+        .get(last.offset_end as usize..p.offset_end as usize)?;
+    let boundary = p.content_type()?.attribute("boundary")?.as_bytes();
+    let rest = tail
+        .strip_prefix(b"\r\n")
+        .or_else(|| tail.strip_prefix(b"\n"))?
+        .strip_prefix(b"--")?
+        .strip_prefix(boundary)?;
+    if rest.starts_with(b"--") {
+        return None;
+    }
+    // The rest of the delimiter line (transport padding), then the header.
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let header = &rest[nl + 1..];
+    (!header.is_empty()).then_some(header)
+}
+
+/// The structure of a part that is only a header (no body: size 0).
+fn header_only_part(out: &mut Vec<u8>, header: &[u8], ext: bool) {
+    let get = |n: &str| -> Option<Vec<u8>> {
+        let f = fields(header, &[n.to_owned()], false);
+        let colon = f.iter().position(|&b| b == b':')?;
+        let v: Vec<u8> = f[colon + 1..]
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r' && b != b'\n')
+            .collect();
+        Some(v.trim_ascii().to_vec())
+    };
+    let ct = get("Content-Type").unwrap_or_default();
+    let mut lx = Lex::new(&ct);
+    lx.lwsp();
+    let mut ty = lx.token().to_ascii_lowercase();
+    let mut sub = Vec::new();
+    if lx.peek() == Some(b'/') {
+        lx.i += 1;
+        lx.lwsp();
+        sub = lx.token().to_ascii_lowercase();
+    }
+    if ty.is_empty() || sub.is_empty() {
+        (ty, sub) = (b"text".to_vec(), b"plain".to_vec());
+    }
+    if ty == b"multipart" {
+        out.extend_from_slice(
+            b"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0",
+        );
+        out.extend_from_slice(if ext { b" NIL NIL NIL NIL) " } else { b") " });
+        astring(out, Some(&sub));
+        if ext {
+            out.push(b' ');
+            write_params(out, &content_params(&ct), false);
+            write_dsp_lang_loc(out, &get);
+        }
+        out.push(b')');
+        return;
+    }
+    out.push(b'(');
+    astring(out, Some(&ty));
+    out.push(b' ');
+    astring(out, Some(&sub));
+    out.push(b' ');
+    write_params(out, &content_params(&ct), ty == b"text");
+    out.push(b' ');
+    astring(out, get("Content-ID").as_deref());
+    out.push(b' ');
+    astring(out, get("Content-Description").as_deref());
+    out.push(b' ');
+    let enc = get("Content-Transfer-Encoding")
+        .filter(|e| !e.is_empty())
+        .map_or_else(|| b"7bit".to_vec(), |e| e.to_ascii_lowercase());
+    astring(out, Some(&enc));
+    out.extend_from_slice(b" 0");
+    if ty == b"message" && sub == b"rfc822" {
+        out.extend_from_slice(b" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0");
+        out.extend_from_slice(if ext { b" NIL NIL NIL NIL) 0" } else { b") 0" });
+    } else if ty == b"text" {
+        out.extend_from_slice(b" 0");
+    }
+    if ext {
+        out.push(b' ');
+        astring(out, get("Content-MD5").as_deref());
+        write_dsp_lang_loc(out, &get);
     }
     out.push(b')');
 }
@@ -1085,9 +1184,9 @@ fn write_params(out: &mut Vec<u8>, params: &[(Vec<u8>, Vec<u8>)], text: bool) {
 
 /// The extension fields after body-fld-md5 / the multipart parameters: body-fld-dsp,
 /// body-fld-lang, body-fld-loc.
-fn write_dsp_lang_loc(out: &mut Vec<u8>, m: &Message<'_>, p: &MessagePart<'_>) {
+fn write_dsp_lang_loc(out: &mut Vec<u8>, get: &dyn Fn(&str) -> Option<Vec<u8>>) {
     out.push(b' ');
-    match raw_field(m, p, "Content-Disposition") {
+    match get("Content-Disposition") {
         Some(v) => {
             let mut lx = Lex::new(&v);
             lx.lwsp();
@@ -1105,7 +1204,7 @@ fn write_dsp_lang_loc(out: &mut Vec<u8>, m: &Message<'_>, p: &MessagePart<'_>) {
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    let langs: Vec<Vec<u8>> = raw_field(m, p, "Content-Language")
+    let langs: Vec<Vec<u8>> = get("Content-Language")
         .map(|v| {
             let mut lx = Lex::new(&v);
             let mut l = Vec::new();
@@ -1138,7 +1237,7 @@ fn write_dsp_lang_loc(out: &mut Vec<u8>, m: &Message<'_>, p: &MessagePart<'_>) {
         out.push(b')');
     }
     out.push(b' ');
-    astring(out, raw_field(m, p, "Content-Location").as_deref());
+    astring(out, get("Content-Location").as_deref());
 }
 
 const MONTHS: [&str; 12] = [
