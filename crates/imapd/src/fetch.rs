@@ -1368,6 +1368,140 @@ mod tests {
         Ok(())
     }
 
+    fn params(v: &str) -> Vec<(String, String)> {
+        content_params(v.as_bytes())
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parameters_as_dovecot() {
+        let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        // RFC 2231: continuations joined, the extended value left encoded, `%` escaped in
+        // a plain piece of an extended value; plain parameters first.
+        assert_eq!(
+            params(
+                "text/plain; charset*=us-ascii'en'us-ascii; name*0*=UTF-8''%C3%9C; name*1=\"a b%\"; format=flowed"
+            ),
+            vec![
+                p("format", "flowed"),
+                p("charset*", "us-ascii'en'us-ascii"),
+                p("name*", "UTF-8''%C3%9Ca b%25"),
+            ]
+        );
+        assert_eq!(
+            params("multipart/mixed;\tboundary*1=\"b\"; boundary*0=\"a-\""),
+            vec![p("boundary", "a-b")]
+        );
+        // A missing piece: not RFC 2231, each kept as it is.
+        assert_eq!(params("x/y; t*1=c"), vec![p("t*1", "c")]);
+        // Empty value, empty name, unclosed quote (dropped), comments, no parameters.
+        assert_eq!(
+            params("text/html; charset=; =novalue; (c) a = \"q\\\"x\" ; name=\"unclosed"),
+            vec![p("charset", ""), p("", "novalue"), p("a", "q\"x")]
+        );
+        assert_eq!(params("text/plain"), vec![]);
+        let mut out = Vec::new();
+        write_params(&mut out, &[], true);
+        assert_eq!(out, b"(\"charset\" \"us-ascii\")");
+    }
+
+    fn env(v: &str) -> String {
+        let mut out = Vec::new();
+        write_addresses(&mut out, &parse_addresses(v.as_bytes()));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn envelope_addresses_as_dovecot() {
+        // Display names stay as the header has them (RFC 2047 words not decoded).
+        assert_eq!(
+            env(
+                "=?UTF-8?B?5bGx?= <taro@example.jp>, \"Ben  B.\" <ben@x>, John  Q.   Public <jqp@x>"
+            ),
+            "((\"=?UTF-8?B?5bGx?=\" NIL \"taro\" \"example.jp\")(\"Ben  B.\" NIL \"ben\" \"x\")(\"John Q. Public\" NIL \"jqp\" \"x\"))"
+        );
+        assert_eq!(
+            env("undisclosed-recipients:;, Team: anna@x, <b@y>;"),
+            "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)(NIL NIL \"Team\" NIL)(NIL NIL \"anna\" \"x\")(NIL NIL \"b\" \"y\")(NIL NIL NIL NIL))"
+        );
+        assert_eq!(
+            env("foo, a@b (Comment Name), \"Quoted Local\"@example.com"),
+            "((NIL NIL \"foo\" \"MISSING_DOMAIN\")(\"Comment Name\" NIL \"a\" \"b\")(NIL NIL \"Quoted Local\" \"example.com\"))"
+        );
+        assert_eq!(
+            env("a@b, , c@d"),
+            "((NIL NIL \"a\" \"b\")(NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"c\" \"d\"))"
+        );
+        assert_eq!(
+            env("Mary <@machine.tld:mary@example.net>, jdoe@test   . example"),
+            "((\"Mary\" \"@machine.tld\" \"mary\" \"example.net\")(NIL NIL \"jdoe\" \"test.example\"))"
+        );
+        assert_eq!(
+            env("bad <<x@y>, more@z"),
+            "((\"bad\" NIL \"MISSING_MAILBOX\" \"SYNTAX_ERROR\"))"
+        );
+        assert_eq!(
+            env("Ann <ann@x"),
+            "((\"Ann\" NIL \"ann\" \"SYNTAX_ERROR\"))"
+        );
+        assert_eq!(
+            env("broken@@z, ok@z"),
+            "((NIL NIL \"broken\" \"MISSING_DOMAIN\"))"
+        );
+        assert_eq!(env("(only a comment)"), "NIL");
+        assert_eq!(env(""), "NIL");
+    }
+
+    fn bodystructure(raw: &[u8], ext: bool) -> Result<String, String> {
+        let m = parse_message(raw).ok_or("parse")?;
+        let mut out = Vec::new();
+        structure(&mut out, &m, 0, ext, 0);
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn malformed_and_default_structures() -> Result<(), String> {
+        // No boundary: a multipart with one empty text part; its BODY[1] is empty.
+        let nb = b"Content-Type: multipart/mixed\r\n\r\n--none\r\nContent-Type: text/plain\r\n\r\nbody\r\n--none--\r\n";
+        assert_eq!(
+            bodystructure(nb, true)?,
+            "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)"
+        );
+        let m = parse_message(nb).ok_or("parse")?;
+        assert_eq!(section_bytes(nb, Some(&m), &[1], &SectionText::Full), b"");
+        assert_eq!(section_bytes(nb, Some(&m), &[1], &SectionText::Mime), b"");
+        // Unterminated: the header-only last part is kept; nested text parts without a
+        // charset get us-ascii; a digest part without Content-Type is a message.
+        let un = b"Content-Type: multipart/mixed; boundary=u\r\n\r\n--u\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--u\r\nContent-Type: application/x-broken; =novalue\r\n";
+        assert_eq!(
+            bodystructure(un, false)?,
+            "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0)(\"application\" \"x-broken\" (\"\" \"novalue\") NIL NIL \"7bit\" 0) \"mixed\")"
+        );
+        let dg = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: s\r\n\r\nhi\r\n--d--\r\n";
+        assert_eq!(
+            bodystructure(dg, false)?,
+            "((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 16 (NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 2 0) 2) \"digest\")"
+        );
+        // Extension data from the raw header: Content-ID with brackets, MD5, language,
+        // location; n.HEADER of a part that is not message/rfc822 is empty.
+        let ex = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/pdf; name=r.pdf\r\nContent-ID: <c@x>\r\nContent-MD5: Q2g=\r\nContent-Language: en-GB (English), de\r\nContent-Location: https://x/r.pdf\r\nContent-Disposition: attachment; filename*=UTF-8''r%C3%A9.pdf\r\n\r\nAAAA\r\n--b--\r\n";
+        assert_eq!(
+            bodystructure(ex, true)?,
+            "((\"application\" \"pdf\" (\"name\" \"r.pdf\") \"<c@x>\" NIL \"7bit\" 4 \"Q2g=\" (\"attachment\" (\"filename*\" \"UTF-8''r%C3%A9.pdf\")) (\"en-GB\" \"de\") \"https://x/r.pdf\") \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"
+        );
+        let m = parse_message(ex).ok_or("parse")?;
+        assert_eq!(section_bytes(ex, Some(&m), &[1], &SectionText::Header), b"");
+        assert_eq!(section_bytes(ex, Some(&m), &[1], &SectionText::Text), b"");
+        Ok(())
+    }
+
     #[test]
     fn binary() -> Result<(), String> {
         let m = parse_message(MULTI).ok_or("parse")?;
