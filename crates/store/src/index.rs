@@ -105,7 +105,6 @@ impl Flags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub uid: u32,
-    pub base: String,
     /// The file name in `cur/` when last indexed.
     pub name: String,
     pub flags: Flags,
@@ -113,6 +112,13 @@ pub struct Message {
     pub modseq: u64,
     pub internal_date: i64,
     pub size: u64,
+}
+
+impl Message {
+    /// The base name (the identity, see the crate documentation): a prefix of `name`.
+    pub fn base(&self) -> &str {
+        base_name(&self.name)
+    }
 }
 
 /// The mailbox as the index has it at one moment.
@@ -150,22 +156,31 @@ fn mtime(md: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
-/// The size with CRLF line ends (what FETCH sends): Dovecot's `,W=` when present,
-/// otherwise counted from the file.
-fn crlf_size(path: &Path, name: &str) -> u64 {
+/// The internal date (mtime) and the size with CRLF line ends (what FETCH sends):
+/// Dovecot's `,W=` when present, otherwise counted from the file, read with one
+/// `read` of the length its `fstat` gave (a Maildir file does not change).
+fn date_and_size(path: &Path, name: &str) -> Result<(i64, u64)> {
     let info_start = name.find(':').unwrap_or(name.len());
-    if let Some(w) = name[..info_start]
+    let w = name[..info_start]
         .split(',')
         .skip(1)
         .find_map(|f| f.strip_prefix("W="))
-        .and_then(|s| s.parse().ok())
-    {
-        return w;
+        .and_then(|s| s.parse().ok());
+    if let Some(w) = w {
+        return Ok((mtime(&fs::metadata(path)?), w));
     }
-    match fs::read(path) {
-        Ok(data) => crlf_len(&data),
-        Err(_) => 0,
+    let mut f = File::open(path)?;
+    let md = f.metadata()?;
+    let mut data = vec![0u8; usize::try_from(md.len()).unwrap_or(0)];
+    let mut got = 0;
+    while got < data.len() {
+        match f.read(&mut data[got..])? {
+            0 => break,
+            n => got += n,
+        }
     }
+    data.truncate(got);
+    Ok((mtime(&md), crlf_len(&data)))
 }
 
 /// The length of `data` once bare LFs become CRLF.
@@ -231,6 +246,8 @@ impl Mailbox {
     fn open_db(root: &Path, db_path: &Path, old_validity: Option<u32>) -> Result<Mailbox> {
         let db = Connection::open(db_path)?;
         db.busy_timeout(Duration::from_secs(10))?;
+        // Pages read through a mapping, not a pread each: a SELECT reads them all.
+        db.pragma_update(None, "mmap_size", 256i64 << 20)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
@@ -286,8 +303,14 @@ impl Mailbox {
         lock.lock()?;
         let root = self.root.clone();
         let tx = self.db.transaction()?;
-        let mut t = Tx { tx, root };
+        let mut t = Tx {
+            tx,
+            root,
+            modseq: None,
+            uidnext: None,
+        };
         let v = f(&mut t)?;
+        t.flush()?;
         t.tx.commit()?;
         drop(lock);
         Ok(v)
@@ -428,7 +451,7 @@ impl Mailbox {
             // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
             rest.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
             for name in rest {
-                t.insert(&name)?;
+                t.insert_unknown(&name)?;
             }
             Ok(())
         })
@@ -437,11 +460,18 @@ impl Mailbox {
     /// Everything the index holds now (one query).
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut st = self.db.prepare_cached(
-            "SELECT uid, base, name, flags, keywords, modseq, internaldate, size FROM msg ORDER BY uid",
+            "SELECT uid, NULL, name, flags, keywords, modseq, internaldate, size FROM msg ORDER BY uid",
         )?;
-        let messages = st
-            .query_map([], message_row)?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // Sized first: no regrowth while 10,000s of rows are read.
+        let hint: i64 = self
+            .db
+            .prepare_cached("SELECT count(*) FROM msg")?
+            .query_row([], |r| r.get(0))?;
+        let mut messages = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            messages.push(message_row(r)?);
+        }
         Ok(Snapshot {
             uidvalidity: self.meta("uidvalidity")? as u32,
             uidnext: self.meta("uidnext")? as u32,
@@ -559,7 +589,7 @@ impl Mailbox {
         Ok(self
             .db
             .prepare_cached(
-                "SELECT uid, base, name, flags, keywords, modseq, internaldate, size FROM msg WHERE uid=?1",
+                "SELECT uid, NULL, name, flags, keywords, modseq, internaldate, size FROM msg WHERE uid=?1",
             )?
             .query_row([uid], message_row)
             .optional()?)
@@ -686,20 +716,40 @@ impl Mailbox {
 struct Tx<'a> {
     tx: rusqlite::Transaction<'a>,
     root: PathBuf,
+    /// `highestmodseq` and `uidnext` as changed in this transaction, written back by
+    /// [`Tx::flush`] before the commit (one write each however many messages change).
+    modseq: Option<i64>,
+    uidnext: Option<i64>,
 }
 
 impl Tx<'_> {
+    fn meta(&self, key: &str) -> Result<i64> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT value FROM meta WHERE key=?1")?
+            .query_row([key], |r| r.get(0))?)
+    }
+
+    /// Writes the counters changed in this transaction.
+    fn flush(&mut self) -> Result<()> {
+        for (key, v) in [("highestmodseq", self.modseq), ("uidnext", self.uidnext)] {
+            if let Some(v) = v {
+                self.tx
+                    .prepare_cached("UPDATE meta SET value=?1 WHERE key=?2")?
+                    .execute(params![v, key])?;
+            }
+        }
+        Ok(())
+    }
+
     /// The next MODSEQ (recorded as the highest).
     fn bump(&mut self) -> Result<i64> {
-        self.tx.execute(
-            "UPDATE meta SET value=value+1 WHERE key='highestmodseq'",
-            [],
-        )?;
-        Ok(self.tx.query_row(
-            "SELECT value FROM meta WHERE key='highestmodseq'",
-            [],
-            |r| r.get(0),
-        )?)
+        let m = match self.modseq {
+            Some(m) => m,
+            None => self.meta("highestmodseq")?,
+        } + 1;
+        self.modseq = Some(m);
+        Ok(m)
     }
 
     /// Records an expunge for QRESYNC's `VANISHED (EARLIER)` and drops the message's
@@ -728,49 +778,54 @@ impl Tx<'_> {
 
     /// Indexes `cur/<name>` under the next UID; `None` when its base name is known.
     fn insert(&mut self, name: &str) -> Result<Option<u32>> {
-        let base = base_name(name).to_owned();
         let known: Option<u32> = self
             .tx
-            .query_row("SELECT uid FROM msg WHERE base=?1", [&base], |r| r.get(0))
+            .prepare_cached("SELECT uid FROM msg WHERE base=?1")?
+            .query_row([base_name(name)], |r| r.get(0))
             .optional()?;
         if known.is_some() {
             return Ok(None);
         }
-        let path = self.root.join("cur").join(name);
-        let md = fs::metadata(&path)?;
-        let size = crlf_size(&path, name);
-        let uid: i64 =
-            self.tx
-                .query_row("SELECT value FROM meta WHERE key='uidnext'", [], |r| {
-                    r.get(0)
-                })?;
+        self.insert_unknown(name).map(Some)
+    }
+
+    /// Indexes `cur/<name>`, whose base name the index does not have, under the next UID.
+    fn insert_unknown(&mut self, name: &str) -> Result<u32> {
+        let (date, size) = date_and_size(&self.root.join("cur").join(name), name)?;
+        let uid = match self.uidnext {
+            Some(u) => u,
+            None => self.meta("uidnext")?,
+        };
         let m = self.bump()?;
-        self.tx.execute(
-            "INSERT INTO msg VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)",
-            params![
+        self.tx
+            .prepare_cached("INSERT INTO msg VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)")?
+            .execute(params![
                 uid,
-                base,
+                base_name(name),
                 name,
                 info_flags(name).letters(),
                 m,
-                mtime(&md),
+                date,
                 size as i64
-            ],
-        )?;
-        self.tx
-            .execute("UPDATE meta SET value=?1 WHERE key='uidnext'", [uid + 1])?;
-        Ok(Some(uid as u32))
+            ])?;
+        self.uidnext = Some(uid + 1);
+        Ok(uid as u32)
     }
 }
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
-    let kw: String = r.get(4)?;
+    // Borrowed where the value is not kept: one row per message of a SELECT.
+    let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+    let kw = text(4)?;
     Ok(Message {
         uid: r.get(0)?,
-        base: r.get(1)?,
-        name: r.get(2)?,
-        flags: Flags::from_letters(&r.get::<_, String>(3)?),
-        keywords: kw.split_whitespace().map(str::to_owned).collect(),
+        name: text(2)?.to_owned(),
+        flags: Flags::from_letters(text(3)?),
+        keywords: if kw.is_empty() {
+            Vec::new()
+        } else {
+            kw.split_whitespace().map(str::to_owned).collect()
+        },
         modseq: r.get::<_, i64>(5)? as u64,
         internal_date: r.get(6)?,
         size: r.get::<_, i64>(7)? as u64,
@@ -859,7 +914,7 @@ mod tests {
         let s = b.snapshot()?;
         assert_eq!(s.messages.len(), 2);
         assert_eq!(s.messages[0].size, 7);
-        assert_eq!(s.messages[0].base, "100.M1P1.h");
+        assert_eq!(s.messages[0].base(), "100.M1P1.h");
         assert_eq!(s.uidnext, 3);
         let m = a.set_flags(1, Flags::SEEN.union(Flags::FLAGGED), &["$Junk".into()])?;
         let m = m.ok_or(StoreError::NotFound)?;
