@@ -254,12 +254,15 @@ pub fn binary_bytes(raw: &[u8], msg: Option<&Message<'_>>, part: &[u32]) -> Resu
     let Some(msg) = msg else {
         return Ok(Vec::new());
     };
-    let Some((m, idx)) = find_part(msg, part) else {
+    let Some((m, idx, empty)) = find_part_in(msg, part) else {
         return Ok(Vec::new());
     };
     let Some(p) = m.parts.get(idx) else {
         return Ok(Vec::new());
     };
+    if empty {
+        return Ok(Vec::new());
+    }
     let body = m
         .raw_message
         .get(p.offset_body as usize..p.offset_end as usize)
@@ -381,7 +384,11 @@ pub fn section_bytes(
     }
     let Some(msg) = msg else { return Vec::new() };
     let Some((m, idx, empty)) = find_part_in(msg, part) else {
-        return Vec::new();
+        // The header-only last part of an unterminated multipart (see `structure`).
+        return match text {
+            SectionText::Mime => dropped_part_header(msg, part).unwrap_or_default(),
+            _ => Vec::new(),
+        };
     };
     let Some(p) = m.parts.get(idx) else {
         return Vec::new();
@@ -435,6 +442,31 @@ fn find_part_in<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'
         }
     }
     Some((m, idx, empty))
+}
+
+/// The header of part `path` when it is the header-only last part mail-parser dropped.
+fn dropped_part_header(msg: &Message<'_>, path: &[u32]) -> Option<Vec<u8>> {
+    let (&n, parent) = path.split_last()?;
+    let (mut m, mut idx) = if parent.is_empty() {
+        (msg, 0)
+    } else {
+        let (m, idx, empty) = find_part_in(msg, parent)?;
+        if empty {
+            return None;
+        }
+        (m, idx)
+    };
+    if let PartType::Message(inner) = &m.parts.get(idx)?.body {
+        (m, idx) = (inner, 0);
+    }
+    let p = m.parts.get(idx)?;
+    let PartType::Multipart(children) = &p.body else {
+        return None;
+    };
+    if n as usize != children.len() + 1 {
+        return None;
+    }
+    dropped_last_part(m, p, children).map(<[u8]>::to_vec)
 }
 
 /// The header fields named (or, `not`, all but those), then the blank line.
@@ -1477,9 +1509,17 @@ mod tests {
         let m = parse_message(nb).ok_or("parse")?;
         assert_eq!(section_bytes(nb, Some(&m), &[1], &SectionText::Full), b"");
         assert_eq!(section_bytes(nb, Some(&m), &[1], &SectionText::Mime), b"");
+        assert_eq!(binary_bytes(nb, Some(&m), &[1]), Ok(Vec::new()));
         // Unterminated: the header-only last part is kept; nested text parts without a
         // charset get us-ascii; a digest part without Content-Type is a message.
         let un = b"Content-Type: multipart/mixed; boundary=u\r\n\r\n--u\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--u\r\nContent-Type: application/x-broken; =novalue\r\n";
+        let m = parse_message(un).ok_or("parse")?;
+        assert_eq!(
+            section_bytes(un, Some(&m), &[2], &SectionText::Mime),
+            b"Content-Type: application/x-broken; =novalue\r\n"
+        );
+        assert_eq!(section_bytes(un, Some(&m), &[2], &SectionText::Full), b"");
+        assert_eq!(section_bytes(un, Some(&m), &[3], &SectionText::Mime), b"");
         assert_eq!(
             bodystructure(un, false)?,
             "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0)(\"application\" \"x-broken\" (\"\" \"novalue\") NIL NIL \"7bit\" 0) \"mixed\")"
