@@ -416,13 +416,9 @@ pub fn section_bytes(
     }
 }
 
-/// A part by its IMAP number: (the message holding it, its index in that message).
-fn find_part<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'a>, usize)> {
-    find_part_in(msg, path).map(|(m, idx, _)| (m, idx))
-}
-
-/// As `find_part`, and whether the number names the empty part that a multipart without
-/// a boundary answers as (see `structure`).
+/// A part by its IMAP number: (the message holding it, its index in that message, whether
+/// the number names the empty part that a multipart without a boundary answers as; see
+/// `structure`).
 fn find_part_in<'a>(msg: &'a Message<'a>, path: &[u32]) -> Option<(&'a Message<'a>, usize, bool)> {
     let mut m = msg;
     let mut idx = 0usize;
