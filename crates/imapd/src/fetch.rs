@@ -1487,6 +1487,25 @@ mod tests {
         assert_eq!(env(""), "NIL");
     }
 
+    #[test]
+    fn header_value_parsers_never_panic() {
+        // Every short string of the characters that steer the parsers.
+        let alphabet = b"()<>@,;:\\\".[]= a*%'\xc3";
+        let mut v = Vec::new();
+        for len in 1..=4u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                v.clear();
+                for _ in 0..len {
+                    v.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let _ = parse_addresses(&v);
+                v.insert(0, b';');
+                let _ = content_params(&v);
+            }
+        }
+    }
+
     fn bodystructure(raw: &[u8], ext: bool) -> Result<String, String> {
         let m = parse_message(raw).ok_or("parse")?;
         let mut out = Vec::new();
