@@ -5,7 +5,9 @@
 //! Messages are served with CRLF line ends (Maildir files usually hold LF); sizes and
 //! offsets refer to that CRLF form, which is also what the index stores as the size.
 
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use std::borrow::Cow;
+
+use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::parse::{Value, astring};
 
@@ -506,32 +508,39 @@ pub fn envelope(out: &mut Vec<u8>, m: &Message<'_>, idx: usize) {
         out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
         return;
     };
-    let raw = |n: &str| raw_field(m, p, n);
-    let addr = |n: &str| raw(n).map(|v| parse_addresses(&v)).unwrap_or_default();
+    let f = RawFields::new(m, p);
+    let raw = |n| f.get(n);
+    let addr = |n| raw(n).map(|v| parse_addresses(&v)).unwrap_or_default();
     out.push(b'(');
-    astring(out, raw("Date").as_deref());
+    astring(out, raw(HeaderName::Date).as_deref());
     out.push(b' ');
-    astring(out, raw("Subject").as_deref());
-    let from = addr("From");
-    for name in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"] {
+    astring(out, raw(HeaderName::Subject).as_deref());
+    let from = addr(HeaderName::From);
+    for name in [
+        HeaderName::From,
+        HeaderName::Sender,
+        HeaderName::ReplyTo,
+        HeaderName::To,
+        HeaderName::Cc,
+        HeaderName::Bcc,
+    ] {
         out.push(b' ');
-        let list = if name == "From" {
-            Vec::new()
-        } else {
-            addr(name)
+        let list = match name {
+            HeaderName::From => Vec::new(),
+            _ => addr(name.clone()),
         };
         // Sender and Reply-To default to From (RFC 3501).
         let list = match name {
-            "From" => &from,
-            "Sender" | "Reply-To" if list.is_empty() => &from,
+            HeaderName::From => &from,
+            HeaderName::Sender | HeaderName::ReplyTo if list.is_empty() => &from,
             _ => &list,
         };
         write_addresses(out, list);
     }
     out.push(b' ');
-    astring(out, raw("In-Reply-To").as_deref());
+    astring(out, raw(HeaderName::InReplyTo).as_deref());
     out.push(b' ');
-    astring(out, raw("Message-ID").as_deref());
+    astring(out, raw(HeaderName::MessageId).as_deref());
     out.push(b')');
 }
 
@@ -618,7 +627,7 @@ fn phrase(lx: &mut Lex<'_>) -> Vec<u8> {
     loop {
         let w = if lx.peek() == Some(b'"') {
             match lx.quoted() {
-                Some(w) => w,
+                Some(w) => Cow::Owned(w),
                 None => break,
             }
         } else {
@@ -626,7 +635,7 @@ fn phrase(lx: &mut Lex<'_>) -> Vec<u8> {
             if w.is_empty() {
                 break;
             }
-            w
+            Cow::Borrowed(w)
         };
         if words > 0 {
             out.push(b' ');
@@ -642,12 +651,12 @@ fn dot_atom(lx: &mut Lex<'_>) -> Vec<u8> {
     if lx.peek() == Some(b'"') {
         return lx.quoted().unwrap_or_default();
     }
-    let mut out = lx.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\".[]".contains(&b));
+    let mut out = lx.run(WORD).to_vec();
     while lx.peek() == Some(b'.') {
         lx.i += 1;
         lx.lwsp();
         out.push(b'.');
-        out.extend(lx.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\".[]".contains(&b)));
+        out.extend_from_slice(lx.run(WORD));
     }
     out
 }
@@ -755,7 +764,9 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
         return;
     };
     let ct = p.content_type();
-    let params = raw_field(m, p, "Content-Type")
+    let f = RawFields::new(m, p);
+    let get = |n| f.get(n);
+    let params = get(HeaderName::ContentType)
         .map(|v| content_params(&v))
         .unwrap_or_default();
     let children: &[u32] = match &p.body {
@@ -787,7 +798,7 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
         if ext {
             out.push(b' ');
             write_params(out, &params, false);
-            write_dsp_lang_loc(out, &|n| raw_field(m, p, n));
+            write_dsp_lang_loc(out, &get);
         }
         out.push(b')');
         return;
@@ -814,9 +825,9 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
     out.push(b' ');
     write_params(out, &params, ty == "text");
     out.push(b' ');
-    astring(out, raw_field(m, p, "Content-ID").as_deref());
+    astring(out, get(HeaderName::ContentId).as_deref());
     out.push(b' ');
-    astring(out, raw_field(m, p, "Content-Description").as_deref());
+    astring(out, get(HeaderName::ContentDescription).as_deref());
     out.push(b' ');
     let enc = p
         .content_transfer_encoding()
@@ -840,8 +851,8 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
     }
     if ext {
         out.push(b' ');
-        astring(out, raw_field(m, p, "Content-MD5").as_deref());
-        write_dsp_lang_loc(out, &|n| raw_field(m, p, n));
+        astring(out, get(HeaderName::ContentMd5).as_deref());
+        write_dsp_lang_loc(out, &get);
     }
     out.push(b')');
 }
@@ -875,17 +886,17 @@ fn dropped_last_part<'a>(
 
 /// The structure of a part that is only a header (no body: size 0).
 fn header_only_part(out: &mut Vec<u8>, header: &[u8], ext: bool) {
-    let get = |n: &str| -> Option<Vec<u8>> {
-        let f = fields(header, &[n.to_owned()], false);
+    let get = |n: HeaderName<'static>| -> Option<Cow<'static, [u8]>> {
+        let f = fields(header, &[n.as_str().to_owned()], false);
         let colon = f.iter().position(|&b| b == b':')?;
         let v: Vec<u8> = f[colon + 1..]
             .iter()
             .copied()
             .filter(|&b| b != b'\r' && b != b'\n')
             .collect();
-        Some(v.trim_ascii().to_vec())
+        Some(Cow::Owned(v.trim_ascii().to_vec()))
     };
-    let ct = get("Content-Type").unwrap_or_default();
+    let ct = get(HeaderName::ContentType).unwrap_or_default();
     let mut lx = Lex::new(&ct);
     lx.lwsp();
     let mut ty = lx.token().to_ascii_lowercase();
@@ -919,11 +930,11 @@ fn header_only_part(out: &mut Vec<u8>, header: &[u8], ext: bool) {
     out.push(b' ');
     write_params(out, &content_params(&ct), ty == b"text");
     out.push(b' ');
-    astring(out, get("Content-ID").as_deref());
+    astring(out, get(HeaderName::ContentId).as_deref());
     out.push(b' ');
-    astring(out, get("Content-Description").as_deref());
+    astring(out, get(HeaderName::ContentDescription).as_deref());
     out.push(b' ');
-    let enc = get("Content-Transfer-Encoding")
+    let enc = get(HeaderName::ContentTransferEncoding)
         .filter(|e| !e.is_empty())
         .map_or_else(|| b"7bit".to_vec(), |e| e.to_ascii_lowercase());
     astring(out, Some(&enc));
@@ -936,7 +947,7 @@ fn header_only_part(out: &mut Vec<u8>, header: &[u8], ext: bool) {
     }
     if ext {
         out.push(b' ');
-        astring(out, get("Content-MD5").as_deref());
+        astring(out, get(HeaderName::ContentMd5).as_deref());
         write_dsp_lang_loc(out, &get);
     }
     out.push(b')');
@@ -949,32 +960,93 @@ fn is_multipart_type(p: &MessagePart<'_>) -> bool {
             .is_some_and(|c| c.ctype().eq_ignore_ascii_case("multipart"))
 }
 
-/// The raw value of part `p`'s first header field `name`: unfolded and trimmed, RFC 2047
-/// encoded-words and RFC 2231 encodings left as they are (IMAP passes header text through).
-fn raw_field(m: &Message<'_>, p: &MessagePart<'_>, name: &str) -> Option<Vec<u8>> {
-    let h = p
-        .headers
-        .iter()
-        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
-    let v = m
-        .raw_message
-        .get(h.offset_start as usize..h.offset_end as usize)
-        .unwrap_or_default();
-    let v: Vec<u8> = v
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect();
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    Some(v[start..end.max(start)].to_vec())
+/// The raw header values of one part, found in one pass over its header list: each
+/// field's first occurrence, unfolded and trimmed, RFC 2047 encoded-words and RFC 2231
+/// encodings left as they are (IMAP passes header text through).
+struct RawFields<'a> {
+    src: &'a [u8],
+    /// By `HeaderName::id()` (the well-known names all have ids below 64).
+    first: [(u32, u32); 64],
 }
+
+impl<'a> RawFields<'a> {
+    fn new(m: &'a Message<'_>, p: &MessagePart<'_>) -> Self {
+        let mut first = [(u32::MAX, 0); 64];
+        for h in &p.headers {
+            if let HeaderName::Other(_) = h.name {
+                continue;
+            }
+            if let Some(slot) = first.get_mut(usize::from(h.name.id()))
+                && slot.0 == u32::MAX
+            {
+                *slot = (h.offset_start, h.offset_end);
+            }
+        }
+        RawFields {
+            src: &m.raw_message,
+            first,
+        }
+    }
+
+    fn get(&self, name: HeaderName<'static>) -> Option<Cow<'a, [u8]>> {
+        let &(a, b) = self.first.get(usize::from(name.id()))?;
+        if a == u32::MAX {
+            return None;
+        }
+        let v = self.src.get(a as usize..b as usize)?.trim_ascii();
+        Some(if v.contains(&b'\n') || v.contains(&b'\r') {
+            Cow::Owned(
+                v.iter()
+                    .copied()
+                    .filter(|&b| b != b'\r' && b != b'\n')
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(v)
+        })
+    }
+}
+
+/// `CLASS` bits: MIME token, atom with dots, dot-atom piece, unquoted value after `=`.
+const TOKEN: u8 = 1;
+const ATOM: u8 = 2;
+const WORD: u8 = 4;
+const RAW: u8 = 8;
+
+/// Byte classes for `Lex::run`, a table rather than set searches: FETCH parses every
+/// part's parameters.
+const CLASS: [u8; 256] = {
+    const fn has(set: &[u8], c: u8) -> bool {
+        let mut i = 0;
+        while i < set.len() {
+            if set[i] == c {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let visible = c > b' ' && c != 0x7f;
+        if visible && !has(b"()<>@,;:\\\"/[]?=", c) {
+            t[b] |= TOKEN;
+        }
+        if visible && !has(b"()<>@,;:\\\"[]", c) {
+            t[b] |= ATOM;
+        }
+        if visible && !has(b"()<>@,;:\\\".[]", c) {
+            t[b] |= WORD;
+        }
+        if !has(b" \t\r\n;", c) {
+            t[b] |= RAW;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// A cursor over an unfolded header value, with RFC 822 lexical rules (comments skipped
 /// as white space, the last one remembered: an addr-spec's comment names the mailbox).
@@ -1034,25 +1106,28 @@ impl<'a> Lex<'a> {
         self.i < self.s.len()
     }
 
-    /// A run of bytes `ok` accepts, then white space.
-    fn run(&mut self, ok: impl Fn(u8) -> bool) -> Vec<u8> {
+    /// A run of bytes of a class (`CLASS` bits), then white space.
+    fn run(&mut self, class: u8) -> &'a [u8] {
         let start = self.i;
-        while self.peek().is_some_and(&ok) {
+        while self
+            .peek()
+            .is_some_and(|b| CLASS[usize::from(b)] & class != 0)
+        {
             self.i += 1;
         }
-        let t = self.s[start..self.i].to_vec();
+        let t = &self.s[start..self.i];
         self.lwsp();
         t
     }
 
     /// A MIME token (RFC 2045: no space, controls or tspecials; 8-bit bytes tolerated).
-    fn token(&mut self) -> Vec<u8> {
-        self.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    fn token(&mut self) -> &'a [u8] {
+        self.run(TOKEN)
     }
 
-    /// An atom, dots allowed (obs-phrase, dot-atom).
-    fn atom(&mut self) -> Vec<u8> {
-        self.run(|b| b > b' ' && b != 0x7f && !b"()<>@,;:\\\"[]".contains(&b))
+    /// An atom, dots allowed (obs-phrase).
+    fn atom(&mut self) -> &'a [u8] {
+        self.run(ATOM)
     }
 
     /// A quoted string at the cursor, unquoted; `None` when it is not closed.
@@ -1111,9 +1186,9 @@ fn content_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
                 None => continue,
             }
         } else if lx.peek() == Some(b'=') {
-            lx.run(|b| !b" \t\r\n;".contains(&b))
+            lx.run(RAW).to_vec()
         } else {
-            lx.token()
+            lx.token().to_vec()
         };
         match key.iter().position(|&b| b == b'*') {
             Some(star) => {
@@ -1128,10 +1203,10 @@ fn content_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
                     b"" if rest.is_empty() => split.push((key[..star].to_vec(), 0, true, val)),
                     b"" => split.push((key[..star].to_vec(), idx, false, val)),
                     b"*" => split.push((key[..star].to_vec(), idx, true, val)),
-                    _ => out.push((key, val)),
+                    _ => out.push((key.to_vec(), val)),
                 }
             }
-            None => out.push((key, val)),
+            None => out.push((key.to_vec(), val)),
         }
     }
     split.sort_by(|a, b| {
@@ -1212,9 +1287,12 @@ fn write_params(out: &mut Vec<u8>, params: &[(Vec<u8>, Vec<u8>)], text: bool) {
 
 /// The extension fields after body-fld-md5 / the multipart parameters: body-fld-dsp,
 /// body-fld-lang, body-fld-loc.
-fn write_dsp_lang_loc(out: &mut Vec<u8>, get: &dyn Fn(&str) -> Option<Vec<u8>>) {
+fn write_dsp_lang_loc<'a>(
+    out: &mut Vec<u8>,
+    get: &dyn Fn(HeaderName<'static>) -> Option<Cow<'a, [u8]>>,
+) {
     out.push(b' ');
-    match get("Content-Disposition") {
+    match get(HeaderName::ContentDisposition) {
         Some(v) => {
             let mut lx = Lex::new(&v);
             lx.lwsp();
@@ -1232,7 +1310,7 @@ fn write_dsp_lang_loc(out: &mut Vec<u8>, get: &dyn Fn(&str) -> Option<Vec<u8>>) 
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    let langs: Vec<Vec<u8>> = get("Content-Language")
+    let langs: Vec<Vec<u8>> = get(HeaderName::ContentLanguage)
         .map(|v| {
             let mut lx = Lex::new(&v);
             let mut l = Vec::new();
@@ -1242,7 +1320,7 @@ fn write_dsp_lang_loc(out: &mut Vec<u8>, get: &dyn Fn(&str) -> Option<Vec<u8>>) 
                 if t.is_empty() {
                     break;
                 }
-                l.push(t);
+                l.push(t.to_vec());
                 if lx.peek() != Some(b',') {
                     break;
                 }
@@ -1265,7 +1343,7 @@ fn write_dsp_lang_loc(out: &mut Vec<u8>, get: &dyn Fn(&str) -> Option<Vec<u8>>) 
         out.push(b')');
     }
     out.push(b' ');
-    astring(out, get("Content-Location").as_deref());
+    astring(out, get(HeaderName::ContentLocation).as_deref());
 }
 
 const MONTHS: [&str; 12] = [
