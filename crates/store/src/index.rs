@@ -24,6 +24,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -105,8 +106,9 @@ impl Flags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub uid: u32,
-    /// The file name in `cur/` when last indexed.
-    pub name: String,
+    /// The file name in `cur/` when last indexed (shared: copying a mailbox's list of
+    /// 10,000s of messages copies no names).
+    pub name: Arc<str>,
     pub flags: Flags,
     pub keywords: Vec<String>,
     pub modseq: u64,
@@ -137,7 +139,16 @@ pub struct Mailbox {
     db: Connection,
     /// UIDs moved from `new/` while opening, for the first [`Mailbox::refresh`].
     fresh: Vec<u32>,
+    /// The index file's (device, inode): with its path, the key of [`SNAPSHOTS`].
+    db_id: (u64, u64),
 }
+
+/// The mailboxes' message lists read most recently in this process (imapd serves many
+/// sessions per process): a SELECT of a mailbox whose index has not changed since (same
+/// index file, UIDVALIDITY, UIDNEXT and highest MODSEQ — every change of a message row
+/// raises the MODSEQ) copies the list instead of reading every row again.
+static SNAPSHOTS: Mutex<Vec<(PathBuf, (u64, u64), Arc<Snapshot>)>> = Mutex::new(Vec::new());
+const SNAPSHOTS_KEPT: usize = 8;
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
 
@@ -258,10 +269,16 @@ impl Mailbox {
                 version INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, field))
                 WITHOUT ROWID;",
         )?;
+        let db_id = {
+            use std::os::unix::fs::MetadataExt;
+            let md = fs::metadata(db_path)?;
+            (md.dev(), md.ino())
+        };
         let mb = Mailbox {
             root: root.to_path_buf(),
             db,
             fresh: Vec::new(),
+            db_id,
         };
         let have: Option<i64> = mb
             .db
@@ -462,6 +479,25 @@ impl Mailbox {
 
     /// Everything the index holds now (one query).
     pub fn snapshot(&self) -> Result<Snapshot> {
+        // One read transaction: the counters and the rows agree.
+        let tx = self.db.unchecked_transaction()?;
+        let (uidvalidity, uidnext, highest_modseq) = (
+            self.meta("uidvalidity")? as u32,
+            self.meta("uidnext")? as u32,
+            self.meta("highestmodseq")? as u64,
+        );
+        let same = |s: &Snapshot| {
+            (s.uidvalidity, s.uidnext, s.highest_modseq) == (uidvalidity, uidnext, highest_modseq)
+        };
+        let kept = SNAPSHOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(p, id, s)| *id == self.db_id && *p == self.root && same(s))
+            .map(|(_, _, s)| Arc::clone(s));
+        if let Some(s) = kept {
+            return Ok(Snapshot::clone(&s));
+        }
         let mut st = self.db.prepare_cached(
             "SELECT uid, NULL, name, flags, keywords, modseq, internaldate, size FROM msg ORDER BY uid",
         )?;
@@ -475,17 +511,27 @@ impl Mailbox {
         while let Some(r) = rows.next()? {
             messages.push(message_row(r)?);
         }
-        Ok(Snapshot {
-            uidvalidity: self.meta("uidvalidity")? as u32,
-            uidnext: self.meta("uidnext")? as u32,
-            highest_modseq: self.meta("highestmodseq")? as u64,
+        drop(rows);
+        drop(st);
+        tx.finish()?;
+        let snap = Snapshot {
+            uidvalidity,
+            uidnext,
+            highest_modseq,
             messages,
-        })
+        };
+        let mut kept = SNAPSHOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|(p, _, _)| *p != self.root);
+        if kept.len() >= SNAPSHOTS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((self.root.clone(), self.db_id, Arc::new(snap.clone())));
+        Ok(snap)
     }
 
     /// The file of `m`, following a rename by another session (flags changed).
     pub fn path_of(&self, m: &Message) -> Option<PathBuf> {
-        let p = self.root.join("cur").join(&m.name);
+        let p = self.root.join("cur").join(&*m.name);
         if p.exists() {
             return Some(p);
         }
@@ -822,7 +868,7 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let kw = text(4)?;
     Ok(Message {
         uid: r.get(0)?,
-        name: text(2)?.to_owned(),
+        name: Arc::from(text(2)?),
         flags: Flags::from_letters(text(3)?),
         keywords: if kw.is_empty() {
             Vec::new()
@@ -921,7 +967,7 @@ mod tests {
         assert_eq!(s.uidnext, 3);
         let m = a.set_flags(1, Flags::SEEN.union(Flags::FLAGGED), &["$Junk".into()])?;
         let m = m.ok_or(StoreError::NotFound)?;
-        assert_eq!(m.name, "100.M1P1.h,S=6:2,FS");
+        assert_eq!(&*m.name, "100.M1P1.h,S=6:2,FS");
         assert!(root.join("cur/100.M1P1.h,S=6:2,FS").exists());
         // b sees a's change through the index and can still read the renamed file.
         assert!(b.highest_modseq()? > s.highest_modseq);
