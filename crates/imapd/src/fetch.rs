@@ -516,8 +516,9 @@ pub fn envelope(out: &mut Vec<u8>, m: &Message<'_>, idx: usize) {
     out.push(b' ');
     astring(out, raw(HeaderName::Subject).as_deref());
     let from = addr(HeaderName::From);
+    out.push(b' ');
+    write_addresses(out, &from);
     for name in [
-        HeaderName::From,
         HeaderName::Sender,
         HeaderName::ReplyTo,
         HeaderName::To,
@@ -525,17 +526,17 @@ pub fn envelope(out: &mut Vec<u8>, m: &Message<'_>, idx: usize) {
         HeaderName::Bcc,
     ] {
         out.push(b' ');
-        let list = match name {
-            HeaderName::From => Vec::new(),
-            _ => addr(name.clone()),
-        };
         // Sender and Reply-To default to From (RFC 3501).
-        let list = match name {
-            HeaderName::From => &from,
-            HeaderName::Sender | HeaderName::ReplyTo if list.is_empty() => &from,
-            _ => &list,
-        };
-        write_addresses(out, list);
+        let defaults = matches!(name, HeaderName::Sender | HeaderName::ReplyTo);
+        let list = addr(name);
+        write_addresses(
+            out,
+            if defaults && list.is_empty() {
+                &from
+            } else {
+                &list
+            },
+        );
     }
     out.push(b' ');
     astring(out, raw(HeaderName::InReplyTo).as_deref());
