@@ -147,7 +147,9 @@ pub struct Mailbox {
 /// sessions per process): a SELECT of a mailbox whose index has not changed since (same
 /// index file, UIDVALIDITY, UIDNEXT and highest MODSEQ — every change of a message row
 /// raises the MODSEQ) copies the list instead of reading every row again.
-static SNAPSHOTS: Mutex<Vec<(PathBuf, (u64, u64), Arc<Snapshot>)>> = Mutex::new(Vec::new());
+static SNAPSHOTS: Mutex<Vec<KeptSnapshot>> = Mutex::new(Vec::new());
+/// Mailbox root, index file (device, inode), list.
+type KeptSnapshot = (PathBuf, (u64, u64), Arc<Snapshot>);
 const SNAPSHOTS_KEPT: usize = 8;
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
