@@ -879,10 +879,10 @@ fn dropped_last_part<'a>(
     if rest.starts_with(b"--") {
         return None;
     }
-    // The rest of the delimiter line (transport padding), then the header.
+    // The rest of the delimiter line (ignored, as by mail-parser and Dovecot), then the
+    // header (maybe none; a delimiter without a line end starts no part, as in Dovecot).
     let nl = rest.iter().position(|&b| b == b'\n')?;
-    let header = &rest[nl + 1..];
-    (!header.is_empty()).then_some(header)
+    Some(&rest[nl + 1..])
 }
 
 /// The structure of a part that is only a header (no body: size 0).
@@ -1617,6 +1617,17 @@ mod tests {
         assert_eq!(
             bodystructure(un, false)?,
             "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0)(\"application\" \"x-broken\" (\"\" \"novalue\") NIL NIL \"7bit\" 0) \"mixed\")"
+        );
+        // A delimiter line ending the message starts an empty part; without its line end
+        // it starts none (as Dovecot).
+        let ends = b"Content-Type: multipart/mixed; boundary=u\r\n\r\n--u\r\n\r\nfirst\r\n--u\r\n";
+        assert_eq!(
+            bodystructure(ends, false)?,
+            "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0)(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) \"mixed\")"
+        );
+        assert_eq!(
+            bodystructure(&ends[..ends.len() - 2], false)?,
+            "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0) \"mixed\")"
         );
         let dg = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: s\r\n\r\nhi\r\n--d--\r\n";
         assert_eq!(
