@@ -514,7 +514,13 @@ pub fn envelope(out: &mut Vec<u8>, m: &Message<'_>, idx: usize) {
     out.push(b'(');
     astring(out, raw(HeaderName::Date).as_deref());
     out.push(b' ');
-    astring(out, raw(HeaderName::Subject).as_deref());
+    // Dovecot trims the subject's trailing white space (not the other fields').
+    astring(
+        out,
+        raw(HeaderName::Subject)
+            .as_deref()
+            .map(<[u8]>::trim_ascii_end),
+    );
     let from = addr(HeaderName::From);
     out.push(b' ');
     write_addresses(out, &from);
@@ -721,7 +727,8 @@ fn mailbox(lx: &mut Lex<'_>, out: &mut Vec<EnvAddr>) -> bool {
                 ok = false;
             }
         }
-        if ok {
+        // `<>` (and `<@route:>`): an empty address, not a syntax error.
+        if ok && lx.peek() != Some(b'>') {
             let local = dot_atom(lx);
             ok = !local.is_empty();
             a[2] = ok.then_some(local);
@@ -962,7 +969,7 @@ fn is_multipart_type(p: &MessagePart<'_>) -> bool {
 }
 
 /// The raw header values of one part, found in one pass over its header list: each
-/// field's first occurrence, unfolded and trimmed, RFC 2047 encoded-words and RFC 2231
+/// field's first occurrence, unfolded, leading white space skipped, RFC 2047 encoded-words and RFC 2231
 /// encodings left as they are (IMAP passes header text through).
 struct RawFields<'a> {
     src: &'a [u8],
@@ -994,7 +1001,10 @@ impl<'a> RawFields<'a> {
         if a == u32::MAX {
             return None;
         }
-        let v = self.src.get(a as usize..b as usize)?.trim_ascii();
+        let v = self.src.get(a as usize..b as usize)?.trim_ascii_start();
+        // Line ends out; trailing white space stays, as Dovecot has it.
+        let v = v.strip_suffix(b"\n").unwrap_or(v);
+        let v = v.strip_suffix(b"\r").unwrap_or(v);
         Some(if v.contains(&b'\n') || v.contains(&b'\r') {
             Cow::Owned(
                 v.iter()
@@ -1557,6 +1567,10 @@ mod tests {
         assert_eq!(
             env("Ann <ann@x"),
             "((\"Ann\" NIL \"ann\" \"SYNTAX_ERROR\"))"
+        );
+        assert_eq!(
+            env("<>, <@a:>, \"a b\"@x"),
+            "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL \"@a\" \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"a b\" \"x\"))"
         );
         assert_eq!(
             env("broken@@z, ok@z"),
