@@ -272,15 +272,11 @@ pub fn binary_bytes(raw: &[u8], msg: Option<&Message<'_>>, part: &[u32]) -> Resu
     if matches!(p.body, PartType::Multipart(_) | PartType::Message(_)) {
         return Ok(body.to_vec());
     }
-    let cte = p
-        .content_transfer_encoding()
-        .unwrap_or("7bit")
-        .trim()
-        .to_ascii_lowercase();
-    match cte.as_str() {
-        "7bit" | "8bit" | "binary" | "" => Ok(body.to_vec()),
-        "base64" => Ok(base64_lenient(body)),
-        "quoted-printable" => Ok(qp_decode(body)),
+    let f = RawFields::new(m, p);
+    match transfer_encoding(f.get(HeaderName::ContentTransferEncoding).as_deref()).as_slice() {
+        b"7bit" | b"8bit" | b"binary" => Ok(body.to_vec()),
+        b"base64" => Ok(base64_lenient(body)),
+        b"quoted-printable" => Ok(qp_decode(body)),
         _ => Err(()),
     }
 }
@@ -837,11 +833,8 @@ pub fn structure(out: &mut Vec<u8>, m: &Message<'_>, idx: usize, ext: bool, dept
     out.push(b' ');
     astring(out, get(HeaderName::ContentDescription).as_deref());
     out.push(b' ');
-    let enc = p
-        .content_transfer_encoding()
-        .map(|e| e.to_ascii_lowercase())
-        .unwrap_or_else(|| "7bit".to_owned());
-    astring(out, Some(enc.as_bytes()));
+    let enc = transfer_encoding(get(HeaderName::ContentTransferEncoding).as_deref());
+    astring(out, Some(&enc));
     out.extend_from_slice(format!(" {}", body.len()).as_bytes());
     let lines = body.iter().filter(|&&b| b == b'\n').count();
     if let PartType::Message(inner) = &p.body {
@@ -942,9 +935,7 @@ fn header_only_part(out: &mut Vec<u8>, header: &[u8], ext: bool) {
     out.push(b' ');
     astring(out, get(HeaderName::ContentDescription).as_deref());
     out.push(b' ');
-    let enc = get(HeaderName::ContentTransferEncoding)
-        .filter(|e| !e.is_empty())
-        .map_or_else(|| b"7bit".to_vec(), |e| e.to_ascii_lowercase());
+    let enc = transfer_encoding(get(HeaderName::ContentTransferEncoding).as_deref());
     astring(out, Some(&enc));
     out.extend_from_slice(b" 0");
     if ty == b"message" && sub == b"rfc822" {
@@ -959,6 +950,17 @@ fn header_only_part(out: &mut Vec<u8>, header: &[u8], ext: bool) {
         write_dsp_lang_loc(out, &get);
     }
     out.push(b')');
+}
+
+/// A Content-Transfer-Encoding value as its token, lower case (comments dropped, as
+/// Dovecot reads it); `7bit` when there is none.
+fn transfer_encoding(v: Option<&[u8]>) -> Vec<u8> {
+    let mut lx = Lex::new(v.unwrap_or_default());
+    lx.lwsp();
+    match lx.token() {
+        b"" => b"7bit".to_vec(),
+        t => t.to_ascii_lowercase(),
+    }
 }
 
 /// A part labelled multipart/* that mail-parser left a leaf (no boundary parameter).
@@ -1186,6 +1188,8 @@ fn content_params(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         let key = lx.token();
         if lx.peek() != Some(b'=') {
+            // Dovecot steps one byte past what it could not read (so `a=b;;c=d` loses c).
+            lx.i += 1;
             continue;
         }
         lx.i += 1;
