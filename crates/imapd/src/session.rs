@@ -959,11 +959,12 @@ impl Session {
             return Err(("NO", "[NONEXISTENT] Mailbox doesn't exist.".into()));
         }
         let dir = f.dir(&name).map_err(|e| ("NO", store_err(&e)))?;
+        // The open has just synced the index with the Maildir.
         let mut mbox = Mailbox::open(&dir).map_err(|e| ("NO", store_err(&e)))?;
         let fresh = if readonly {
             Vec::new()
         } else {
-            mbox.refresh().map_err(|e| ("NO", store_err(&e)))?
+            mbox.take_fresh()
         };
         let recent: HashSet<u32> = if self.rev2 {
             HashSet::new()

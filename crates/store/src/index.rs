@@ -234,11 +234,10 @@ impl Mailbox {
     /// with `cur/` and `new/` (skipped for a directory unchanged since, see the module
     /// documentation).
     pub fn open(root: &Path) -> Result<Mailbox> {
-        for d in ["cur", "new", "tmp"] {
-            let p = root.join(d);
-            if !p.is_dir() {
-                fs::create_dir_all(p)?;
-            }
+        // new/ and cur/ are created by `sync` when its stat finds them missing.
+        let tmp = root.join("tmp");
+        if !tmp.is_dir() {
+            fs::create_dir_all(tmp)?;
         }
         let db_path = root.join(INDEX_NAME);
         let mut mb = match Self::open_db(root, &db_path, None) {
@@ -261,6 +260,28 @@ impl Mailbox {
         db.busy_timeout(Duration::from_secs(10))?;
         // Pages read through a mapping, not a pread each: a SELECT reads them all.
         db.pragma_update(None, "mmap_size", 256i64 << 20)?;
+        // The usual case, an index in use: checked in one read transaction (each
+        // statement on its own takes and drops the file locks, syscalls that count).
+        let ready = {
+            let tx = db.unchecked_transaction()?;
+            let tables: i64 = db.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'
+                 AND name IN ('meta', 'msg', 'expunged', 'cache')",
+                [],
+                |r| r.get(0),
+            )?;
+            let ready = tables == 4
+                && db.query_row(
+                    "SELECT count(*) FROM meta WHERE key IN ('uidvalidity', 'expungelog')",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )? == 2;
+            tx.finish()?;
+            ready
+        };
+        if ready {
+            return Self::handle(root, db_path, db);
+        }
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
@@ -271,17 +292,7 @@ impl Mailbox {
                 version INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, field))
                 WITHOUT ROWID;",
         )?;
-        let db_id = {
-            use std::os::unix::fs::MetadataExt;
-            let md = fs::metadata(db_path)?;
-            (md.dev(), md.ino())
-        };
-        let mb = Mailbox {
-            root: root.to_path_buf(),
-            db,
-            fresh: Vec::new(),
-            db_id,
-        };
+        let mb = Self::handle(root, db_path, db)?;
         let have: Option<i64> = mb
             .db
             .query_row("SELECT value FROM meta WHERE key='uidvalidity'", [], |r| {
@@ -306,6 +317,33 @@ impl Mailbox {
             )?;
         }
         Ok(mb)
+    }
+
+    fn handle(root: &Path, db_path: &Path, db: Connection) -> Result<Mailbox> {
+        use std::os::unix::fs::MetadataExt;
+        let md = fs::metadata(db_path)?;
+        Ok(Mailbox {
+            root: root.to_path_buf(),
+            db,
+            fresh: Vec::new(),
+            db_id: (md.dev(), md.ino()),
+        })
+    }
+
+    /// The directory stamps (new/, cur/) the index holds.
+    fn stamps(&self) -> Result<(Option<i64>, Option<i64>)> {
+        let mut st = self
+            .db
+            .prepare_cached("SELECT key, value FROM meta WHERE key IN ('newstamp', 'curstamp')")?;
+        let mut rows = st.query([])?;
+        let mut v = (None, None);
+        while let Some(r) = rows.next()? {
+            match r.get::<_, String>(0)?.as_str() {
+                "newstamp" => v.0 = Some(r.get(1)?),
+                _ => v.1 = Some(r.get(1)?),
+            }
+        }
+        Ok(v)
     }
 
     pub fn root(&self) -> &Path {
@@ -368,6 +406,12 @@ impl Mailbox {
         Ok(uids)
     }
 
+    /// The UIDs moved from `new/` by [`Mailbox::open`]: what [`Mailbox::refresh`] would
+    /// return right after the open, without looking at the directories again.
+    pub fn take_fresh(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.fresh)
+    }
+
     /// Brings the index in line with `new/` and `cur/`, listing only a directory whose
     /// mtime differs from its stamp (or whose stamp could not be trusted); returns the
     /// UIDs given to files moved from `new/`.
@@ -378,13 +422,14 @@ impl Mailbox {
         let new_dir = self.root.join("new");
         let new_mtime = dir_mtime(&new_dir)?;
         let mut fresh = Vec::new();
-        let new_ok = self.meta_opt("newstamp")? == Some(new_mtime);
+        let (new_stamp, cur_stamp) = self.stamps()?;
+        let new_ok = new_stamp == Some(new_mtime);
         if !new_ok {
             fresh = self.refresh_new()?;
         }
         // After the moves out of new/, which change cur/.
         let cur_mtime = dir_mtime(&self.root.join("cur"))?;
-        let cur_ok = self.meta_opt("curstamp")? == Some(cur_mtime);
+        let cur_ok = cur_stamp == Some(cur_mtime);
         let trusted = |m: i64| (m < now - 1_000_000_000).then_some(m);
         let stamps = (
             if new_ok { None } else { trusted(new_mtime) },
@@ -405,11 +450,8 @@ impl Mailbox {
         }
         self.locked(|t| {
             let mut uids = Vec::new();
-            // Listed again under the lock: another session may have taken them. UIDs in
-            // delivery order, as in `rescan_cur`.
-            let mut names = list_dir(&t.root.join("new"))?;
-            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
-            for name in names {
+            // Listed again under the lock: another session may have taken them.
+            for name in list_dir(&t.root.join("new"))? {
                 let target = if name.contains(":2,") {
                     name.clone()
                 } else {
@@ -902,9 +944,16 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// A directory's mtime in nanoseconds.
+/// A directory's mtime in nanoseconds; a missing directory is created (a Maildir's new/
+/// and cur/ always exist).
 fn dir_mtime(dir: &Path) -> Result<i64> {
-    let md = fs::metadata(dir)?;
+    let md = match fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            fs::metadata(dir)?
+        }
+        r => r?,
+    };
     Ok(md
         .modified()?
         .duration_since(UNIX_EPOCH)
