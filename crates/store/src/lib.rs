@@ -16,13 +16,22 @@
 //! (`oxipost-pop3d`'s `maildir_uid`, which cuts at the first `,` of the name before its
 //! `:2,` info), so a message keeps its POP3 UIDL and its IMAP UID whatever its flags.
 //!
-//! **Picking up changes.** New deliveries land in `new/`; [`Mailbox::refresh`] lists only
-//! `new/` (cheap: it is empty most of the time), moves each file to `cur/` and gives it the
+//! **Picking up changes.** New deliveries land in `new/`; [`Mailbox::sync`] (run by
+//! [`Mailbox::open`] and [`Mailbox::refresh`]) moves each file to `cur/` and gives it the
 //! next UID. Changes made through the store (flags, expunges, appends, copies) update the
 //! index in the same locked step, so another session sees them by reading the index
 //! (its highest MODSEQ tells it whether anything changed). Changes made behind the
-//! store's back (mutt renaming or deleting a file in `cur/`) are found by the full
-//! [`Mailbox::resync`] that runs when a mailbox is opened.
+//! store's back (mutt renaming or deleting a file in `cur/`) are found by comparing
+//! `cur/`'s listing with the index. Both listings are skipped while the directory's
+//! mtime equals the stamp the index recorded at its last listing (stamps older than a
+//! second only, so a change in the same clock tick is never hidden), as Dovecot trusts
+//! its index: opening an unchanged mailbox costs two `stat`s, not a `readdir` of every
+//! message. [`Mailbox::snapshot`] reads the message list in one query; a process keeps
+//! the lists it read last and reuses one while the index is unchanged.
+//!
+//! **Cache.** Values computed from a message's (immutable) file — imapd's ENVELOPE and
+//! BODYSTRUCTURE — are kept in the index ([`Mailbox::cached`], [`Mailbox::cache_put`]),
+//! tagged with the version of the code that computed them.
 //!
 //! **Recovery.** A missing or unreadable index is rebuilt from the Maildir. The old UIDs
 //! cannot be recovered then, so the rebuilt index gets a new `UIDVALIDITY` (the current
