@@ -450,8 +450,11 @@ impl Mailbox {
         }
         self.locked(|t| {
             let mut uids = Vec::new();
-            // Listed again under the lock: another session may have taken them.
-            for name in list_dir(&t.root.join("new"))? {
+            // Listed again under the lock: another session may have taken them. UIDs in
+            // delivery order, as in `rescan_cur`.
+            let mut names = list_dir(&t.root.join("new"))?;
+            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
+            for name in names {
                 let target = if name.contains(":2,") {
                     name.clone()
                 } else {
