@@ -45,6 +45,18 @@ impl Key {
             _ => false,
         }
     }
+
+    /// Whether the key looks at internal dates or sizes (computed on first need, see
+    /// [`Message::internal_date`]: the caller fills them in before [`eval`]).
+    pub fn uses_date_or_size(&self) -> bool {
+        match self {
+            Key::Date(..) | Key::SentDate(..) | Key::Larger(_) | Key::Smaller(_) => true,
+            Key::Not(k) => k.uses_date_or_size(),
+            Key::Or(a, b) => a.uses_date_or_size() || b.uses_date_or_size(),
+            Key::And(v) => v.iter().any(Key::uses_date_or_size),
+            _ => false,
+        }
+    }
 }
 
 /// Parses all arguments as one AND of keys.
@@ -199,6 +211,12 @@ pub fn eval(k: &Key, c: &Ctx<'_>, raw: &mut Option<Vec<u8>>) -> bool {
             .position(|w| w == b"\r\n\r\n")
             .map_or(data.len(), |p| p + 4)
     };
+    // Filled in by the caller (`uses_date_or_size`); computed here only as a fallback.
+    let date_size = || {
+        c.mbox
+            .date_and_size(c.msg)
+            .unwrap_or((c.msg.internal_date.unwrap_or(0), c.msg.size.unwrap_or(0)))
+    };
     match k {
         Key::All => true,
         Key::Flag(f, on) => c.msg.flags.contains(*f) == *on,
@@ -215,16 +233,16 @@ pub fn eval(k: &Key, c: &Ctx<'_>, raw: &mut Option<Vec<u8>>) -> bool {
             contains(&d[split(&d)..], s)
         }
         Key::Text(s) => contains(&body(raw), s),
-        Key::Date(day, how) => cmp_day(c.msg.internal_date.div_euclid(86_400), *day, *how),
+        Key::Date(day, how) => cmp_day(date_size().0.div_euclid(86_400), *day, *how),
         Key::SentDate(day, how) => {
             let d = body(raw);
             let sent = fetch::parse_message(&d)
                 .and_then(|m| m.date().map(|t| t.to_timestamp()))
-                .unwrap_or(c.msg.internal_date);
+                .unwrap_or_else(|| date_size().0);
             cmp_day(sent.div_euclid(86_400), *day, *how)
         }
-        Key::Larger(n) => c.msg.size > *n,
-        Key::Smaller(n) => c.msg.size < *n,
+        Key::Larger(n) => date_size().1 > *n,
+        Key::Smaller(n) => date_size().1 < *n,
         Key::Seq(s) => in_set(s, c.seq, c.star_seq),
         Key::Uid(s) => in_set(s, c.msg.uid, c.star_uid),
         Key::Saved => c.saved.binary_search(&c.msg.uid).is_ok(),

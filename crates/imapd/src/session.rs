@@ -135,6 +135,30 @@ struct Selected {
     recent: HashSet<u32>,
 }
 
+impl Selected {
+    fn fill_dates(&mut self) {
+        fill_dates(&mut self.mbox, &mut self.view);
+    }
+}
+
+/// Computes the internal dates and sizes of `msgs` the index does not have yet (the
+/// store indexes a new file without looking into it) and keeps them in the index.
+/// A message whose file is gone keeps `None` (it is expunged at the next look).
+fn fill_dates(mbox: &mut Mailbox, msgs: &mut [Message]) {
+    let mut dates = Vec::new();
+    for m in msgs.iter_mut() {
+        if m.internal_date.is_some() && m.size.is_some() {
+            continue;
+        }
+        if let Ok((d, n)) = mbox.date_and_size(m) {
+            (m.internal_date, m.size) = (Some(d), Some(n));
+            dates.push((m.uid, d, n));
+        }
+    }
+    // Not kept: only slower next time.
+    let _ = mbox.remember(&dates);
+}
+
 enum State {
     NotAuth,
     Auth,
@@ -1354,8 +1378,14 @@ impl Session {
             return Err(("NO", "[NONEXISTENT] Mailbox doesn't exist.".into()));
         }
         let dir = f.dir(name).map_err(|e| ("NO", store_err(&e)))?;
-        let mbox = Mailbox::open(&dir).map_err(|e| ("NO", store_err(&e)))?;
-        let snap = mbox.snapshot().map_err(|e| ("NO", store_err(&e)))?;
+        let mut mbox = Mailbox::open(&dir).map_err(|e| ("NO", store_err(&e)))?;
+        let mut snap = mbox.snapshot().map_err(|e| ("NO", store_err(&e)))?;
+        if items
+            .iter()
+            .any(|i| i.text().is_some_and(|t| t.eq_ignore_ascii_case("SIZE")))
+        {
+            fill_dates(&mut mbox, &mut snap.messages);
+        }
         let mut parts = Vec::new();
         for i in items {
             let it = i.text().unwrap_or_default().to_ascii_uppercase();
@@ -1372,7 +1402,7 @@ impl Session {
                 "UIDVALIDITY" => u64::from(snap.uidvalidity),
                 "UNSEEN" => count(Flags::SEEN, false),
                 "DELETED" => count(Flags::DELETED, true),
-                "SIZE" => snap.messages.iter().map(|m| m.size).sum(),
+                "SIZE" => snap.messages.iter().filter_map(|m| m.size).sum(),
                 "HIGHESTMODSEQ" => snap.highest_modseq,
                 _ => {
                     return Err((
@@ -1709,11 +1739,13 @@ impl Session {
         };
         // New cache values, written to the index in one transaction per call.
         let mut to_cache: Vec<(u32, u8, Vec<u8>)> = Vec::new();
-        let r = Self::fetch_loop(job, s, out, &mut to_cache);
+        let mut dates: Vec<(u32, i64, u64)> = Vec::new();
+        let r = Self::fetch_loop(job, s, out, &mut to_cache, &mut dates);
+        // A cache that cannot be written is only slower next time.
         if !to_cache.is_empty() {
-            // A cache that cannot be written is only slower next time.
             let _ = s.mbox.cache_put(CACHE_VERSION, &to_cache);
         }
+        let _ = s.mbox.remember(&dates);
         if !r? {
             return Ok(false);
         }
@@ -1762,7 +1794,12 @@ impl Session {
         s: &mut Selected,
         out: &mut Vec<u8>,
         to_cache: &mut Vec<(u32, u8, Vec<u8>)>,
+        dates: &mut Vec<(u32, i64, u64)>,
     ) -> Result<bool, (&'static str, String)> {
+        let wants_date = job
+            .items
+            .iter()
+            .any(|i| matches!(i, Item::InternalDate | Item::Size));
         let mut fields: Vec<u8> = job.items.iter().filter_map(cache_field).collect();
         fields.sort_unstable();
         fields.dedup();
@@ -1785,6 +1822,19 @@ impl Session {
             let Some(mut m) = s.view.get(i).cloned() else {
                 continue;
             };
+            if wants_date && (m.internal_date.is_none() || m.size.is_none()) {
+                match s.mbox.date_and_size(&m) {
+                    Ok((d, n)) => {
+                        (m.internal_date, m.size) = (Some(d), Some(n));
+                        s.view[i] = m.clone();
+                        dates.push((m.uid, d, n));
+                    }
+                    Err(_) => {
+                        job.expunged = true;
+                        continue;
+                    }
+                }
+            }
             // Cached values: [envelope, body, bodystructure].
             let mut hit: [Option<Vec<u8>>; 3] = Default::default();
             for &f in &fields {
@@ -1851,12 +1901,15 @@ impl Session {
                         )
                     }
                     Item::InternalDate => resp.extend_from_slice(
-                        format!("INTERNALDATE \"{}\"", fetch::internal_date(m.internal_date))
-                            .as_bytes(),
+                        format!(
+                            "INTERNALDATE \"{}\"",
+                            fetch::internal_date(m.internal_date.unwrap_or(0))
+                        )
+                        .as_bytes(),
                     ),
-                    Item::Size => {
-                        resp.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes())
-                    }
+                    Item::Size => resp.extend_from_slice(
+                        format!("RFC822.SIZE {}", m.size.unwrap_or(0)).as_bytes(),
+                    ),
                     Item::Envelope => {
                         resp.extend_from_slice(b"ENVELOPE ");
                         match (&hit[usize::from(CACHE_ENVELOPE - 1)], &parsed) {
@@ -2166,6 +2219,9 @@ impl Session {
         }
         let key = search::parse(args)
             .map_err(|e| ("BAD", format!("Error in IMAP command SEARCH: {e}")))?;
+        if key.uses_date_or_size() {
+            s.fill_dates();
+        }
         let star_seq = s.view.len() as u32;
         let star_uid = s.view.last().map_or(0, |m| m.uid);
         let mut hits = Vec::new();

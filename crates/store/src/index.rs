@@ -3,7 +3,8 @@
 //! Tables: `meta` (`uidvalidity`, `uidnext`, `highestmodseq`) and `msg` (`uid`, `base`,
 //! `name` — the current file name in `cur/` —, `flags` as Maildir letters, `keywords`
 //! space-separated, `modseq`, `internaldate` in Unix seconds, `size` in bytes with CRLF
-//! line ends, the size IMAP reports). Every write runs inside [`Mailbox::locked`]: the
+//! line ends, the size IMAP reports; both -1 until first needed: indexing a new file
+//! neither `stat`s nor reads it, see [`Mailbox::date_and_size`]). Every write runs inside [`Mailbox::locked`]: the
 //! flock on `oxipost-index.lock` plus one SQLite transaction.
 //!
 //! **Directory stamps.** `meta` also holds `newstamp`/`curstamp`: the mtimes (ns) of
@@ -112,8 +113,11 @@ pub struct Message {
     pub flags: Flags,
     pub keywords: Vec<String>,
     pub modseq: u64,
-    pub internal_date: i64,
-    pub size: u64,
+    /// The internal date (the file's mtime) and the size with CRLF line ends: `None`
+    /// until first needed (indexing a new file costs no `stat` or `read`, as Dovecot's
+    /// Maildir), see [`Mailbox::date_and_size`] and [`Mailbox::remember`].
+    pub internal_date: Option<i64>,
+    pub size: Option<u64>,
 }
 
 impl Message {
@@ -169,10 +173,13 @@ fn mtime(md: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
+/// The index's value for "not computed yet" in the `internaldate` and `size` columns.
+const UNKNOWN: i64 = -1;
+
 /// The internal date (mtime) and the size with CRLF line ends (what FETCH sends):
-/// Dovecot's `,W=` when present, otherwise counted from the file, read with one
-/// `read` of the length its `fstat` gave (a Maildir file does not change).
-fn date_and_size(path: &Path, name: &str) -> Result<(i64, u64)> {
+/// Dovecot's `,W=` when present (one `stat`), otherwise counted from the file, read
+/// with one `read` of the length its `fstat` gave (a Maildir file does not change).
+fn file_date_and_size(path: &Path, name: &str) -> Result<(i64, u64)> {
     let info_start = name.find(':').unwrap_or(name.len());
     let w = name[..info_start]
         .split(',')
@@ -592,6 +599,49 @@ impl Mailbox {
             .filter(|p| p.exists())
     }
 
+    /// The internal date and CRLF size of `m`: the index's values, else computed from
+    /// its file (to be kept with [`Mailbox::remember`]).
+    pub fn date_and_size(&self, m: &Message) -> Result<(i64, u64)> {
+        if let (Some(d), Some(s)) = (m.internal_date, m.size) {
+            return Ok((d, s));
+        }
+        let p = self.path_of(m).ok_or(StoreError::NotFound)?;
+        file_date_and_size(&p, &m.name)
+    }
+
+    /// Records computed `(uid, internal date, size)` values in the index (one
+    /// transaction; no MODSEQ change: the values are facts of the immutable file) and in
+    /// this process's kept message list.
+    pub fn remember(&mut self, vals: &[(u32, i64, u64)]) -> Result<()> {
+        if vals.is_empty() {
+            return Ok(());
+        }
+        self.locked(|t| {
+            let mut st =
+                t.tx.prepare_cached("UPDATE msg SET internaldate=?2, size=?3 WHERE uid=?1")?;
+            for &(uid, date, size) in vals {
+                st.execute(params![uid, date, size as i64])?;
+            }
+            Ok(())
+        })?;
+        let mut kept = SNAPSHOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        for (p, id, snap) in kept.iter_mut() {
+            if *id != self.db_id || *p != self.root {
+                continue;
+            }
+            // Only this list holds it (handed out as copies).
+            if let Some(snap) = Arc::get_mut(snap) {
+                for &(uid, date, size) in vals {
+                    if let Ok(i) = snap.messages.binary_search_by_key(&uid, |m| m.uid) {
+                        snap.messages[i].internal_date = Some(date);
+                        snap.messages[i].size = Some(size);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The message's bytes as stored.
     pub fn read(&self, m: &Message) -> Result<Vec<u8>> {
         match self.path_of(m) {
@@ -784,7 +834,9 @@ impl Mailbox {
             fs::copy(&src, &tmp)?;
             File::open(&tmp)?.sync_all()?;
         }
-        let name = file_name(&format!("{base},S={}", m.size), m.flags);
+        // S= is the size of the file as stored (not the CRLF size IMAP reports).
+        let size = fs::metadata(&tmp)?.len();
+        let name = file_name(&format!("{base},S={size}"), m.flags);
         dest.adopt(&tmp, &name, &m.keywords)
     }
 
@@ -887,7 +939,6 @@ impl Tx<'_> {
 
     /// Indexes `cur/<name>`, whose base name the index does not have, under the next UID.
     fn insert_unknown(&mut self, name: &str) -> Result<u32> {
-        let (date, size) = date_and_size(&self.root.join("cur").join(name), name)?;
         let uid = match self.uidnext {
             Some(u) => u,
             None => self.meta("uidnext")?,
@@ -901,8 +952,8 @@ impl Tx<'_> {
                 name,
                 info_flags(name).letters(),
                 m,
-                date,
-                size as i64
+                UNKNOWN,
+                UNKNOWN
             ])?;
         self.uidnext = Some(uid + 1);
         Ok(uid as u32)
@@ -923,8 +974,8 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             kw.split_whitespace().map(str::to_owned).collect()
         },
         modseq: r.get::<_, i64>(5)? as u64,
-        internal_date: r.get(6)?,
-        size: r.get::<_, i64>(7)? as u64,
+        internal_date: Some(r.get::<_, i64>(6)?).filter(|&d| d != UNKNOWN),
+        size: u64::try_from(r.get::<_, i64>(7)?).ok(),
     })
 }
 
@@ -1016,7 +1067,23 @@ mod tests {
         assert!(b.refresh()?.is_empty());
         let s = b.snapshot()?;
         assert_eq!(s.messages.len(), 2);
-        assert_eq!(s.messages[0].size, 7);
+        // Indexing read nothing; the CRLF size is computed on demand and then kept.
+        assert_eq!(
+            (s.messages[0].size, s.messages[0].internal_date),
+            (None, None)
+        );
+        assert_eq!(b.date_and_size(&s.messages[1])?.1, 3);
+        let (date, size) = b.date_and_size(&s.messages[0])?;
+        assert_eq!(size, 7);
+        assert!(date > 0);
+        b.remember(&[(1, date, size)])?;
+        let s = a.snapshot()?;
+        assert_eq!(
+            (s.messages[0].size, s.messages[0].internal_date),
+            (Some(7), Some(date))
+        );
+        assert_eq!(s.messages[1].size, None);
+        assert_eq!(a.message(1)?.and_then(|m| m.size), Some(7));
         assert_eq!(s.messages[0].base(), "100.M1P1.h");
         assert_eq!(s.uidnext, 3);
         let m = a.set_flags(1, Flags::SEEN.union(Flags::FLAGGED), &["$Junk".into()])?;
@@ -1048,7 +1115,7 @@ mod tests {
             vec![1, 3]
         );
         assert!(s.messages[0].flags.contains(Flags::ANSWERED));
-        assert_eq!(s.messages[1].internal_date, 1_000_000);
+        assert_eq!(c.date_and_size(&s.messages[1])?.0, 1_000_000);
         drop(c);
         // A corrupt index is rebuilt from the Maildir.
         fs::write(root.join(INDEX_NAME), b"garbage garbage garbage garbage")?;
