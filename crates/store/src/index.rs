@@ -140,7 +140,7 @@ pub struct Snapshot {
 /// An open mailbox.
 pub struct Mailbox {
     root: PathBuf,
-    db: Connection,
+    db: Db,
     /// UIDs moved from `new/` while opening, for the first [`Mailbox::refresh`].
     fresh: Vec<u32>,
     /// The index file's (device, inode): with its path, the key of [`SNAPSHOTS`].
@@ -155,6 +155,50 @@ static SNAPSHOTS: Mutex<Vec<KeptSnapshot>> = Mutex::new(Vec::new());
 /// Mailbox root, index file (device, inode), list.
 type KeptSnapshot = (PathBuf, (u64, u64), Arc<Snapshot>);
 const SNAPSHOTS_KEPT: usize = 8;
+
+/// Index connections of mailboxes closed lately in this process, most recent last: a
+/// new session's SELECT of one reuses it instead of opening SQLite again (an open, its
+/// file locks and schema read are syscalls that count). Mailbox root, index file
+/// (device, inode) when opened, the connection.
+static CONNECTIONS: Mutex<Vec<(PathBuf, (u64, u64), Connection)>> = Mutex::new(Vec::new());
+const CONNECTIONS_KEPT: usize = 16;
+
+/// A mailbox's connection: `None` only once [`Mailbox`]'s `drop` has taken it.
+struct Db(Option<Connection>);
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0
+            .as_ref()
+            .expect("the connection is taken only by drop")
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.0
+            .as_mut()
+            .expect("the connection is taken only by drop")
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let Some(db) = self.db.0.take() else {
+            return;
+        };
+        // Never one left inside a transaction (cannot happen: transactions are scoped).
+        if !db.is_autocommit() {
+            return;
+        }
+        let mut kept = CONNECTIONS.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= CONNECTIONS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((std::mem::take(&mut self.root), self.db_id, db));
+    }
+}
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
 
@@ -246,6 +290,16 @@ impl Mailbox {
         if !tmp.is_dir() {
             fs::create_dir_all(tmp)?;
         }
+        if let Some(mut mb) = Self::reuse(root) {
+            match mb.sync() {
+                Ok(fresh) => {
+                    mb.fresh = fresh;
+                    return Ok(mb);
+                }
+                // Opened afresh below (which rebuilds an unreadable index).
+                Err(_) => mb.db.0 = None,
+            }
+        }
         let db_path = root.join(INDEX_NAME);
         let mut mb = match Self::open_db(root, &db_path, None) {
             Ok(mb) => mb,
@@ -260,6 +314,25 @@ impl Mailbox {
         let fresh = mb.sync()?;
         mb.fresh.extend(fresh);
         Ok(mb)
+    }
+
+    /// The connection kept for `root` by a mailbox closed in this process, when its index
+    /// file is still the one it opened (not rebuilt or removed since).
+    fn reuse(root: &Path) -> Option<Mailbox> {
+        use std::os::unix::fs::MetadataExt;
+        let (db_id, db) = {
+            let mut kept = CONNECTIONS.lock().unwrap_or_else(PoisonError::into_inner);
+            let i = kept.iter().rposition(|(p, _, _)| p == root)?;
+            let (_, id, db) = kept.remove(i);
+            (id, db)
+        };
+        let md = fs::metadata(root.join(INDEX_NAME)).ok()?;
+        ((md.dev(), md.ino()) == db_id).then(|| Mailbox {
+            root: root.to_path_buf(),
+            db: Db(Some(db)),
+            fresh: Vec::new(),
+            db_id,
+        })
     }
 
     fn open_db(root: &Path, db_path: &Path, old_validity: Option<u32>) -> Result<Mailbox> {
@@ -331,7 +404,7 @@ impl Mailbox {
         let md = fs::metadata(db_path)?;
         Ok(Mailbox {
             root: root.to_path_buf(),
-            db,
+            db: Db(Some(db)),
             fresh: Vec::new(),
             db_id: (md.dev(), md.ino()),
         })
@@ -1175,6 +1248,49 @@ mod tests {
             s.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             vec![2, 3]
         );
+        Ok(())
+    }
+
+    fn kept(root: &Path) -> usize {
+        CONNECTIONS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(p, _, _)| p == root)
+            .count()
+    }
+
+    #[test]
+    fn connection_reused_and_revalidated() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        let a = Mailbox::open(&root)?;
+        let validity = a.uidvalidity()?;
+        drop(a);
+        assert_eq!(kept(&root), 1);
+        // Reused, and still synced: a delivery made while it was closed is picked up.
+        deliver(&root, "200.M1P1.h", b"x\n");
+        let mut b = Mailbox::open(&root)?;
+        assert_eq!(kept(&root), 0);
+        assert_eq!(b.refresh()?, vec![1]);
+        assert_eq!(b.uidvalidity()?, validity);
+        drop(b);
+        assert_eq!(kept(&root), 1);
+        // The index replaced behind the closed connection's back (removed: rebuilt with a
+        // new UIDVALIDITY): the kept connection is not used.
+        fs::remove_file(root.join(INDEX_NAME))?;
+        std::thread::sleep(Duration::from_millis(1100));
+        let c = Mailbox::open(&root)?;
+        assert_eq!(kept(&root), 0);
+        assert_ne!(c.uidvalidity()?, validity);
+        assert_eq!(c.snapshot()?.messages.len(), 1);
+        drop(c);
+        // Overwritten in place (same file): the reused connection fails and the open
+        // rebuilds the index.
+        fs::write(root.join(INDEX_NAME), b"garbage garbage garbage garbage")?;
+        let d = Mailbox::open(&root)?;
+        assert_eq!(d.snapshot()?.messages.len(), 1);
+        assert!(root.join("oxipost-index.corrupt").exists());
         Ok(())
     }
 
