@@ -160,7 +160,8 @@ const SNAPSHOTS_KEPT: usize = 8;
 /// new session's SELECT of one reuses it instead of opening SQLite again (an open, its
 /// file locks and schema read are syscalls that count). Mailbox root, index file
 /// (device, inode) when opened, the connection.
-static CONNECTIONS: Mutex<Vec<(PathBuf, (u64, u64), Connection)>> = Mutex::new(Vec::new());
+static CONNECTIONS: Mutex<Vec<KeptConnection>> = Mutex::new(Vec::new());
+type KeptConnection = (PathBuf, (u64, u64), Connection);
 const CONNECTIONS_KEPT: usize = 16;
 
 /// A mailbox's connection: `None` only once [`Mailbox`]'s `drop` has taken it.
