@@ -221,20 +221,19 @@ fn mtime(md: &fs::Metadata) -> i64 {
 /// The index's value for "not computed yet" in the `internaldate` and `size` columns.
 const UNKNOWN: i64 = -1;
 
-/// The internal date (mtime) and the size with CRLF line ends (what FETCH sends):
-/// Dovecot's `,W=` when present (one `stat`), otherwise counted from the file, read
-/// with one `read` of the length its `fstat` gave (a Maildir file does not change).
-fn file_date_and_size(path: &Path, name: &str) -> Result<(i64, u64)> {
+/// Dovecot's `,W=` (the size with CRLF line ends) in a file name.
+fn w_size(name: &str) -> Option<u64> {
     let info_start = name.find(':').unwrap_or(name.len());
-    let w = name[..info_start]
+    name[..info_start]
         .split(',')
         .skip(1)
         .find_map(|f| f.strip_prefix("W="))
-        .and_then(|s| s.parse().ok());
-    if let Some(w) = w {
-        return Ok((mtime(&fs::metadata(path)?), w));
-    }
-    let mut f = File::open(path)?;
+        .and_then(|s| s.parse().ok())
+}
+
+/// A whole file, with one `read` of the length its `fstat` gives (a Maildir file does
+/// not change, so no second `read` to see the end).
+fn read_file(mut f: File) -> Result<(fs::Metadata, Vec<u8>)> {
     let md = f.metadata()?;
     let mut data = vec![0u8; usize::try_from(md.len()).unwrap_or(0)];
     let mut got = 0;
@@ -245,7 +244,7 @@ fn file_date_and_size(path: &Path, name: &str) -> Result<(i64, u64)> {
         }
     }
     data.truncate(got);
-    Ok((mtime(&md), crlf_len(&data)))
+    Ok((md, data))
 }
 
 /// The length of `data` once bare LFs become CRLF.
@@ -679,8 +678,14 @@ impl Mailbox {
         if let (Some(d), Some(s)) = (m.internal_date, m.size) {
             return Ok((d, s));
         }
-        let p = self.path_of(m).ok_or(StoreError::NotFound)?;
-        file_date_and_size(&p, &m.name)
+        // The CRLF size is Dovecot's `,W=` when present (then one `stat`), else counted
+        // from the file (open, `fstat` for the mtime, one `read`).
+        if let Some(w) = w_size(&m.name) {
+            let p = self.path_of(m).ok_or(StoreError::NotFound)?;
+            return Ok((mtime(&fs::metadata(p)?), w));
+        }
+        let (md, data) = read_file(self.open_file(m)?)?;
+        Ok((mtime(&md), crlf_len(&data)))
     }
 
     /// Records computed `(uid, internal date, size)` values in the index (one
@@ -716,19 +721,27 @@ impl Mailbox {
         Ok(())
     }
 
-    /// The message's bytes as stored.
-    pub fn read(&self, m: &Message) -> Result<Vec<u8>> {
-        match self.path_of(m) {
-            Some(p) => Ok(fs::read(p)?),
-            None => Err(StoreError::NotFound),
+    /// Opens the file of `m`: by the name indexed, else by its name now (renamed by
+    /// another session): no `stat` first in the usual case.
+    fn open_file(&self, m: &Message) -> Result<File> {
+        match File::open(self.root.join("cur").join(&*m.name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let p = self.path_of(m).ok_or(StoreError::NotFound)?;
+                Ok(File::open(p)?)
+            }
+            r => Ok(r?),
         }
+    }
+
+    /// The message's bytes as stored: open, `fstat`, one `read`, close.
+    pub fn read(&self, m: &Message) -> Result<Vec<u8>> {
+        Ok(read_file(self.open_file(m)?)?.1)
     }
 
     /// The message's header block as stored: the bytes up to and including the first
     /// empty line (the whole file when it has none), without reading the body.
     pub fn read_header(&self, m: &Message) -> Result<Vec<u8>> {
-        let p = self.path_of(m).ok_or(StoreError::NotFound)?;
-        let mut f = File::open(p)?;
+        let mut f = self.open_file(m)?;
         let mut data = Vec::new();
         let mut chunk = vec![0u8; 8192];
         let mut from = 0usize;
@@ -1259,6 +1272,29 @@ mod tests {
             .iter()
             .filter(|(p, _, _)| p == root)
             .count()
+    }
+
+    #[test]
+    fn size_from_w_field_and_renamed_file() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        let mut a = Mailbox::open(&root)?;
+        deliver(&root, "300.M1P1.h,S=2,W=42", b"y\n");
+        deliver(&root, "301.M1P1.h", b"a\nb\r\n");
+        a.refresh()?;
+        let s = a.snapshot()?;
+        assert_eq!(a.date_and_size(&s.messages[0])?.1, 42);
+        // Renamed behind the handle's back (another session's flag change): still found.
+        fs::rename(
+            root.join("cur/301.M1P1.h:2,"),
+            root.join("cur/301.M1P1.h:2,S"),
+        )?;
+        a.resync()?;
+        assert_eq!(a.date_and_size(&s.messages[1])?.1, 6);
+        assert_eq!(a.read(&s.messages[1])?, b"a\nb\r\n");
+        fs::remove_file(root.join("cur/301.M1P1.h:2,S"))?;
+        assert!(a.read(&s.messages[1]).is_err());
+        Ok(())
     }
 
     #[test]
