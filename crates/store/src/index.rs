@@ -20,7 +20,7 @@
 //! the code that computed them (another version's value is a miss), as Dovecot's
 //! `dovecot.index.cache`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{Result, StoreError, base_name};
 
@@ -362,6 +362,9 @@ impl Mailbox {
         if ready {
             return Self::handle(root, db_path, db);
         }
+        // Created in one transaction (one journal and its syncs, not one per statement),
+        // IMMEDIATE: another process creating it at the same time waits (busy timeout).
+        let tx = rusqlite::Transaction::new_unchecked(&db, TransactionBehavior::Immediate)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
@@ -372,31 +375,28 @@ impl Mailbox {
                 version INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, field))
                 WITHOUT ROWID;",
         )?;
-        let mb = Self::handle(root, db_path, db)?;
-        let have: Option<i64> = mb
-            .db
+        let have: Option<i64> = db
             .query_row("SELECT value FROM meta WHERE key='uidvalidity'", [], |r| {
                 r.get(0)
             })
             .optional()?;
         if have.is_none() {
             let v = (now() as u32).max(old_validity.map_or(1, |o| o.wrapping_add(1)));
-            mb.db.execute_batch(&format!(
+            db.execute_batch(&format!(
                 "INSERT OR REPLACE INTO meta VALUES ('uidvalidity', {v});
                  INSERT OR REPLACE INTO meta VALUES ('uidnext', 1);
                  INSERT OR REPLACE INTO meta VALUES ('highestmodseq', 1);"
             ))?;
         }
         // The expunge log (QRESYNC) is complete from the MODSEQ it started at; an index
-        // older than the log has no record of earlier expunges. Read first: a write on
-        // every open would cost a journal per SELECT.
-        if mb.meta_opt("expungelog")?.is_none() {
-            mb.db.execute(
-                "INSERT OR IGNORE INTO meta SELECT 'expungelog', value FROM meta WHERE key='highestmodseq'",
-                [],
-            )?;
-        }
-        Ok(mb)
+        // older than the log has no record of earlier expunges (only here: an index in
+        // use, checked above, has it).
+        db.execute(
+            "INSERT OR IGNORE INTO meta SELECT 'expungelog', value FROM meta WHERE key='highestmodseq'",
+            [],
+        )?;
+        tx.commit()?;
+        Self::handle(root, db_path, db)
     }
 
     fn handle(root: &Path, db_path: &Path, db: Connection) -> Result<Mailbox> {
@@ -460,6 +460,7 @@ impl Mailbox {
             .query_row([key], |r| r.get(0))?)
     }
 
+    #[cfg(test)]
     fn meta_opt(&self, key: &str) -> Result<Option<i64>> {
         Ok(self
             .db
@@ -568,37 +569,52 @@ impl Mailbox {
     fn rescan_cur(&mut self, stamps: (Option<i64>, Option<i64>)) -> Result<()> {
         self.locked(|t| {
             t.set_stamps(stamps)?;
-            let mut on_disk: HashMap<String, String> = HashMap::new();
-            for name in list_dir(&t.root.join("cur"))? {
-                on_disk.insert(base_name(&name).to_owned(), name);
-            }
+            // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
+            let mut names = list_dir(&t.root.join("cur"))?;
+            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
             let rows: Vec<(u32, String, String)> = {
                 let mut st = t.tx.prepare("SELECT uid, base, name FROM msg")?;
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<std::result::Result<_, _>>()?
             };
-            for (uid, base, name) in rows {
-                match on_disk.remove(&base) {
-                    Some(now_name) if now_name == name => {}
-                    Some(now_name) => {
-                        let m = t.bump()?;
-                        t.tx.execute(
-                            "UPDATE msg SET name=?1, flags=?2, modseq=?3 WHERE uid=?4",
-                            params![now_name, info_flags(&now_name).letters(), m, uid],
-                        )?;
-                    }
-                    None => {
-                        let m = t.bump()?;
-                        t.tx.execute("DELETE FROM msg WHERE uid=?1", [uid])?;
-                        t.log_expunge(uid, m)?;
+            // Listed files the index knows (by base name); the rest get UIDs.
+            let mut known = vec![false; names.len()];
+            let mut on_disk: HashMap<&str, usize> = HashMap::new();
+            if !rows.is_empty() {
+                on_disk = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (base_name(n), i))
+                    .collect();
+                for (uid, base, name) in &rows {
+                    match on_disk.get(base.as_str()) {
+                        Some(&i) => {
+                            known[i] = true;
+                            let now_name = &names[i];
+                            if *now_name != *name {
+                                let m = t.bump()?;
+                                t.tx.execute(
+                                    "UPDATE msg SET name=?1, flags=?2, modseq=?3 WHERE uid=?4",
+                                    params![now_name, info_flags(now_name).letters(), m, uid],
+                                )?;
+                            }
+                        }
+                        None => {
+                            let m = t.bump()?;
+                            t.tx.execute("DELETE FROM msg WHERE uid=?1", [uid])?;
+                            t.log_expunge(*uid, m)?;
+                        }
                     }
                 }
             }
-            let mut rest: Vec<String> = on_disk.into_values().collect();
-            // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
-            rest.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
-            for name in rest {
-                t.insert_unknown(&name)?;
+            // One UID per base name (two files of one message, left by a crash, are one).
+            let mut inserted: HashSet<&str> = HashSet::new();
+            for (name, _) in names.iter().zip(&known).filter(|(_, k)| !**k) {
+                let base = base_name(name);
+                if on_disk.get(base).is_some_and(|&i| known[i]) || !inserted.insert(base) {
+                    continue;
+                }
+                t.insert_unknown(name)?;
             }
             Ok(())
         })
@@ -1101,7 +1117,7 @@ fn dir_mtime(dir: &Path) -> Result<i64> {
         .map_or(0, |d| d.as_nanos() as i64))
 }
 
-/// Visible entries of a directory, sorted.
+/// Visible entries of a directory, in directory order (callers sort as they need).
 fn list_dir(dir: &Path) -> Result<Vec<String>> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir)? {
@@ -1112,7 +1128,6 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
             v.push(n.to_owned());
         }
     }
-    v.sort();
     Ok(v)
 }
 
@@ -1294,6 +1309,25 @@ mod tests {
         assert_eq!(a.read(&s.messages[1])?, b"a\nb\r\n");
         fs::remove_file(root.join("cur/301.M1P1.h:2,S"))?;
         assert!(a.read(&s.messages[1]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn one_uid_per_base_name() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        fs::create_dir_all(root.join("cur"))?;
+        // Two files of one message (a crash between link and unlink): one UID.
+        fs::write(root.join("cur/400.M1P1.h:2,S"), b"a\n")?;
+        fs::write(root.join("cur/400.M1P1.h:2,RS"), b"a\n")?;
+        fs::write(root.join("cur/399.M1P1.h:2,"), b"b\n")?;
+        let mut a = Mailbox::open(&root)?;
+        let s = a.snapshot()?;
+        assert_eq!(s.messages.len(), 2);
+        assert_eq!(s.messages[0].base(), "399.M1P1.h");
+        fs::write(root.join("cur/400.M1P1.h,S=2:2,"), b"a\n")?;
+        a.resync()?;
+        assert_eq!(a.snapshot()?.messages.len(), 2);
         Ok(())
     }
 
