@@ -46,6 +46,27 @@ def free_ports(n):
     return ports
 
 
+def init_port_base(offsets=(525, 587, 465, 110, 995, 143, 993), tries=200):
+    """A `mailctl init --port-base` whose service ports (base + each offset) are all free
+    on 127.0.0.1 right now (other suites may be listening nearby)."""
+    import random
+    for _ in range(tries):
+        base = random.randrange(20000, 60000)
+        socks = []
+        try:
+            for off in offsets:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + off))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port base found")
+
+
 def proc_pids_of(directory):
     """Pids of live processes whose command line or MAIL_CONFIG mention directory."""
     found = []

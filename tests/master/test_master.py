@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import MAILCTL, alive, free_ports, proc_pids_of
+from conftest import MAILCTL, alive, free_ports, init_port_base, proc_pids_of
 
 
 def until(pred, timeout=10, step=0.05):
@@ -283,8 +283,7 @@ def test_status_shows_workers_and_abort(suite):
 
 
 def test_init_writes_a_runnable_instance(tmp_path):
-    (base,) = free_ports(1)
-    base = 20000 + base % 20000
+    base = init_port_base()
     root = tmp_path / "inst"
     r = subprocess.run([str(MAILCTL), "init", str(root), "--port-base", str(base)],
                        capture_output=True, text=True, timeout=10)
@@ -348,7 +347,7 @@ def test_wakeup_timer_starts_timer_service(suite):
 
 def test_suite_scripts(tmp_path):
     root = tmp_path / "s"
-    base = 20000 + free_ports(1)[0] % 20000
+    base = init_port_base()
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     try:
         r = subprocess.run(["sh", str(scripts / "suite-start.sh"), str(root), str(base)],
