@@ -148,6 +148,10 @@ def test_macros_per_stage(suite, stage_milter):
     assert conn["v"].startswith("oxipost ") or conn["v"].split()[0], conn
     assert conn["_"] == "localhost [127.0.0.1]" or conn["_"].endswith("[127.0.0.1]"), conn
     assert "i" not in conn, "no queue id at connect"
+    # The server side of the connection (Postfix's {daemon_addr}; {daemon_port} only when
+    # milter_connect_macros asks for it, as in Postfix 3.7's default).
+    assert conn["{daemon_addr}"] == "127.0.0.1", conn
+    assert "{daemon_port}" not in conn, conn
     mail = ev["mail"]
     assert mail["args"][0] == "<alice@example.org>" and "SIZE=100" in mail["args"], mail
     mm = mail["macros"]

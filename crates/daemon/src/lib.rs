@@ -19,7 +19,7 @@ pub mod single;
 pub mod trigger;
 pub mod worker;
 
-pub use multi::{Connection, Flow, MultiService, Peer, multi_server};
+pub use multi::{Connection, Flow, MultiService, Peer, local_addr, multi_server};
 pub use oxipost_tls::TlsInfo;
 pub use single::{Client, ExitReason, single_server};
 pub use trigger::{TriggerService, trigger_server};

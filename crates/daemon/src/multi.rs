@@ -195,6 +195,26 @@ const SIGNAL: Token = Token(usize::MAX - 2);
 const WAKE: Token = Token(usize::MAX - 3);
 const CONN_BASE: usize = 1 << 16;
 
+thread_local! {
+    /// The connection being handed to [`MultiService::connect`] (see [`local_addr`]).
+    static CONNECTING: std::cell::Cell<Option<RawFd>> = const { std::cell::Cell::new(None) };
+}
+
+/// The local address of the TCP connection being handed to [`MultiService::connect`]
+/// (Postfix's `{daemon_addr}`/`{daemon_port}`), read only when asked: one `getsockname`,
+/// which a listener on a wildcard address needs. `None` outside `connect` or for Unix
+/// sockets.
+pub fn local_addr() -> Option<SocketAddr> {
+    use nix::sys::socket::{SockaddrStorage, getsockname};
+    let fd = CONNECTING.with(|c| c.get())?;
+    let ss: SockaddrStorage = getsockname(fd).ok()?;
+    if let Some(v4) = ss.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    let v6 = ss.as_sockaddr_in6()?;
+    Some(SocketAddr::V6((*v6).into()))
+}
+
 pub fn multi_server<S: MultiService>(mut worker: Worker, mut service: S) -> ExitReason {
     let reason = match run_multi(&mut worker, &mut service) {
         Ok(r) => r,
@@ -283,7 +303,10 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
                             slots.push(None);
                             slots.len() - 1
                         });
-                        let Some(conn) = service.connect(peer, id) else {
+                        CONNECTING.with(|c| c.set(raw_fd(&stream)));
+                        let conn = service.connect(peer, id);
+                        CONNECTING.with(|c| c.set(None));
+                        let Some(conn) = conn else {
                             free.push(id);
                             continue;
                         };
@@ -404,6 +427,14 @@ fn run_multi<S: MultiService>(worker: &mut Worker, service: &mut S) -> io::Resul
                 return Ok(ExitReason::MaxIdle);
             }
         }
+    }
+}
+
+fn raw_fd(s: &Stream) -> Option<RawFd> {
+    use std::os::fd::AsRawFd;
+    match s {
+        Stream::Tcp(t) => Some(t.as_raw_fd()),
+        Stream::Unix(_) => None,
     }
 }
 

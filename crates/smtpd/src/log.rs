@@ -23,6 +23,9 @@ pub struct Client {
     pub addr: String,
     /// The address as in `Received:` (`192.0.2.1`, `IPv6:2001:db8::1`).
     pub rfc_addr: String,
+    /// The server side of the connection (milter `{daemon_addr}`/`{daemon_port}`); read
+    /// only when milters need it.
+    pub daemon: Option<std::net::SocketAddr>,
 }
 
 impl Client {
@@ -39,6 +42,7 @@ impl Client {
             name: "unknown".to_owned(),
             addr,
             rfc_addr,
+            daemon: None,
         }
     }
 

@@ -185,11 +185,14 @@ impl MultiService for SmtpdService {
     type Conn = SmtpConn;
 
     fn connect(&mut self, peer: Peer, id: usize) -> Option<SmtpConn> {
-        let client = match peer {
+        let mut client = match peer {
             Peer::Tcp(a) => Client::new(a.ip(), a.port()),
             // A local (unix-socket) client, e.g. a test harness: treat as localhost.
             Peer::Unix => Client::new(IpAddr::from([127, 0, 0, 1]), 0),
         };
+        if self.shared.milters.enabled() {
+            client.daemon = oxipost_daemon::local_addr();
+        }
         let count = self.shared.arrive(client.ip);
         let limit = self.shared.settings.connection_limit;
         // As Postfix, clients in mynetworks are exempt (smtpd_client_event_limit_exceptions).

@@ -903,6 +903,11 @@ impl SmtpConn {
             ("{client_ptr}".into(), self.peer.1.clone()),
             ("{client_port}".into(), c.port.to_string()),
         ];
+        if let Some(d) = c.daemon {
+            let ip = crate::policy::canonical(d.ip());
+            m.push(("{daemon_addr}".into(), ip.to_string()));
+            m.push(("{daemon_port}".into(), d.port().to_string()));
+        }
         if let Some(t) = &self.tls {
             m.push(("{tls_version}".into(), t.protocol.clone()));
             m.push(("{cipher}".into(), t.cipher.clone()));
