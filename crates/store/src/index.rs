@@ -145,7 +145,16 @@ pub struct Mailbox {
     fresh: Vec<u32>,
     /// The index file's (device, inode): with its path, the key of [`SNAPSHOTS`].
     db_id: (u64, u64),
+    /// The counters [`Mailbox::sync`] read when it found nothing to do, for the
+    /// [`Mailbox::snapshot`] right after (a SELECT): a kept message list with these
+    /// counters is taken without another read transaction. Cleared by any write.
+    counters: Option<Counters>,
 }
+
+/// UIDVALIDITY, UIDNEXT, highest MODSEQ.
+type Counters = (u32, u32, u64);
+/// The recorded mtimes of new/ and cur/.
+type Stamps = (Option<i64>, Option<i64>);
 
 /// The mailboxes' message lists read most recently in this process (imapd serves many
 /// sessions per process): a SELECT of a mailbox whose index has not changed since (same
@@ -331,6 +340,7 @@ impl Mailbox {
             root: root.to_path_buf(),
             db: Db(Some(db)),
             fresh: Vec::new(),
+            counters: None,
             db_id,
         })
     }
@@ -406,24 +416,33 @@ impl Mailbox {
             root: root.to_path_buf(),
             db: Db(Some(db)),
             fresh: Vec::new(),
+            counters: None,
             db_id: (md.dev(), md.ino()),
         })
     }
 
-    /// The directory stamps (new/, cur/) the index holds.
-    fn stamps(&self) -> Result<(Option<i64>, Option<i64>)> {
-        let mut st = self
-            .db
-            .prepare_cached("SELECT key, value FROM meta WHERE key IN ('newstamp', 'curstamp')")?;
+    /// The directory stamps (new/, cur/) the index holds, and its counters (UIDVALIDITY,
+    /// UIDNEXT, highest MODSEQ), read in one statement.
+    fn stamps(&self) -> Result<(Stamps, Counters)> {
+        let mut st = self.db.prepare_cached(
+            "SELECT key, value FROM meta WHERE key IN
+             ('newstamp', 'curstamp', 'uidvalidity', 'uidnext', 'highestmodseq')",
+        )?;
         let mut rows = st.query([])?;
         let mut v = (None, None);
+        let mut c = (0, 0, 0);
         while let Some(r) = rows.next()? {
-            match r.get::<_, String>(0)?.as_str() {
-                "newstamp" => v.0 = Some(r.get(1)?),
-                _ => v.1 = Some(r.get(1)?),
+            let n: i64 = r.get(1)?;
+            match r.get_ref(0)?.as_str().unwrap_or_default() {
+                "newstamp" => v.0 = Some(n),
+                "curstamp" => v.1 = Some(n),
+                "uidvalidity" => c.0 = n as u32,
+                "uidnext" => c.1 = n as u32,
+                "highestmodseq" => c.2 = n as u64,
+                _ => {}
             }
         }
-        Ok(v)
+        Ok((v, c))
     }
 
     pub fn root(&self) -> &Path {
@@ -432,6 +451,7 @@ impl Mailbox {
 
     /// Runs `f` with the index locked (flock) inside one transaction.
     fn locked<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.counters = None;
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -503,7 +523,7 @@ impl Mailbox {
         let new_dir = self.root.join("new");
         let new_mtime = dir_mtime(&new_dir)?;
         let mut fresh = Vec::new();
-        let (new_stamp, cur_stamp) = self.stamps()?;
+        let ((new_stamp, cur_stamp), counters) = self.stamps()?;
         let new_ok = new_stamp == Some(new_mtime);
         if !new_ok {
             fresh = self.refresh_new()?;
@@ -520,6 +540,9 @@ impl Mailbox {
             self.rescan_cur(stamps)?;
         } else if stamps.0.is_some() {
             self.locked(|t| t.set_stamps(stamps))?;
+        } else if new_ok {
+            // Nothing written since the read: the next snapshot may use these counters.
+            self.counters = Some(counters);
         }
         Ok(fresh)
     }
@@ -621,7 +644,14 @@ impl Mailbox {
     }
 
     /// Everything the index holds now (one query).
-    pub fn snapshot(&self) -> Result<Snapshot> {
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        // Right after a sync that changed nothing: the list as of that sync (as if the
+        // SELECT had been answered then; later changes are seen by the next look).
+        if let Some(c) = self.counters.take()
+            && let Some(s) = self.kept_snapshot(c)
+        {
+            return Ok(Snapshot::clone(&s));
+        }
         // One read transaction: the counters and the rows agree.
         let tx = self.db.unchecked_transaction()?;
         let (uidvalidity, uidnext, highest_modseq) = (
@@ -629,16 +659,7 @@ impl Mailbox {
             self.meta("uidnext")? as u32,
             self.meta("highestmodseq")? as u64,
         );
-        let same = |s: &Snapshot| {
-            (s.uidvalidity, s.uidnext, s.highest_modseq) == (uidvalidity, uidnext, highest_modseq)
-        };
-        let kept = SNAPSHOTS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(p, id, s)| *id == self.db_id && *p == self.root && same(s))
-            .map(|(_, _, s)| Arc::clone(s));
-        if let Some(s) = kept {
+        if let Some(s) = self.kept_snapshot((uidvalidity, uidnext, highest_modseq)) {
             return Ok(Snapshot::clone(&s));
         }
         let mut st = self.db.prepare_cached(
@@ -670,6 +691,20 @@ impl Mailbox {
         }
         kept.push((self.root.clone(), self.db_id, Arc::new(snap.clone())));
         Ok(snap)
+    }
+
+    /// The message list kept in this process for this index with counters `c`.
+    fn kept_snapshot(&self, c: Counters) -> Option<Arc<Snapshot>> {
+        SNAPSHOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(p, id, s)| {
+                *id == self.db_id
+                    && *p == self.root
+                    && (s.uidvalidity, s.uidnext, s.highest_modseq) == c
+            })
+            .map(|(_, _, s)| Arc::clone(s))
     }
 
     /// The file of `m`, following a rename by another session (flags changed).
@@ -1209,7 +1244,7 @@ mod tests {
             root.join("cur/100.M1P1.h,S=6:2,FRS"),
         )?;
         drop((a, b));
-        let c = Mailbox::open(&root)?;
+        let mut c = Mailbox::open(&root)?;
         let s = c.snapshot()?;
         assert_eq!(s.uidvalidity, validity);
         assert_eq!(
@@ -1221,7 +1256,7 @@ mod tests {
         drop(c);
         // A corrupt index is rebuilt from the Maildir.
         fs::write(root.join(INDEX_NAME), b"garbage garbage garbage garbage")?;
-        let d = Mailbox::open(&root)?;
+        let mut d = Mailbox::open(&root)?;
         let s = d.snapshot()?;
         assert_eq!(s.messages.len(), 2);
         assert!(root.join("oxipost-index.corrupt").exists());
@@ -1271,7 +1306,7 @@ mod tests {
         deliver(&root, "102.M1P1.h", b"c\n");
         assert_eq!(a.refresh()?, vec![3]);
         fs::remove_file(root.join("cur/100.M1P1.h:2,S"))?;
-        let c = Mailbox::open(&root)?;
+        let mut c = Mailbox::open(&root)?;
         let s = c.snapshot()?;
         assert_eq!(
             s.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
@@ -1345,13 +1380,23 @@ mod tests {
         assert_eq!(kept(&root), 0);
         assert_eq!(b.refresh()?, vec![1]);
         assert_eq!(b.uidvalidity()?, validity);
+        // The counters of an open that changed nothing serve the snapshot right after it,
+        // unless something was written in between.
+        drop(b);
+        let mut b = Mailbox::open(&root)?;
+        assert_eq!(b.snapshot()?.messages.len(), 1);
+        drop(b);
+        let mut b = Mailbox::open(&root)?;
+        b.append(b"y\r\n", Flags::empty(), &[], None)?;
+        assert_eq!(b.snapshot()?.messages.len(), 2);
+        assert!(b.expunge(&[2])?.len() == 1);
         drop(b);
         assert_eq!(kept(&root), 1);
         // The index replaced behind the closed connection's back (removed: rebuilt with a
         // new UIDVALIDITY): the kept connection is not used.
         fs::remove_file(root.join(INDEX_NAME))?;
         std::thread::sleep(Duration::from_millis(1100));
-        let c = Mailbox::open(&root)?;
+        let mut c = Mailbox::open(&root)?;
         assert_eq!(kept(&root), 0);
         assert_ne!(c.uidvalidity()?, validity);
         assert_eq!(c.snapshot()?.messages.len(), 1);
@@ -1359,7 +1404,7 @@ mod tests {
         // Overwritten in place (same file): the reused connection fails and the open
         // rebuilds the index.
         fs::write(root.join(INDEX_NAME), b"garbage garbage garbage garbage")?;
-        let d = Mailbox::open(&root)?;
+        let mut d = Mailbox::open(&root)?;
         assert_eq!(d.snapshot()?.messages.len(), 1);
         assert!(root.join("oxipost-index.corrupt").exists());
         Ok(())
