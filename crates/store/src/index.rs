@@ -557,7 +557,7 @@ impl Mailbox {
             // Listed again under the lock: another session may have taken them. UIDs in
             // delivery order, as in `rescan_cur`.
             let mut names = list_dir(&t.root.join("new"))?;
-            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
+            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b).then_with(|| a.cmp(b)));
             for name in names {
                 let target = if name.contains(":2,") {
                     name.clone()
@@ -594,7 +594,7 @@ impl Mailbox {
             t.set_stamps(stamps)?;
             // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
             let mut names = list_dir(&t.root.join("cur"))?;
-            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b));
+            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b).then_with(|| a.cmp(b)));
             let rows: Vec<(u32, String, String)> = {
                 let mut st = t.tx.prepare("SELECT uid, base, name FROM msg")?;
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
