@@ -27,7 +27,11 @@
 //! second only, so a change in the same clock tick is never hidden), as Dovecot trusts
 //! its index: opening an unchanged mailbox costs two `stat`s, not a `readdir` of every
 //! message. [`Mailbox::snapshot`] reads the message list in one query; a process keeps
-//! the lists it read last and reuses one while the index is unchanged.
+//! the lists it read last and reuses one while the index is unchanged, and keeps the
+//! index connections of mailboxes closed lately for their next open (re-validated by
+//! the index file's identity, then synced as usual). Indexing a new file costs no
+//! `stat` or `read`: its internal date (mtime) and CRLF size are computed on first
+//! need ([`Mailbox::date_and_size`]) and kept ([`Mailbox::remember`]).
 //!
 //! **Cache.** Values computed from a message's (immutable) file — imapd's ENVELOPE and
 //! BODYSTRUCTURE — are kept in the index ([`Mailbox::cached`], [`Mailbox::cache_put`]),
