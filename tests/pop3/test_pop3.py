@@ -439,3 +439,34 @@ def test_fetchmail_keep_and_nokeep(pop, tmp_path):
     assert files_in_order(pop) == []
     p = fetchmail(pop, tmp_path, False, out)
     assert p.returncode == 1, p.stdout + p.stderr  # 1: no mail
+
+
+def test_concurrent_logins_all_reach_the_auth_service(pop):
+    """Twenty logins at once: every one reaches the authentication service (a single-client
+    worker must take every queued connection after one edge-triggered wake-up; it used to
+    take one and leave the rest waiting until their connect retries ran out, answered
+    `-ERR [SYS/TEMP] Temporary authentication failure`). The mailbox lock refuses all but
+    one session at a time: `[IN-USE]` is the only other answer allowed."""
+    import threading
+    pop.start()
+    answers = []
+
+    def login():
+        try:
+            c = poplib.POP3("127.0.0.1", pop.pop3_port, timeout=60)
+            c.user("demo")
+            c.pass_(PASSWORD)
+            c.quit()
+            answers.append("ok")
+        except poplib.error_proto as e:
+            answers.append(str(e))
+
+    threads = [threading.Thread(target=login) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert len(answers) == 20
+    assert all(a == "ok" or "[IN-USE]" in a for a in answers), answers
+    assert "ok" in answers
+    assert "authentication service: connect" not in pop.log()

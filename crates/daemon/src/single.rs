@@ -119,34 +119,36 @@ where
                     }
                 }
                 Token(i) => {
-                    let Some(client) = worker.listeners.get(i).and_then(accept) else {
-                        continue;
-                    };
-                    let client = match client {
-                        Client::Tcp(s, a) => {
-                            let _ = s.set_nonblocking(false);
-                            Client::Tcp(s, a)
+                    // Edge-triggered readiness fires once for a whole queue of pending
+                    // connections: take them all, one after another, before polling again
+                    // (else clients queued behind the first wait for the next arrival).
+                    while let Some(client) = worker.listeners.get(i).and_then(accept) {
+                        let client = match client {
+                            Client::Tcp(s, a) => {
+                                let _ = s.set_nonblocking(false);
+                                Client::Tcp(s, a)
+                            }
+                            Client::Unix(s) => {
+                                let _ = s.set_nonblocking(false);
+                                Client::Unix(s)
+                            }
+                        };
+                        worker.report(Status::Taken);
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            handler(worker, client)
+                        }));
+                        if r.is_err() {
+                            return ExitReason::Panic;
                         }
-                        Client::Unix(s) => {
-                            let _ = s.set_nonblocking(false);
-                            Client::Unix(s)
+                        uses += 1;
+                        if worker.max_use > 0 && uses >= worker.max_use {
+                            return ExitReason::MaxUse;
                         }
-                    };
-                    worker.report(Status::Taken);
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        handler(worker, client)
-                    }));
-                    if r.is_err() {
-                        return ExitReason::Panic;
+                        if signals.drain() {
+                            return ExitReason::Signal;
+                        }
+                        worker.report(Status::Available);
                     }
-                    uses += 1;
-                    if worker.max_use > 0 && uses >= worker.max_use {
-                        return ExitReason::MaxUse;
-                    }
-                    if signals.drain() {
-                        return ExitReason::Signal;
-                    }
-                    worker.report(Status::Available);
                 }
             }
         }
