@@ -87,7 +87,9 @@ def test_capability_login_list_select_fetch_store_search_expunge(imap):
     assert c.untagged_responses["UIDNEXT"] == [b"4"]
     assert validity > 0
     # Deliveries were moved to cur/ with an empty info.
-    files = sorted(imap.all_mail(), key=lambda p: p.name)
+    # In delivery order: digit runs compare as numbers (`M61129` before `M301367`), as UIDs go.
+    files = sorted(imap.all_mail(), key=lambda p: [int(t) if t.isdigit() else t
+                                                    for t in re.split(r"(\d+)", p.name)])
     assert all(p.parent.name == "cur" and p.name.endswith(":2,") for p in files)
 
     typ, data = c.fetch("1:3", "(UID FLAGS RFC822.SIZE)")

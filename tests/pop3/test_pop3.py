@@ -50,10 +50,13 @@ def tls_context():
 
 
 def files_in_order(suite):
-    """The Maildir files sorted as pop3d numbers them (by unique name)."""
+    """The Maildir files sorted as pop3d numbers them: by unique name in delivery order
+    (digit runs compare as numbers: `M61129` before `M301367`)."""
+    import re
     md = suite.maildir()
     files = [p for sub in ("new", "cur") for p in (md / sub).iterdir()]
-    return sorted(files, key=lambda p: p.name.split(":")[0])
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t
+                                        for t in re.split(r"(\d+)", p.name.split(":")[0])])
 
 
 def test_poplib_plain_stat_list_uidl_top_retr_byte_exact(pop):
