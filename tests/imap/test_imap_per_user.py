@@ -5,16 +5,12 @@ opens the mailbox, so a system user's own mode-700 Maildir (and the index imapd 
 is read and written with that user's rights, as Dovecot's mail processes do."""
 
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import BIN, PASSWORD, ImapSuite, run
+from pop3_conftest import private_maildir, root_suite, system_account
 
 USER = "oxiimapu"
 
@@ -23,49 +19,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs
 
 @pytest.fixture
 def system_user():
-    created = False
-    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", USER], check=True, capture_output=True, timeout=30)
-        created = True
-    try:
-        yield pwd.getpwnam(USER)
-    finally:
-        if created:
-            subprocess.run(["userdel", USER], capture_output=True, timeout=30)
+    with system_account(USER) as pw:
+        yield pw
 
 
 @pytest.fixture
 def root_imap(system_user):
-    top = Path(tempfile.mkdtemp(prefix="oxipost-imapu-", dir="/tmp"))
-    os.chmod(top, 0o755)
-    shutil.chown(top, "oxipost", "oxipost")
-    s = ImapSuite(top / "oxi")
-    try:
+    with root_suite(ImapSuite, "oxipost-imapu-") as s:
         yield s
-    finally:
-        run(BIN / "mailctl", "-c", s.etc, "stop", check=False, timeout=60)
-        s.kill_all()
-        if not os.environ.get("OXIPOST_KEEP"):
-            shutil.rmtree(top, ignore_errors=True)
-
-
-def private_maildir(home: Path, pw, messages):
-    """A Maildir only its user may enter (mode 700 throughout, as a system user's)."""
-    home.mkdir(mode=0o700)
-    md = home / "Maildir"
-    for sub in ("new", "cur", "tmp"):
-        (md / sub).mkdir(parents=True, mode=0o700)
-    for i, body in enumerate(messages):
-        (md / "new" / f"{1700000000 + i}.M{i}P1Q{i}.test").write_bytes(body)
-    for d, _dirs, files in os.walk(home):
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        os.chmod(d, 0o700)
-        for name in files:
-            p = os.path.join(d, name)
-            os.chown(p, pw.pw_uid, pw.pw_gid)
-            os.chmod(p, 0o600)
-    return md
 
 
 def session(port):

@@ -33,6 +33,68 @@ def chown(p):
         shutil.chown(p, "oxipost", "oxipost")
 
 
+def system_account(name):
+    """A context manager: a system account `name` (created, and removed afterwards, if it
+    does not exist yet) for the per-user rights tests; yields its pwd entry."""
+    import contextlib
+    import pwd
+
+    @contextlib.contextmanager
+    def account():
+        created = False
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent",
+                            "--shell", "/usr/sbin/nologin", name],
+                           check=True, capture_output=True, timeout=30)
+            created = True
+        try:
+            yield pwd.getpwnam(name)
+        finally:
+            if created:
+                subprocess.run(["userdel", name], capture_output=True, timeout=30)
+    return account()
+
+
+def private_maildir(home: Path, pw, messages):
+    """A Maildir only its user may enter (mode 700 directories, 600 files, owned by the
+    user throughout, as a system user's), holding `messages` in new/."""
+    home.mkdir(mode=0o700)
+    md = home / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True, mode=0o700)
+    for i, body in enumerate(messages):
+        (md / "new" / f"{1700000000 + i}.M{i}P1Q{i}.test").write_bytes(body)
+    for d, _dirs, files in os.walk(home):
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        os.chmod(d, 0o700)
+        for name in files:
+            f = os.path.join(d, name)
+            os.chown(f, pw.pw_uid, pw.pw_gid)
+            os.chmod(f, 0o600)
+    return md
+
+
+def root_suite(suite_class, prefix):
+    """A suite in a fresh directory for tests that run master as root (the per-user
+    rights tests); a context manager that stops it and removes the directory."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def suite():
+        top = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        os.chmod(top, 0o755)
+        shutil.chown(top, "oxipost", "oxipost")
+        s = suite_class(top / "oxi")
+        try:
+            yield s
+        finally:
+            run(BIN / "mailctl", "-c", s.etc, "stop", check=False, timeout=60)
+            s.kill_all()
+            if not os.environ.get("OXIPOST_KEEP"):
+                shutil.rmtree(top, ignore_errors=True)
+    return suite()
+
+
 def make_cert(directory: Path):
     keyf, certf = directory / "server.key", directory / "server.crt"
     subprocess.run(

@@ -5,16 +5,12 @@ logged-in user before it opens the mailbox, so a system user's own mode-700 Mail
 pop3d as `mail_owner` cannot even list such a Maildir."""
 
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PASSWORD, PopSuite, Raw, run
+from conftest import (BIN, PASSWORD, PopSuite, Raw, private_maildir, root_suite, run,
+                      system_account)
 
 USER = "oxipop3u"
 
@@ -23,49 +19,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs
 
 @pytest.fixture
 def system_user():
-    created = False
-    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", USER], check=True, capture_output=True, timeout=30)
-        created = True
-    try:
-        yield pwd.getpwnam(USER)
-    finally:
-        if created:
-            subprocess.run(["userdel", USER], capture_output=True, timeout=30)
+    with system_account(USER) as pw:
+        yield pw
 
 
 @pytest.fixture
 def root_pop(system_user):
-    top = Path(tempfile.mkdtemp(prefix="oxipost-pop3u-", dir="/tmp"))
-    os.chmod(top, 0o755)
-    shutil.chown(top, "oxipost", "oxipost")
-    s = PopSuite(top / "oxi")
-    try:
+    with root_suite(PopSuite, "oxipost-pop3u-") as s:
         yield s
-    finally:
-        run(BIN / "mailctl", "-c", s.etc, "stop", check=False, timeout=60)
-        s.kill_all()
-        if not os.environ.get("OXIPOST_KEEP"):
-            shutil.rmtree(top, ignore_errors=True)
-
-
-def private_maildir(home: Path, pw, messages):
-    """A Maildir only its user may enter (mode 700 throughout, as a system user's)."""
-    home.mkdir(mode=0o700)
-    md = home / "Maildir"
-    for sub in ("new", "cur", "tmp"):
-        (md / sub).mkdir(parents=True, mode=0o700)
-    for i, body in enumerate(messages):
-        f = md / "new" / f"{1700000000 + i}.M{i}P1Q{i}.test"
-        f.write_bytes(body)
-        os.chmod(f, 0o600)
-    for d, dirs, files in os.walk(home):
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        os.chmod(d, 0o700)
-        for name in files:
-            os.chown(os.path.join(d, name), pw.pw_uid, pw.pw_gid)
-    return md
 
 
 def test_system_user_maildir_read_with_the_users_rights(root_pop, system_user):
