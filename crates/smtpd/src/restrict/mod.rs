@@ -379,21 +379,6 @@ const IO_NAMES: &[&str] = &[
     "reject_rhsbl_recipient",
     "check_policy_service",
     "permit_mx_backup",
-    "check_client_mx_access",
-    "check_client_ns_access",
-    "check_client_a_access",
-    "check_reverse_client_mx_access",
-    "check_reverse_client_ns_access",
-    "check_reverse_client_a_access",
-    "check_helo_mx_access",
-    "check_helo_ns_access",
-    "check_helo_a_access",
-    "check_sender_mx_access",
-    "check_sender_ns_access",
-    "check_sender_a_access",
-    "check_recipient_mx_access",
-    "check_recipient_ns_access",
-    "check_recipient_a_access",
     "reject_unverified_sender",
     "reject_unverified_recipient",
 ];
@@ -452,21 +437,6 @@ const KNOWN: &[&str] = &[
     "check_recipient_maps",
     "reject_multi_recipient_bounce",
     "permit_mx_backup",
-    "check_client_mx_access",
-    "check_client_ns_access",
-    "check_client_a_access",
-    "check_reverse_client_mx_access",
-    "check_reverse_client_ns_access",
-    "check_reverse_client_a_access",
-    "check_helo_mx_access",
-    "check_helo_ns_access",
-    "check_helo_a_access",
-    "check_sender_mx_access",
-    "check_sender_ns_access",
-    "check_sender_a_access",
-    "check_recipient_mx_access",
-    "check_recipient_ns_access",
-    "check_recipient_a_access",
     "reject_unverified_sender",
     "reject_unverified_recipient",
 ];
@@ -489,22 +459,23 @@ const WITH_ARG: &[&str] = &[
     "reject_rhsbl_sender",
     "check_recipient_access",
     "reject_rhsbl_recipient",
-    "check_client_mx_access",
-    "check_client_ns_access",
-    "check_client_a_access",
-    "check_reverse_client_mx_access",
-    "check_reverse_client_ns_access",
-    "check_reverse_client_a_access",
-    "check_helo_mx_access",
-    "check_helo_ns_access",
-    "check_helo_a_access",
-    "check_sender_mx_access",
-    "check_sender_ns_access",
-    "check_sender_a_access",
-    "check_recipient_mx_access",
-    "check_recipient_ns_access",
-    "check_recipient_a_access",
 ];
+
+/// A restriction name this engine implements (the `check_*_{mx,ns,a}_access` family is
+/// listed once, in [`server::SERVER_ACCESS`]).
+fn is_known(name: &str) -> bool {
+    KNOWN.contains(&name) || server::is_server_access(name)
+}
+
+/// A restriction that takes the next word as its argument.
+fn takes_arg(name: &str) -> bool {
+    WITH_ARG.contains(&name) || server::is_server_access(name)
+}
+
+/// A restriction that may need DNS or a policy server.
+fn needs_io(name: &str) -> bool {
+    IO_NAMES.contains(&name) || server::is_server_access(name)
+}
 
 fn err(name: &str, e: impl std::fmt::Display) -> String {
     format!("parameter {name}: {e}")
@@ -770,9 +741,9 @@ impl Restrictions {
                     if !self.tables.contains_key(word) {
                         self.tables.insert(word.clone(), TableRef::open(word));
                     }
-                } else if !KNOWN.contains(&lower.as_str())
+                } else if !is_known(&lower)
                     && !self.classes.contains_key(&lower)
-                    && !prev.is_some_and(|p| WITH_ARG.contains(&p.to_ascii_lowercase().as_str()))
+                    && !prev.is_some_and(|p| takes_arg(&p.to_ascii_lowercase()))
                 {
                     self.unknown_names.push(word.clone());
                 }
@@ -854,7 +825,7 @@ impl Restrictions {
     fn list_needs_io(&self, list: &[String], depth: usize) -> bool {
         list.iter().any(|w| {
             let w = w.to_ascii_lowercase();
-            IO_NAMES.contains(&w.as_str())
+            needs_io(&w)
                 || (depth < 10
                     && self
                         .classes
@@ -1304,7 +1275,7 @@ impl<'a> Eval<'a> {
                         break;
                     }
                 }
-            } else if WITH_ARG.contains(&lower.as_str()) {
+            } else if takes_arg(&lower) {
                 i += 1;
                 (lower.clone(), list.get(i).map(String::as_str))
             } else {
@@ -1341,7 +1312,7 @@ impl<'a> Eval<'a> {
         let cx = self.cx;
         let r = self.r;
         // Restrictions with an argument need it.
-        if WITH_ARG.contains(&name) {
+        if takes_arg(name) {
             let needs_table = name.starts_with("check_") && name != "check_policy_service";
             match arg {
                 Some(a) if !needs_table || a.contains(':') || a.starts_with('{') => {}
@@ -1633,9 +1604,7 @@ impl<'a> Eval<'a> {
                 Some(rc) => self.permit_mx_backup(&rc, reply_name, reply_class),
                 None => Status::Dunno,
             },
-            n if server::SERVER_ACCESS.iter().any(|(k, _, _)| *k == n) => {
-                self.check_server_restriction(n, arg, def_acl)
-            }
+            n if server::is_server_access(n) => self.check_server_restriction(n, arg, def_acl),
             "permit_auth_destination" => match recipient {
                 Some(rc) if self.permit_auth_destination(&rc) => Status::Ok,
                 _ => Status::Dunno,
@@ -2110,6 +2079,19 @@ fn dsn_split(default: &str, text: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_access_names_are_known_take_a_table_and_need_io() {
+        for (name, _, _) in server::SERVER_ACCESS {
+            assert!(
+                is_known(name) && takes_arg(name) && needs_io(name),
+                "{name}"
+            );
+        }
+        assert!(is_known("permit_mynetworks") && !takes_arg("permit_mynetworks"));
+        assert!(!needs_io("permit_mynetworks"));
+        assert!(!is_known("check_client_mx_acces"));
+    }
 
     #[test]
     fn hostnames() {

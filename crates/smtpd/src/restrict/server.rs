@@ -40,6 +40,11 @@ impl ServerKind {
     }
 }
 
+/// Whether `name` is one of [`SERVER_ACCESS`].
+pub fn is_server_access(name: &str) -> bool {
+    SERVER_ACCESS.iter().any(|(n, _, _)| *n == name)
+}
+
 /// The restriction names of this module: (name, kind, whose name it checks).
 pub const SERVER_ACCESS: &[(&str, ServerKind, Whose)] = &[
     ("check_client_mx_access", ServerKind::Mx, Whose::Client),
