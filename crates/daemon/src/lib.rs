@@ -11,6 +11,7 @@
 //! [`multi_server`] or [`trigger_server`].
 
 pub mod args;
+pub mod mailtls;
 pub mod multi;
 pub mod privs;
 pub mod proto;

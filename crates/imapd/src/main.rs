@@ -49,25 +49,7 @@ fn main() {
         Err(e) => oxipost_log::fatal!("{e}"),
     };
     // Keys are read before the privilege drop, so they may stay readable by root only.
-    let mut tls = None;
-    if settings.tls.enabled {
-        if settings.tls.files.is_empty() {
-            oxipost_log::warning!(
-                "TLS is enabled for imapd but no certificate is configured (imapd_tls_cert_file)"
-            );
-        } else {
-            match oxipost_tls::server_config(&settings.tls.files) {
-                Ok(c) => tls = Some(c),
-                Err(e) => oxipost_log::warning!("cannot load TLS certificates: {e}"),
-            }
-        }
-        if tls.is_none() {
-            if settings.tls.wrapper {
-                oxipost_log::fatal!("imapd_tls_wrappermode = yes but TLS is unusable");
-            }
-            settings.tls.enabled = false;
-        }
-    }
+    let tls = settings.tls.load("imapd");
     if let Err(e) = worker.drop_privileges() {
         oxipost_log::fatal!("{e}");
     }

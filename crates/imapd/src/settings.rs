@@ -29,22 +29,11 @@ pub struct Settings {
     pub mail_location: String,
     /// `queue_directory/private/auth`.
     pub auth_socket: PathBuf,
-    pub tls: TlsSettings,
+    pub tls: oxipost_daemon::mailtls::MailTls,
     /// Root-run with master.cf unprivileged `n`: one client per process that becomes the
     /// logged-in user before it opens the mailbox; `mail_owner`'s uid and gid, for users the
     /// user database gives no uid (or uid 0). Set by `main`, not a parameter.
     pub per_user: Option<(u32, u32)>,
-}
-
-/// `imapd_tls_*`, resolved.
-#[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
-    /// STARTTLS offered (`may`/`encrypt`) or implicit TLS (`imapd_tls_wrappermode`).
-    pub enabled: bool,
-    /// `encrypt`: no login before TLS (loopback clients excepted, as Dovecot).
-    pub required: bool,
-    pub wrapper: bool,
-    pub files: oxipost_tls::TlsFiles,
 }
 
 impl Settings {
@@ -55,33 +44,7 @@ impl Settings {
             let v = cfg.get_int(n).map_err(|e| err(n, e))?;
             u64::try_from(v).map_err(|_| format!("{n}: must not be negative"))
         };
-        let wrapper = cfg
-            .get_bool("imapd_tls_wrappermode")
-            .map_err(|e| err("imapd_tls_wrappermode", e))?;
-        let level = get("imapd_tls_security_level")?.trim().to_ascii_lowercase();
-        let (offered, required) = match level.as_str() {
-            "" | "none" => (false, false),
-            "may" => (true, false),
-            "encrypt" => (true, true),
-            other => {
-                return Err(format!(
-                    "imapd_tls_security_level: {other:?}: expected none, may or encrypt"
-                ));
-            }
-        };
-        let path = |s: String| {
-            let s = s.trim().to_owned();
-            (!s.is_empty()).then(|| PathBuf::from(s))
-        };
-        let files = oxipost_tls::TlsFiles {
-            cert_file: path(get("imapd_tls_cert_file")?),
-            key_file: path(get("imapd_tls_key_file")?),
-            chain_files: Vec::new(),
-            protocols: cfg
-                .get_list("imapd_tls_protocols")
-                .map_err(|e| err("imapd_tls_protocols", e))?
-                .join(" "),
-        };
+        let tls = oxipost_daemon::mailtls::MailTls::from_config(cfg, "imapd")?;
         Ok(Settings {
             timeout: cfg
                 .get_time("imapd_timeout")
@@ -99,12 +62,7 @@ impl Settings {
             conn_dir: PathBuf::from(get("data_directory")?).join("imap-connections"),
             mail_location: get("imapd_mail_location")?.trim().to_owned(),
             auth_socket: PathBuf::from(get("queue_directory")?).join("private/auth"),
-            tls: TlsSettings {
-                enabled: offered || wrapper,
-                required: required || wrapper,
-                wrapper,
-                files,
-            },
+            tls,
             per_user: None,
         })
     }

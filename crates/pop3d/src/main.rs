@@ -46,28 +46,7 @@ fn main() {
         Err(e) => oxipost_log::fatal!("{e}"),
     };
     // Keys are read before the privilege drop, so they may stay readable by root only.
-    let mut tls = None;
-    if settings.tls.enabled {
-        if settings.tls.files.is_empty() {
-            oxipost_log::warning!(
-                "TLS is enabled for pop3d but no certificate is configured (pop3d_tls_cert_file)"
-            );
-        } else {
-            match oxipost_tls::server_config(&settings.tls.files) {
-                Ok(c) => tls = Some(c),
-                Err(e) => oxipost_log::warning!("cannot load TLS certificates: {e}"),
-            }
-        }
-        if tls.is_none() {
-            if settings.tls.wrapper {
-                // Implicit TLS without a certificate cannot serve anyone: fail closed.
-                oxipost_log::fatal!("pop3d_tls_wrappermode = yes but TLS is unusable");
-            }
-            // STLS is then not offered; required TLS keeps refusing plaintext logins
-            // (loopback clients excepted).
-            settings.tls.enabled = false;
-        }
-    }
+    let tls = settings.tls.load("pop3d");
     if let Err(e) = worker.drop_privileges() {
         oxipost_log::fatal!("{e}");
     }

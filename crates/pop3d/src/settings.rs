@@ -31,22 +31,11 @@ pub struct Settings {
     pub lock: LockConfig,
     /// `queue_directory/private/auth`.
     pub auth_socket: PathBuf,
-    pub tls: TlsSettings,
+    pub tls: oxipost_daemon::mailtls::MailTls,
     /// Started as root (master.cf unprivileged `n`): one client per process, which becomes
     /// the logged-in user before it opens the mailbox; `mail_owner`'s uid and gid, for
     /// users the user database gives no uid (or uid 0). Set by `main`, not a parameter.
     pub per_user: Option<(u32, u32)>,
-}
-
-/// `pop3d_tls_*`, resolved.
-#[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
-    /// STLS offered (`may`/`encrypt`) or implicit TLS (`pop3d_tls_wrappermode`).
-    pub enabled: bool,
-    /// `encrypt`: no login before TLS (loopback clients excepted, as Dovecot).
-    pub required: bool,
-    pub wrapper: bool,
-    pub files: oxipost_tls::TlsFiles,
 }
 
 impl Settings {
@@ -69,39 +58,7 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(500)),
             dotlock_may_fail: true,
         };
-        let wrapper = cfg
-            .get_bool("pop3d_tls_wrappermode")
-            .map_err(|e| err("pop3d_tls_wrappermode", e))?;
-        let level = get("pop3d_tls_security_level")?.trim().to_ascii_lowercase();
-        let (offered, required) = match level.as_str() {
-            "" | "none" => (false, false),
-            "may" => (true, false),
-            "encrypt" => (true, true),
-            other => {
-                return Err(format!(
-                    "pop3d_tls_security_level: {other:?}: expected none, may or encrypt"
-                ));
-            }
-        };
-        let path = |s: String| {
-            let s = s.trim().to_owned();
-            (!s.is_empty()).then(|| PathBuf::from(s))
-        };
-        let files = oxipost_tls::TlsFiles {
-            cert_file: path(get("pop3d_tls_cert_file")?),
-            key_file: path(get("pop3d_tls_key_file")?),
-            chain_files: Vec::new(),
-            protocols: cfg
-                .get_list("pop3d_tls_protocols")
-                .map_err(|e| err("pop3d_tls_protocols", e))?
-                .join(" "),
-        };
-        let tls = TlsSettings {
-            enabled: offered || wrapper,
-            required: required || wrapper,
-            wrapper,
-            files,
-        };
+        let tls = oxipost_daemon::mailtls::MailTls::from_config(cfg, "pop3d")?;
         Ok(Settings {
             timeout: cfg
                 .get_time("pop3d_timeout")
