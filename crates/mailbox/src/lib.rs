@@ -38,5 +38,6 @@ pub use lock::{DotLock, LockConfig, LockMethod, MailboxLock};
 pub use maildir::{DeliverOptions, Delivered, Maildir, MaildirBatch, encode_hostname, hostname};
 pub use mbox::{MboxDelivery, MboxOptions, asctime_local, deliver_mbox, from_line};
 pub use read::{
-    MaildirEntry, MboxMessage, Subdir, delivery_order, parse_maildir_name, parse_mbox, unquote_from,
+    MaildirEntry, MboxMessage, Subdir, delivery_order, parse_maildir_name, parse_mbox,
+    sort_by_delivery, unquote_from,
 };

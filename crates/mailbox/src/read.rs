@@ -109,6 +109,29 @@ pub fn delivery_order(a: &str, b: &str) -> std::cmp::Ordering {
     (a.len() - i).cmp(&(b.len() - j)).then_with(|| a.cmp(b))
 }
 
+/// Sorts `items` by [`delivery_order`] of `name(item)`, comparing first the leading number
+/// (the delivery second) parsed once per item: the same order, without re-reading every
+/// name's digits in each of the n log n comparisons (a first look at a 10,000-message
+/// Maildir sorts them all).
+pub fn sort_by_delivery<T>(items: &mut Vec<T>, name: impl Fn(&T) -> &str) {
+    // At most 19 digits fit a u64; a longer run (or none) leaves the full comparison.
+    fn lead(s: &str) -> Option<u64> {
+        let d = s.bytes().take_while(u8::is_ascii_digit).count();
+        if d == 0 || d > 19 {
+            return None;
+        }
+        s[..d].parse().ok()
+    }
+    let mut keyed: Vec<(Option<u64>, T)> = items.drain(..).map(|t| (lead(name(&t)), t)).collect();
+    // Equal to `delivery_order` for every pair: two leading numbers that differ are its
+    // first comparison (numbers compare by value, leading zeros aside).
+    keyed.sort_unstable_by(|(ka, a), (kb, b)| match (ka, kb) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => delivery_order(name(a), name(b)),
+    });
+    items.extend(keyed.into_iter().map(|(_, t)| t));
+}
+
 fn trim_zeros(digits: &[u8]) -> &[u8] {
     let n = digits.iter().take_while(|&&d| d == b'0').count();
     &digits[n..]
@@ -150,7 +173,7 @@ impl Maildir {
                 });
             }
         }
-        out.sort_by(|a, b| delivery_order(&a.unique, &b.unique));
+        sort_by_delivery(&mut out, |e| &e.unique);
         Ok(out)
     }
 
@@ -282,6 +305,32 @@ mod tests {
                 "odd-name",
             ]
         );
+    }
+
+    #[test]
+    fn sort_by_delivery_is_delivery_order() {
+        let mut names: Vec<String> = [
+            "1795862298.M61294P17910Q2.vm",
+            "01795862298.M1P1.vm",
+            "1795862297.M999999P1.vm",
+            "odd-name",
+            "#hash",
+            "99999999999999999999999.M1.vm",
+            "1795862298.M61129P17910Q10.vm",
+            "1795862298.M301367P17937Q0.vm",
+            "1795862298.M61129P17910Q1.vm",
+            "3.M1.vm",
+            "20.M1.vm",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut expected = names.clone();
+        expected.sort_by(|a, b| delivery_order(a, b));
+        sort_by_delivery(&mut names, |s| s);
+        assert_eq!(names, expected);
+        assert_eq!(names[0], "#hash");
+        assert_eq!(names[1], "3.M1.vm");
+        assert_eq!(names[2], "20.M1.vm");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One mailbox: a Maildir and its index `oxipost-index` (SQLite).
 //!
-//! Tables: `meta` (`uidvalidity`, `uidnext`, `highestmodseq`) and `msg` (`uid`, `base`,
-//! `name` — the current file name in `cur/` —, `flags` as Maildir letters, `keywords`
+//! Tables: `meta` (`uidvalidity`, `uidnext`, `highestmodseq`, `schema`) and `msg` (`uid`,
+//! `bhash` — a hash of the base name, the message's identity —, `name` — the current file
+//! name in `cur/` —, `flags` as Maildir letters, `keywords`
 //! space-separated, `modseq`, `internaldate` in Unix seconds, `size` in bytes with CRLF
 //! line ends, the size IMAP reports; both -1 until first needed: indexing a new file
 //! neither `stat`s nor reads it, see [`Mailbox::date_and_size`]). Every write runs inside [`Mailbox::locked`]: the
@@ -33,6 +34,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::{Result, StoreError, base_name};
 
 const INDEX_NAME: &str = "oxipost-index";
+/// The index layout's version (`meta` key `schema`); an older one is converted on open.
+const SCHEMA: i64 = 2;
+/// The `msg` table. `bhash` is [`base_hash`] of the name's base name, indexed (not
+/// unique: the store keeps one row per base name, told apart by the names).
+const MSG_COLUMNS: &str = "uid INTEGER PRIMARY KEY, bhash INTEGER NOT NULL,
+    name TEXT NOT NULL, flags TEXT NOT NULL, keywords TEXT NOT NULL,
+    modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL";
 const LOCK_NAME: &str = "oxipost-index.lock";
 
 /// IMAP's system flags, stored as Maildir info letters.
@@ -85,13 +93,19 @@ impl Flags {
     }
     /// Maildir info letters, in ASCII order as the Maildir specification asks.
     pub fn letters(self) -> String {
-        let mut v: Vec<char> = Self::TABLE
+        // ASCII order of the letters (D F R S T).
+        const ORDER: [(Flags, char); 5] = [
+            (Flags::DRAFT, 'D'),
+            (Flags::FLAGGED, 'F'),
+            (Flags::ANSWERED, 'R'),
+            (Flags::SEEN, 'S'),
+            (Flags::DELETED, 'T'),
+        ];
+        ORDER
             .iter()
-            .filter(|(f, _, _)| self.contains(*f))
-            .map(|(_, _, l)| *l)
-            .collect();
-        v.sort_unstable();
-        v.into_iter().collect()
+            .filter(|(f, _)| self.contains(*f))
+            .map(|(_, l)| *l)
+            .collect()
     }
     /// IMAP names, space-separated.
     pub fn imap_names(self) -> Vec<&'static str> {
@@ -280,9 +294,29 @@ fn without_info(name: &str) -> &str {
 }
 
 fn info_flags(name: &str) -> Flags {
-    name.find(":2,")
-        .map_or(Flags::empty(), |i| Flags::from_letters(&name[i + 3..]))
+    // The first `:` followed by `2,` (a char search, quicker than a substring one).
+    name.match_indices(':')
+        .find(|(i, _)| name[i + 1..].starts_with("2,"))
+        .map_or(Flags::empty(), |(i, _)| Flags::from_letters(&name[i + 3..]))
 }
+
+/// A hasher for the base names of one mailbox's files while it is indexed (std's SipHash
+/// counts there; the names are the store's own, not chosen by a client).
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type NameMap<V> = HashMap<V, usize, std::hash::BuildHasherDefault<NameHasher>>;
 
 fn visible(name: &str) -> bool {
     !name.starts_with('.') && !name.is_empty()
@@ -362,10 +396,11 @@ impl Mailbox {
             )?;
             let ready = tables == 4
                 && db.query_row(
-                    "SELECT count(*) FROM meta WHERE key IN ('uidvalidity', 'expungelog')",
-                    [],
+                    "SELECT count(*) FROM meta WHERE key IN ('uidvalidity', 'expungelog')
+                     OR (key = 'schema' AND value = ?1)",
+                    [SCHEMA],
                     |r| r.get::<_, i64>(0),
-                )? == 2;
+                )? == 3;
             tx.finish()?;
             ready
         };
@@ -375,15 +410,41 @@ impl Mailbox {
         // Created in one transaction (one journal and its syncs, not one per statement),
         // IMMEDIATE: another process creating it at the same time waits (busy timeout).
         let tx = rusqlite::Transaction::new_unchecked(&db, TransactionBehavior::Immediate)?;
-        db.execute_batch(
+        db.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
-                name TEXT NOT NULL, flags TEXT NOT NULL, keywords TEXT NOT NULL,
-                modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS msg ({MSG_COLUMNS});
              CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS cache (uid INTEGER NOT NULL, field INTEGER NOT NULL,
                 version INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, field))
-                WITHOUT ROWID;",
+                WITHOUT ROWID;"
+        ))?;
+        // Schema 1 kept each base name in a UNIQUE text column, whose index made the
+        // first indexing of a big Maildir twice as slow: moved to the hash, UIDs kept.
+        let old: i64 = db.query_row(
+            "SELECT count(*) FROM pragma_table_info('msg') WHERE name = 'base'",
+            [],
+            |r| r.get(0),
+        )?;
+        if old > 0 {
+            db.execute_batch(&format!(
+                "CREATE TABLE msg_new ({MSG_COLUMNS});
+                 INSERT INTO msg_new SELECT uid, 0, name, flags, keywords, modseq,
+                    internaldate, size FROM msg;
+                 DROP TABLE msg;
+                 ALTER TABLE msg_new RENAME TO msg;"
+            ))?;
+            let rows: Vec<(u32, String)> = db
+                .prepare("SELECT uid, name FROM msg")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            let mut st = db.prepare("UPDATE msg SET bhash = ?1 WHERE uid = ?2")?;
+            for (uid, name) in rows {
+                st.execute(params![base_hash(base_name(&name)), uid])?;
+            }
+        }
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema', ?1)",
+            [SCHEMA],
         )?;
         let have: Option<i64> = db
             .query_row("SELECT value FROM meta WHERE key='uidvalidity'", [], |r| {
@@ -557,7 +618,7 @@ impl Mailbox {
             // Listed again under the lock: another session may have taken them. UIDs in
             // delivery order, as in `rescan_cur`.
             let mut names = list_dir(&t.root.join("new"))?;
-            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b).then_with(|| a.cmp(b)));
+            oxipost_mailbox::sort_by_delivery(&mut names, |n| n);
             for name in names {
                 let target = if name.contains(":2,") {
                     name.clone()
@@ -590,27 +651,28 @@ impl Mailbox {
     /// back get their flags re-read, vanished files are expunged, unknown files get UIDs.
     /// `stamps` (new/, cur/) are recorded in the same transaction.
     fn rescan_cur(&mut self, stamps: (Option<i64>, Option<i64>)) -> Result<()> {
-        self.locked(|t| {
+        let built = self.locked(|t| {
             t.set_stamps(stamps)?;
             // New UIDs in delivery order, not string order (`M61129` is before `M301367`).
             let mut names = list_dir(&t.root.join("cur"))?;
-            names.sort_by(|a, b| oxipost_mailbox::delivery_order(a, b).then_with(|| a.cmp(b)));
-            let rows: Vec<(u32, String, String)> = {
-                let mut st = t.tx.prepare("SELECT uid, base, name FROM msg")?;
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            oxipost_mailbox::sort_by_delivery(&mut names, |n| n);
+
+            let rows: Vec<(u32, String)> = {
+                let mut st = t.tx.prepare("SELECT uid, name FROM msg")?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<std::result::Result<_, _>>()?
             };
             // Listed files the index knows (by base name); the rest get UIDs.
             let mut known = vec![false; names.len()];
-            let mut on_disk: HashMap<&str, usize> = HashMap::new();
+            let mut on_disk: NameMap<&str> = NameMap::default();
             if !rows.is_empty() {
                 on_disk = names
                     .iter()
                     .enumerate()
                     .map(|(i, n)| (base_name(n), i))
                     .collect();
-                for (uid, base, name) in &rows {
-                    match on_disk.get(base.as_str()) {
+                for (uid, name) in &rows {
+                    match on_disk.get(base_name(name)) {
                         Some(&i) => {
                             known[i] = true;
                             let now_name = &names[i];
@@ -631,16 +693,49 @@ impl Mailbox {
                 }
             }
             // One UID per base name (two files of one message, left by a crash, are one).
-            let mut inserted: HashSet<&str> = HashSet::new();
+            let mut inserted: HashSet<&str, std::hash::BuildHasherDefault<NameHasher>> =
+                HashSet::with_capacity_and_hasher(names.len(), Default::default());
+            let mut batch: Vec<&str> = Vec::with_capacity(names.len());
             for (name, _) in names.iter().zip(&known).filter(|(_, k)| !**k) {
                 let base = base_name(name);
                 if on_disk.get(base).is_some_and(|&i| known[i]) || !inserted.insert(base) {
                     continue;
                 }
-                t.insert_unknown(name)?;
+                batch.push(name);
             }
-            Ok(())
-        })
+            let (first_uid, first_modseq) = t.insert_many(&batch, rows.len())?;
+            // An index built from nothing: its whole list is known here, kept for the
+            // snapshot that follows (a first SELECT would otherwise read it all back).
+            if !rows.is_empty() {
+                return Ok(None);
+            }
+            let messages = batch
+                .iter()
+                .zip(0u32..)
+                .map(|(name, i)| Message {
+                    uid: first_uid as u32 + i,
+                    name: Arc::from(*name),
+                    flags: info_flags(name),
+                    keywords: Vec::new(),
+                    modseq: first_modseq as u64 + u64::from(i),
+                    internal_date: None,
+                    size: None,
+                })
+                .collect();
+            Ok(Some(Snapshot {
+                uidvalidity: t.meta("uidvalidity")? as u32,
+                uidnext: (first_uid + batch.len() as i64) as u32,
+                highest_modseq: match t.modseq {
+                    Some(m) => m,
+                    None => t.meta("highestmodseq")?,
+                } as u64,
+                messages,
+            }))
+        })?;
+        if let Some(snap) = built {
+            self.keep_snapshot(snap);
+        }
+        Ok(())
     }
 
     /// Everything the index holds now (one query).
@@ -684,13 +779,18 @@ impl Mailbox {
             highest_modseq,
             messages,
         };
+        self.keep_snapshot(snap.clone());
+        Ok(snap)
+    }
+
+    /// Keeps `snap` as this process's latest list of this mailbox (see [`SNAPSHOTS`]).
+    fn keep_snapshot(&self, snap: Snapshot) {
         let mut kept = SNAPSHOTS.lock().unwrap_or_else(PoisonError::into_inner);
         kept.retain(|(p, _, _)| *p != self.root);
         if kept.len() >= SNAPSHOTS_KEPT {
             kept.remove(0);
         }
-        kept.push((self.root.clone(), self.db_id, Arc::new(snap.clone())));
-        Ok(snap)
+        kept.push((self.root.clone(), self.db_id, Arc::new(snap)));
     }
 
     /// The message list kept in this process for this index with counters `c`.
@@ -1064,15 +1164,86 @@ impl Tx<'_> {
 
     /// Indexes `cur/<name>` under the next UID; `None` when its base name is known.
     fn insert(&mut self, name: &str) -> Result<Option<u32>> {
-        let known: Option<u32> = self
-            .tx
-            .prepare_cached("SELECT uid FROM msg WHERE base=?1")?
-            .query_row([base_name(name)], |r| r.get(0))
-            .optional()?;
-        if known.is_some() {
+        let base = base_name(name);
+        // A no-op once there (see `insert_many`).
+        self.tx
+            .prepare_cached("CREATE INDEX IF NOT EXISTS msg_bhash ON msg (bhash)")?
+            .execute([])?;
+        let known = {
+            let mut st = self
+                .tx
+                .prepare_cached("SELECT name FROM msg WHERE bhash=?1")?;
+            let mut rows = st.query([base_hash(base)])?;
+            let mut known = false;
+            while let Some(r) = rows.next()? {
+                known |= base_name(r.get_ref(0)?.as_str().unwrap_or_default()) == base;
+            }
+            known
+        };
+        if known {
             return Ok(None);
         }
         self.insert_unknown(name).map(Some)
+    }
+
+    /// Indexes `cur/<name>` for each of `names` (whose base names the index does not
+    /// have, each once) under the next UIDs, in order, in an index of `existing` rows:
+    /// statements of many rows, prepared once (a first SELECT of a big Maildir indexes
+    /// 10,000s). Returns the first UID and MODSEQ given.
+    fn insert_many(&mut self, names: &[&str], existing: usize) -> Result<(i64, i64)> {
+        const ROWS: usize = 256;
+        let first_uid = match self.uidnext {
+            Some(u) => u,
+            None => self.meta("uidnext")?,
+        };
+        let first_modseq = match self.modseq {
+            Some(m) => m,
+            None => self.meta("highestmodseq")?,
+        } + 1;
+        let sql = |rows: usize| {
+            let mut q = String::from("INSERT INTO msg VALUES ");
+            for i in 0..rows {
+                if i > 0 {
+                    q.push(',');
+                }
+                q.push_str("(?,?,?,?,'',?,-1,-1)");
+            }
+            q
+        };
+        // Many rows: the hash index is dropped, to be built again by the next
+        // [`Tx::insert`] that needs it (sorting once then costs a fraction of 10,000s of
+        // inserts at random places in it, and not in the first SELECT).
+        if names.len() >= 512 && names.len() >= existing {
+            self.tx.execute_batch("DROP INDEX IF EXISTS msg_bhash")?;
+        }
+        let mut full = None;
+        let mut n = 0i64;
+        for chunk in names.chunks(ROWS) {
+            let st = if chunk.len() == ROWS {
+                if full.is_none() {
+                    full = Some(self.tx.prepare(&sql(ROWS))?);
+                }
+                full.as_mut().expect("prepared above")
+            } else {
+                &mut self.tx.prepare(&sql(chunk.len()))?
+            };
+            let mut k = 1;
+            for name in chunk {
+                st.raw_bind_parameter(k, first_uid + n)?;
+                st.raw_bind_parameter(k + 1, base_hash(base_name(name)))?;
+                st.raw_bind_parameter(k + 2, *name)?;
+                st.raw_bind_parameter(k + 3, info_flags(name).letters())?;
+                st.raw_bind_parameter(k + 4, first_modseq + n)?;
+                k += 5;
+                n += 1;
+            }
+            st.raw_execute()?;
+        }
+        if n > 0 {
+            self.uidnext = Some(first_uid + n);
+            self.modseq = Some(first_modseq + n - 1);
+        }
+        Ok((first_uid, first_modseq))
     }
 
     /// Indexes `cur/<name>`, whose base name the index does not have, under the next UID.
@@ -1086,7 +1257,7 @@ impl Tx<'_> {
             .prepare_cached("INSERT INTO msg VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)")?
             .execute(params![
                 uid,
-                base_name(name),
+                base_hash(base_name(name)),
                 name,
                 info_flags(name).letters(),
                 m,
@@ -1096,6 +1267,16 @@ impl Tx<'_> {
         self.uidnext = Some(uid + 1);
         Ok(uid as u32)
     }
+}
+
+/// The key of a base name in the `bhash` index: FNV-1a (fixed, unlike std's seeded
+/// hasher: the index outlives the process), collisions told apart by the names.
+fn base_hash(base: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in base.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
 }
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -1157,10 +1338,10 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
-        if let Some(n) = e.file_name().to_str()
-            && visible(n)
+        if let Ok(n) = e.file_name().into_string()
+            && visible(&n)
         {
-            v.push(n.to_owned());
+            v.push(n);
         }
     }
     Ok(v)
@@ -1363,6 +1544,91 @@ mod tests {
         fs::write(root.join("cur/400.M1P1.h,S=2:2,"), b"a\n")?;
         a.resync()?;
         assert_eq!(a.snapshot()?.messages.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn big_first_build_matches_a_fresh_read() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        fs::create_dir_all(root.join("cur"))?;
+        // Enough for the batched path (index built after the rows), names whose string
+        // order is not their delivery order, one message in two files.
+        for i in 0..700u32 {
+            let flags = if i % 3 == 0 { "S" } else { "" };
+            fs::write(root.join(format!("cur/1000.M{i}P1.h:2,{flags}")), b"x\n")?;
+        }
+        fs::write(root.join("cur/1000.M5P1.h,S=2:2,RS"), b"x\n")?;
+        let mut a = Mailbox::open(&root)?;
+        let built = a.snapshot()?;
+        assert_eq!(built.messages.len(), 700);
+        assert_eq!(built.messages[10].base(), "1000.M10P1.h");
+        assert_eq!(built.messages[10].uid, 11);
+        assert!(built.messages[9].flags.contains(Flags::SEEN));
+        assert_eq!(built.uidnext, 701);
+        // What the index holds, read back by another process (no kept list).
+        SNAPSHOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let read = a.snapshot()?;
+        assert_eq!(read.messages, built.messages);
+        assert_eq!(
+            (read.uidvalidity, read.uidnext, read.highest_modseq),
+            (built.uidvalidity, built.uidnext, built.highest_modseq)
+        );
+        // A delivery of a known base name gets no UID; the hash index, left out of the
+        // first indexing, is there again.
+        let has_index = || -> Result<bool> {
+            Ok(Connection::open(root.join(INDEX_NAME))?.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'msg_bhash'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? == 1)
+        };
+        assert!(!has_index()?);
+        deliver(&root, "1000.M10P1.h", b"x\n");
+        deliver(&root, "1001.M1P1.h", b"y\n");
+        assert_eq!(a.refresh()?, vec![701]);
+        assert!(has_index()?);
+        Ok(())
+    }
+
+    #[test]
+    fn schema_1_index_converted_keeping_uids() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        for d in ["cur", "new", "tmp"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        fs::write(root.join("cur/100.M1P1.h:2,S"), b"a\n")?;
+        fs::write(root.join("cur/101.M1P1.h:2,"), b"b\n")?;
+        {
+            let db = Connection::open(root.join(INDEX_NAME))?;
+            db.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 CREATE TABLE msg (uid INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE,
+                    name TEXT NOT NULL, flags TEXT NOT NULL, keywords TEXT NOT NULL,
+                    modseq INTEGER NOT NULL, internaldate INTEGER NOT NULL, size INTEGER NOT NULL);
+                 CREATE TABLE expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+                 CREATE TABLE cache (uid INTEGER NOT NULL, field INTEGER NOT NULL,
+                    version INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, field))
+                    WITHOUT ROWID;
+                 INSERT INTO meta VALUES ('uidvalidity', 4242), ('uidnext', 10),
+                    ('highestmodseq', 20), ('expungelog', 1);
+                 INSERT INTO msg VALUES (5, '100.M1P1.h', '100.M1P1.h:2,S', 'S', 'work', 7, -1, -1),
+                    (9, '101.M1P1.h', '101.M1P1.h:2,', '', '', 8, -1, -1);",
+            )?;
+        }
+        let mut a = Mailbox::open(&root)?;
+        let s = a.snapshot()?;
+        assert_eq!(s.uidvalidity, 4242);
+        let uids: Vec<(u32, &str)> = s.messages.iter().map(|m| (m.uid, m.base())).collect();
+        assert_eq!(uids, [(5, "100.M1P1.h"), (9, "101.M1P1.h")]);
+        assert_eq!(s.messages[0].keywords, ["work"]);
+        deliver(&root, "100.M1P1.h", b"a\n");
+        deliver(&root, "102.M1P1.h", b"c\n");
+        assert_eq!(a.refresh()?, vec![10]);
         Ok(())
     }
 

@@ -106,7 +106,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A message's base name: the Maildir file name up to the first `:` or `,` (pop3d's
 /// UIDL for the same file, see the crate documentation).
 pub fn base_name(file: &str) -> &str {
-    let end = file.find([':', ',']).unwrap_or(file.len());
+    // Bytes, not a char pattern: called for every file of a mailbox when it is indexed.
+    let end = file
+        .bytes()
+        .position(|b| b == b':' || b == b',')
+        .unwrap_or(file.len());
     &file[..end]
 }
 
