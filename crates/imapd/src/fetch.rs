@@ -340,17 +340,26 @@ fn section(label: &str, peek: bool, part: Vec<u32>, text: SectionText) -> Item {
     }
 }
 
-/// Bare LF → CRLF (existing CRLF kept).
-pub fn to_crlf(data: &[u8]) -> Vec<u8> {
+/// Bare LF → CRLF (existing CRLF kept); `data` itself when it has no bare LF. Lines are
+/// found with memchr and copied whole: a FETCH of BODY[] converts every byte it sends.
+pub fn to_crlf(data: Vec<u8>) -> Vec<u8> {
+    let bare = |i: usize| i == 0 || data[i - 1] != b'\r';
+    let Some(first) = memchr::memchr_iter(b'\n', &data).find(|&i| bare(i)) else {
+        return data;
+    };
     let mut out = Vec::with_capacity(data.len() + data.len() / 30);
-    let mut prev = 0u8;
-    for &b in data {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+    out.extend_from_slice(&data[..first]);
+    out.extend_from_slice(b"\r\n");
+    let mut start = first + 1;
+    let from = start;
+    for i in memchr::memchr_iter(b'\n', &data[from..]).map(|i| i + from) {
+        if bare(i) {
+            out.extend_from_slice(&data[start..i]);
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
         }
-        out.push(b);
-        prev = b;
     }
+    out.extend_from_slice(&data[start..]);
     out
 }
 
@@ -371,12 +380,11 @@ pub fn section_bytes(
             .map_or(b.len(), |p| p + 4)
     };
     if part.is_empty() {
-        let he = header_end(raw);
         return match text {
             SectionText::Full => raw.to_vec(),
-            SectionText::Header => raw[..he].to_vec(),
-            SectionText::Text => raw[he..].to_vec(),
-            SectionText::Fields { names, not } => fields(&raw[..he], names, *not),
+            SectionText::Header => raw[..header_end(raw)].to_vec(),
+            SectionText::Text => raw[header_end(raw)..].to_vec(),
+            SectionText::Fields { names, not } => fields(&raw[..header_end(raw)], names, *not),
             SectionText::Mime => Vec::new(),
         };
     }
@@ -1689,6 +1697,21 @@ mod tests {
         );
         assert_eq!(items(&Value::Atom("BINARY[HEADER]".into())), None);
         Ok(())
+    }
+
+    #[test]
+    fn crlf() {
+        for (i, o) in [
+            (&b""[..], &b""[..]),
+            (b"a", b"a"),
+            (b"\n", b"\r\n"),
+            (b"a\nb\r\nc\n\n", b"a\r\nb\r\nc\r\n\r\n"),
+            (b"\r\n\r\nx\n", b"\r\n\r\nx\r\n"),
+            (b"a\rb\r\n", b"a\rb\r\n"),
+            (b"\n\r\n\r", b"\r\n\r\n\r"),
+        ] {
+            assert_eq!(to_crlf(i.to_vec()), o, "{:?}", String::from_utf8_lossy(i));
+        }
     }
 
     #[test]

@@ -197,12 +197,7 @@ fn cmp_day(day: i64, want: i64, how: i8) -> bool {
 pub fn eval(k: &Key, c: &Ctx<'_>, raw: &mut Option<Vec<u8>>) -> bool {
     let body = |raw: &mut Option<Vec<u8>>| -> Vec<u8> {
         if raw.is_none() {
-            *raw = Some(
-                c.mbox
-                    .read(c.msg)
-                    .map(|d| fetch::to_crlf(&d))
-                    .unwrap_or_default(),
-            );
+            *raw = Some(c.mbox.read(c.msg).map(fetch::to_crlf).unwrap_or_default());
         }
         raw.clone().unwrap_or_default()
     };

@@ -1852,7 +1852,7 @@ impl Session {
                     s.mbox.read(&m)
                 };
                 match data {
-                    Ok(d) => fetch::to_crlf(&d),
+                    Ok(d) => fetch::to_crlf(d),
                     // Expunged by another session meanwhile: nothing to send for it.
                     Err(_) => {
                         job.expunged = true;
@@ -1947,11 +1947,19 @@ impl Session {
                         partial,
                         ..
                     } => {
-                        let mut data = fetch::section_bytes(&raw, parsed.as_ref(), part, text);
+                        // BODY[] is the file as read: sent without another copy.
+                        let owned;
+                        let mut data: &[u8] =
+                            if part.is_empty() && matches!(text, fetch::SectionText::Full) {
+                                &raw
+                            } else {
+                                owned = fetch::section_bytes(&raw, parsed.as_ref(), part, text);
+                                &owned
+                            };
                         if let Some((start, len)) = partial {
                             let a = (*start as usize).min(data.len());
                             let b = a.saturating_add(*len as usize).min(data.len());
-                            data = data[a..b].to_vec();
+                            data = &data[a..b];
                         }
                         resp.extend_from_slice(label.as_bytes());
                         resp.extend_from_slice(format!(" {{{}}}\r\n", data.len()).as_bytes());
