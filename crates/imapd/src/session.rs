@@ -1963,7 +1963,7 @@ impl Session {
                         }
                         resp.extend_from_slice(label.as_bytes());
                         resp.extend_from_slice(format!(" {{{}}}\r\n", data.len()).as_bytes());
-                        resp.extend_from_slice(&data);
+                        resp.extend_from_slice(data);
                     }
                     Item::Binary {
                         label,
