@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use base64::Engine;
 use oxipost_store::folders::SEPARATOR;
@@ -129,7 +130,8 @@ struct FetchJob {
 struct Selected {
     name: String,
     mbox: Mailbox,
-    view: Vec<Message>,
+    /// Shared with the store's kept list and other sessions until this one changes it.
+    view: Arc<Vec<Message>>,
     readonly: bool,
     modseq: u64,
     recent: HashSet<u32>,
@@ -144,9 +146,13 @@ impl Selected {
 /// Computes the internal dates and sizes of `msgs` the index does not have yet (the
 /// store indexes a new file without looking into it) and keeps them in the index.
 /// A message whose file is gone keeps `None` (it is expunged at the next look).
-fn fill_dates(mbox: &mut Mailbox, msgs: &mut [Message]) {
+fn fill_dates(mbox: &mut Mailbox, msgs: &mut Arc<Vec<Message>>) {
+    let known = |m: &Message| m.internal_date.is_some() && m.size.is_some();
+    if msgs.iter().all(known) {
+        return;
+    }
     let mut dates = Vec::new();
-    for m in msgs.iter_mut() {
+    for m in Arc::make_mut(msgs).iter_mut() {
         if m.internal_date.is_some() && m.size.is_some() {
             continue;
         }
@@ -1529,15 +1535,17 @@ impl Session {
         remove_from_view(s, &gone, qresync, out);
         let mut j = 0;
         let known = s.view.last().map_or(0, |m| m.uid);
-        for (i, m) in s.view.iter_mut().enumerate() {
-            while j < snap.messages.len() && snap.messages[j].uid < m.uid {
+        for i in 0..s.view.len() {
+            let uid = s.view[i].uid;
+            while j < snap.messages.len() && snap.messages[j].uid < uid {
                 j += 1;
             }
             if let Some(n) = snap.messages.get(j)
-                && n.uid == m.uid
-                && (n.flags != m.flags || n.keywords != m.keywords)
+                && n.uid == uid
+                && (n.flags != s.view[i].flags || n.keywords != s.view[i].keywords)
             {
-                *m = n.clone();
+                Arc::make_mut(&mut s.view)[i] = n.clone();
+                let m = &s.view[i];
                 let u = if qresync {
                     format!("UID {} ", m.uid)
                 } else {
@@ -1554,8 +1562,15 @@ impl Session {
             }
         }
         let before = s.view.len();
-        s.view
-            .extend(snap.messages.into_iter().filter(|m| m.uid > known));
+        let added: Vec<Message> = snap
+            .messages
+            .iter()
+            .filter(|m| m.uid > known)
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            Arc::make_mut(&mut s.view).extend(added);
+        }
         if s.view.len() != before {
             out.extend_from_slice(format!("* {} EXISTS\r\n", s.view.len()).as_bytes());
             if !rev2 {
@@ -1826,7 +1841,7 @@ impl Session {
                 match s.mbox.date_and_size(&m) {
                     Ok((d, n)) => {
                         (m.internal_date, m.size) = (Some(d), Some(n));
-                        s.view[i] = m.clone();
+                        Arc::make_mut(&mut s.view)[i] = m.clone();
                         dates.push((m.uid, d, n));
                     }
                     Err(_) => {
@@ -1875,7 +1890,7 @@ impl Session {
                         .set_flags(m.uid, m.flags.union(Flags::SEEN), &m.keywords)
             {
                 m = n;
-                s.view[i] = m.clone();
+                Arc::make_mut(&mut s.view)[i] = m.clone();
                 flags_changed = true;
             }
             let mut resp = format!("* {} FETCH (", i + 1).into_bytes();
@@ -2084,7 +2099,7 @@ impl Session {
             };
             nk.truncate(64);
             match s.mbox.set_flags(m.uid, nf, &nk) {
-                Ok(Some(n)) => s.view[i] = n,
+                Ok(Some(n)) => Arc::make_mut(&mut s.view)[i] = n,
                 Ok(None) => continue,
                 Err(e) => return Err(("NO", store_err(&e))),
             }
@@ -2389,7 +2404,7 @@ fn remove_from_view(s: &mut Selected, gone: &HashSet<u32>, qresync: bool, out: &
                 out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
             }
             uids.push(s.view[i].uid);
-            s.view.remove(i);
+            Arc::make_mut(&mut s.view).remove(i);
         }
     }
     if qresync && !uids.is_empty() {

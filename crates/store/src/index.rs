@@ -147,8 +147,9 @@ pub struct Snapshot {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highest_modseq: u64,
-    /// Sorted by UID.
-    pub messages: Vec<Message>,
+    /// Sorted by UID. Shared: a snapshot handed to 100s of sessions of one mailbox is
+    /// one list (a session that changes its copy gets its own, `Arc::make_mut`).
+    pub messages: Arc<Vec<Message>>,
 }
 
 /// An open mailbox.
@@ -709,7 +710,7 @@ impl Mailbox {
             if !rows.is_empty() {
                 return Ok(None);
             }
-            let messages = batch
+            let messages: Vec<Message> = batch
                 .iter()
                 .zip(0u32..)
                 .map(|(name, i)| Message {
@@ -724,12 +725,12 @@ impl Mailbox {
                 .collect();
             Ok(Some(Snapshot {
                 uidvalidity: t.meta("uidvalidity")? as u32,
+                messages: Arc::new(messages),
                 uidnext: (first_uid + batch.len() as i64) as u32,
                 highest_modseq: match t.modseq {
                     Some(m) => m,
                     None => t.meta("highestmodseq")?,
                 } as u64,
-                messages,
             }))
         })?;
         if let Some(snap) = built {
@@ -777,7 +778,7 @@ impl Mailbox {
             uidvalidity,
             uidnext,
             highest_modseq,
-            messages,
+            messages: Arc::new(messages),
         };
         self.keep_snapshot(snap.clone());
         Ok(snap)
@@ -859,13 +860,12 @@ impl Mailbox {
             if *id != self.db_id || *p != self.root {
                 continue;
             }
-            // Only this list holds it (handed out as copies).
-            if let Some(snap) = Arc::get_mut(snap) {
-                for &(uid, date, size) in vals {
-                    if let Ok(i) = snap.messages.binary_search_by_key(&uid, |m| m.uid) {
-                        snap.messages[i].internal_date = Some(date);
-                        snap.messages[i].size = Some(size);
-                    }
+            // Copied when sessions share it (once: the copy is this list's own).
+            let msgs = Arc::make_mut(&mut Arc::make_mut(snap).messages);
+            for &(uid, date, size) in vals {
+                if let Ok(i) = msgs.binary_search_by_key(&uid, |m| m.uid) {
+                    msgs[i].internal_date = Some(date);
+                    msgs[i].size = Some(size);
                 }
             }
         }
