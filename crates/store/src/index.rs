@@ -527,6 +527,7 @@ impl Mailbox {
             root,
             modseq: None,
             uidnext: None,
+            logged: false,
         };
         let v = f(&mut t)?;
         t.flush()?;
@@ -1106,7 +1107,13 @@ struct Tx<'a> {
     /// [`Tx::flush`] before the commit (one write each however many messages change).
     modseq: Option<i64>,
     uidnext: Option<i64>,
+    /// An expunge was logged: the log is trimmed before the commit.
+    logged: bool,
 }
+
+/// Expunges the log keeps (QRESYNC's `VANISHED (EARLIER)` from further back answers from
+/// the UID gaps instead); trimmed once it is a tenth longer.
+const EXPUNGE_LOG_KEPT: i64 = if cfg!(test) { 10 } else { 50_000 };
 
 impl Tx<'_> {
     fn meta(&self, key: &str) -> Result<i64> {
@@ -1116,8 +1123,11 @@ impl Tx<'_> {
             .query_row([key], |r| r.get(0))?)
     }
 
-    /// Writes the counters changed in this transaction.
+    /// Writes the counters changed in this transaction (and trims the expunge log).
     fn flush(&mut self) -> Result<()> {
+        if self.logged {
+            self.trim_expunge_log()?;
+        }
         for (key, v) in [("highestmodseq", self.modseq), ("uidnext", self.uidnext)] {
             if let Some(v) = v {
                 self.tx
@@ -1146,6 +1156,30 @@ impl Tx<'_> {
             params![uid, modseq],
         )?;
         self.tx.execute("DELETE FROM cache WHERE uid=?1", [uid])?;
+        self.logged = true;
+        Ok(())
+    }
+
+    /// Drops the oldest expunges beyond [`EXPUNGE_LOG_KEPT`]; the log then starts at the
+    /// newest MODSEQ dropped (`expungelog`: complete after it).
+    fn trim_expunge_log(&mut self) -> Result<()> {
+        let n: i64 = self
+            .tx
+            .query_row("SELECT count(*) FROM expunged", [], |r| r.get(0))?;
+        if n <= EXPUNGE_LOG_KEPT + EXPUNGE_LOG_KEPT / 10 {
+            return Ok(());
+        }
+        let cutoff: i64 = self.tx.query_row(
+            "SELECT modseq FROM expunged ORDER BY modseq DESC LIMIT 1 OFFSET ?1",
+            [EXPUNGE_LOG_KEPT],
+            |r| r.get(0),
+        )?;
+        self.tx
+            .execute("DELETE FROM expunged WHERE modseq <= ?1", [cutoff])?;
+        self.tx.execute(
+            "UPDATE meta SET value = max(value, ?1) WHERE key = 'expungelog'",
+            [cutoff],
+        )?;
         Ok(())
     }
 
@@ -1629,6 +1663,37 @@ mod tests {
         deliver(&root, "100.M1P1.h", b"a\n");
         deliver(&root, "102.M1P1.h", b"c\n");
         assert_eq!(a.refresh()?, vec![10]);
+        Ok(())
+    }
+
+    #[test]
+    fn expunge_log_trimmed() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        let mut a = Mailbox::open(&root)?;
+        let start = a.highest_modseq()?;
+        for i in 0..11 {
+            deliver(&root, &format!("{}.M1P1.h", 100 + i), b"x\n");
+        }
+        a.refresh()?;
+        let after_delivery = a.highest_modseq()?;
+        let uids: Vec<u32> = (1..=11).collect();
+        a.expunge(&uids)?;
+        // 11 is within a tenth over 10: kept whole.
+        assert_eq!(a.vanished_since(start)?, (uids.clone(), true));
+        for i in 0..2 {
+            deliver(&root, &format!("{}.M1P1.h", 200 + i), b"x\n");
+        }
+        a.refresh()?;
+        a.expunge(&[12, 13])?;
+        // 13: the 10 newest kept, the log complete only after the ones dropped (the
+        // expunges of UIDs 1-3, MODSEQs after_delivery + 1..3).
+        let (v, complete) = a.vanished_since(after_delivery + 3)?;
+        assert_eq!(v, (4..=13).collect::<Vec<u32>>());
+        assert!(complete);
+        let (v, complete) = a.vanished_since(start)?;
+        assert_eq!(v.len(), 10);
+        assert!(!complete);
         Ok(())
     }
 
