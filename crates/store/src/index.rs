@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Result, StoreError, base_name};
 
@@ -164,6 +164,10 @@ pub struct Mailbox {
     /// [`Mailbox::snapshot`] right after (a SELECT): a kept message list with these
     /// counters is taken without another read transaction. Cleared by any write.
     counters: Option<Counters>,
+    /// The index's tables are still to be made: by the first write transaction, in
+    /// which [`Mailbox::open`]'s first look fills them (one commit and its syncs, not
+    /// one for the empty tables and another for the rows).
+    create: bool,
 }
 
 /// UIDVALIDITY, UIDNEXT, highest MODSEQ.
@@ -345,13 +349,13 @@ impl Mailbox {
             }
         }
         let db_path = root.join(INDEX_NAME);
-        let mut mb = match Self::open_db(root, &db_path, None) {
+        let mut mb = match Self::open_db(root, &db_path) {
             Ok(mb) => mb,
             Err(StoreError::Db(_)) => {
                 // Corrupt: keep it aside for inspection, start over with a new UIDVALIDITY.
                 let _ = fs::rename(&db_path, root.join(format!("{INDEX_NAME}.corrupt")));
                 let _ = fs::remove_file(root.join(format!("{INDEX_NAME}-journal")));
-                Self::open_db(root, &db_path, None)?
+                Self::open_db(root, &db_path)?
             }
             Err(e) => return Err(e),
         };
@@ -377,10 +381,11 @@ impl Mailbox {
             fresh: Vec::new(),
             counters: None,
             db_id,
+            create: false,
         })
     }
 
-    fn open_db(root: &Path, db_path: &Path, old_validity: Option<u32>) -> Result<Mailbox> {
+    fn open_db(root: &Path, db_path: &Path) -> Result<Mailbox> {
         let db = Connection::open(db_path)?;
         db.busy_timeout(Duration::from_secs(10))?;
         // Pages read through a mapping, not a pread each: a SELECT reads them all.
@@ -405,12 +410,15 @@ impl Mailbox {
             tx.finish()?;
             ready
         };
-        if ready {
-            return Self::handle(root, db_path, db);
-        }
-        // Created in one transaction (one journal and its syncs, not one per statement),
-        // IMMEDIATE: another process creating it at the same time waits (busy timeout).
-        let tx = rusqlite::Transaction::new_unchecked(&db, TransactionBehavior::Immediate)?;
+        let mut mb = Self::handle(root, db_path, db)?;
+        mb.create = !ready;
+        Ok(mb)
+    }
+
+    /// Makes (or completes, or converts from an older schema) the index's tables, inside
+    /// the write transaction `db` is in, with the flock held: another process making them
+    /// at the same time waits for the lock and then finds them.
+    fn create_schema(db: &Connection) -> Result<()> {
         db.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS msg ({MSG_COLUMNS});
@@ -453,7 +461,7 @@ impl Mailbox {
             })
             .optional()?;
         if have.is_none() {
-            let v = (now() as u32).max(old_validity.map_or(1, |o| o.wrapping_add(1)));
+            let v = now() as u32;
             db.execute_batch(&format!(
                 "INSERT OR REPLACE INTO meta VALUES ('uidvalidity', {v});
                  INSERT OR REPLACE INTO meta VALUES ('uidnext', 1);
@@ -462,13 +470,12 @@ impl Mailbox {
         }
         // The expunge log (QRESYNC) is complete from the MODSEQ it started at; an index
         // older than the log has no record of earlier expunges (only here: an index in
-        // use, checked above, has it).
+        // use has it).
         db.execute(
             "INSERT OR IGNORE INTO meta SELECT 'expungelog', value FROM meta WHERE key='highestmodseq'",
             [],
         )?;
-        tx.commit()?;
-        Self::handle(root, db_path, db)
+        Ok(())
     }
 
     fn handle(root: &Path, db_path: &Path, db: Connection) -> Result<Mailbox> {
@@ -480,6 +487,7 @@ impl Mailbox {
             fresh: Vec::new(),
             counters: None,
             db_id: (md.dev(), md.ino()),
+            create: false,
         })
     }
 
@@ -521,7 +529,11 @@ impl Mailbox {
             .open(self.root.join(LOCK_NAME))?;
         lock.lock()?;
         let root = self.root.clone();
+        let create = self.create;
         let tx = self.db.transaction()?;
+        if create {
+            Self::create_schema(&tx)?;
+        }
         let mut t = Tx {
             tx,
             root,
@@ -533,6 +545,7 @@ impl Mailbox {
         t.flush()?;
         t.tx.commit()?;
         drop(lock);
+        self.create = false;
         Ok(v)
     }
 
@@ -586,7 +599,12 @@ impl Mailbox {
         let new_dir = self.root.join("new");
         let new_mtime = dir_mtime(&new_dir)?;
         let mut fresh = Vec::new();
-        let ((new_stamp, cur_stamp), counters) = self.stamps()?;
+        let ((new_stamp, cur_stamp), counters) = if self.create {
+            // Nothing to read yet: both listed (cur/ always: its look makes the tables).
+            ((None, None), (0, 0, 0))
+        } else {
+            self.stamps()?
+        };
         let new_ok = new_stamp == Some(new_mtime);
         if !new_ok {
             fresh = self.refresh_new()?;
