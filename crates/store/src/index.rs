@@ -93,19 +93,18 @@ impl Flags {
     }
     /// Maildir info letters, in ASCII order as the Maildir specification asks.
     pub fn letters(self) -> String {
-        // ASCII order of the letters (D F R S T).
-        const ORDER: [(Flags, char); 5] = [
-            (Flags::DRAFT, 'D'),
-            (Flags::FLAGGED, 'F'),
-            (Flags::ANSWERED, 'R'),
-            (Flags::SEEN, 'S'),
-            (Flags::DELETED, 'T'),
+        self.letters_str().to_owned()
+    }
+
+    /// [`Flags::letters`] without an allocation (indexing binds one per message).
+    pub fn letters_str(self) -> &'static str {
+        // By bit value: S = 1, R = 2, F = 4, T = 8, D = 16.
+        const LETTERS: [&str; 32] = [
+            "", "S", "R", "RS", "F", "FS", "FR", "FRS", "T", "ST", "RT", "RST", "FT", "FST", "FRT",
+            "FRST", "D", "DS", "DR", "DRS", "DF", "DFS", "DFR", "DFRS", "DT", "DST", "DRT", "DRST",
+            "DFT", "DFST", "DFRT", "DFRST",
         ];
-        ORDER
-            .iter()
-            .filter(|(f, _)| self.contains(*f))
-            .map(|(_, l)| *l)
-            .collect()
+        LETTERS[usize::from(self.0 & 31)]
     }
     /// IMAP names, space-separated.
     pub fn imap_names(self) -> Vec<&'static str> {
@@ -723,25 +722,35 @@ impl Mailbox {
                 }
                 batch.push(name);
             }
-            let (first_uid, first_modseq) = t.insert_many(&batch, rows.len())?;
-            // An index built from nothing: its whole list is known here, kept for the
-            // snapshot that follows (a first SELECT would otherwise read it all back).
             if !rows.is_empty() {
+                t.insert_many(&batch, rows.len())?;
                 return Ok(None);
             }
-            let messages: Vec<Message> = batch
-                .iter()
-                .zip(0u32..)
-                .map(|(name, i)| Message {
-                    uid: first_uid as u32 + i,
-                    name: Arc::from(*name),
-                    flags: info_flags(name),
-                    keywords: Vec::new(),
-                    modseq: first_modseq as u64 + u64::from(i),
-                    internal_date: None,
-                    size: None,
-                })
-                .collect();
+            // An index built from nothing: its whole list is known here, kept for the
+            // snapshot that follows (a first SELECT would otherwise read it all back),
+            // made on another core while this one fills the index.
+            let (first_uid, first_modseq) = t.next_ids()?;
+            let make = || -> Vec<Message> {
+                batch
+                    .iter()
+                    .zip(0u32..)
+                    .map(|(name, i)| Message {
+                        uid: first_uid as u32 + i,
+                        name: Arc::from(*name),
+                        flags: info_flags(name),
+                        keywords: Vec::new(),
+                        modseq: first_modseq as u64 + u64::from(i),
+                        internal_date: None,
+                        size: None,
+                    })
+                    .collect()
+            };
+            let messages = std::thread::scope(|sc| -> Result<Vec<Message>> {
+                // No thread (a process limit): made here after the inserts.
+                let beside = std::thread::Builder::new().spawn_scoped(sc, make).ok();
+                t.insert_many(&batch, 0)?;
+                Ok(beside.and_then(|h| h.join().ok()).unwrap_or_else(make))
+            })?;
             Ok(Some(Snapshot {
                 uidvalidity: t.meta("uidvalidity")? as u32,
                 messages: Arc::new(messages),
@@ -1238,20 +1247,26 @@ impl Tx<'_> {
         self.insert_unknown(name).map(Some)
     }
 
+    /// The UID and MODSEQ the next message indexed gets.
+    fn next_ids(&mut self) -> Result<(i64, i64)> {
+        let uid = match self.uidnext {
+            Some(u) => u,
+            None => self.meta("uidnext")?,
+        };
+        let modseq = match self.modseq {
+            Some(m) => m,
+            None => self.meta("highestmodseq")?,
+        } + 1;
+        Ok((uid, modseq))
+    }
+
     /// Indexes `cur/<name>` for each of `names` (whose base names the index does not
     /// have, each once) under the next UIDs, in order, in an index of `existing` rows:
     /// statements of many rows, prepared once (a first SELECT of a big Maildir indexes
     /// 10,000s). Returns the first UID and MODSEQ given.
     fn insert_many(&mut self, names: &[&str], existing: usize) -> Result<(i64, i64)> {
         const ROWS: usize = 256;
-        let first_uid = match self.uidnext {
-            Some(u) => u,
-            None => self.meta("uidnext")?,
-        };
-        let first_modseq = match self.modseq {
-            Some(m) => m,
-            None => self.meta("highestmodseq")?,
-        } + 1;
+        let (first_uid, first_modseq) = self.next_ids()?;
         let sql = |rows: usize| {
             let mut q = String::from("INSERT INTO msg VALUES ");
             for i in 0..rows {
@@ -1284,7 +1299,7 @@ impl Tx<'_> {
                 st.raw_bind_parameter(k, first_uid + n)?;
                 st.raw_bind_parameter(k + 1, base_hash(base_name(name)))?;
                 st.raw_bind_parameter(k + 2, *name)?;
-                st.raw_bind_parameter(k + 3, info_flags(name).letters())?;
+                st.raw_bind_parameter(k + 3, info_flags(name).letters_str())?;
                 st.raw_bind_parameter(k + 4, first_modseq + n)?;
                 k += 5;
                 n += 1;
@@ -1797,6 +1812,11 @@ mod tests {
     fn flag_letters() {
         let f = Flags::from_letters("TSFx");
         assert_eq!(f.letters(), "FST");
+        for bits in 0..32u8 {
+            let l = Flags(bits).letters_str();
+            assert_eq!(Flags::from_letters(l), Flags(bits));
+            assert!(l.as_bytes().is_sorted_by(|a, b| a < b), "{l}");
+        }
         assert_eq!(f.imap_names(), vec!["\\Flagged", "\\Deleted", "\\Seen"]);
         assert_eq!(Flags::from_imap("\\seen"), Some(Flags::SEEN));
     }
