@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORD, Raw
+from conftest import PASSWORD, Raw, pids_of
 
 
 def body(i, extra=""):
@@ -238,6 +238,17 @@ def test_two_sessions_see_each_others_changes(imap):
     b.close()
 
 
+def wakeups(pids):
+    """Context switches of the processes so far: a process that sleeps in its poll adds
+    none."""
+    n = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                n += int(line.split()[1])
+    return n
+
+
 def test_idle_woken_by_smtp_delivery(imap):
     imap.start()
     imap.deliver_all([body(0)])
@@ -246,6 +257,13 @@ def test_idle_woken_by_smtp_delivery(imap):
     c.cmd("s", "SELECT INBOX")
     c.send(b"i IDLE\r\n")
     assert c.line() == b"+ idling"
+    # Not polling: while nothing happens imapd does not wake up at all (a one-second
+    # poll would add a switch each second); then the delivery alone wakes it.
+    procs = pids_of("imapd", imap.root)
+    assert procs
+    before = wakeups(procs)
+    time.sleep(3)
+    assert wakeups(procs) == before, "imapd woke up while its IDLE session had nothing new"
     t0 = time.time()
     imap.send(body(1))
     # The delivery is the wake-up: no NOOP, no polling by the client.
