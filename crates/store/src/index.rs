@@ -746,8 +746,11 @@ impl Mailbox {
                     .collect()
             };
             let messages = std::thread::scope(|sc| -> Result<Vec<Message>> {
-                // No thread (a process limit): made here after the inserts.
-                let beside = std::thread::Builder::new().spawn_scoped(sc, make).ok();
+                // A thread only where it pays; none to be had (a process limit): made
+                // here after the inserts.
+                let beside = (batch.len() >= BIG_BATCH)
+                    .then(|| std::thread::Builder::new().spawn_scoped(sc, make).ok())
+                    .flatten();
                 t.insert_many(&batch, 0)?;
                 Ok(beside.and_then(|h| h.join().ok()).unwrap_or_else(make))
             })?;
@@ -1138,6 +1141,10 @@ struct Tx<'a> {
     logged: bool,
 }
 
+/// Messages indexed at once from which the bulk paths pay (index dropped, list made on
+/// another thread).
+const BIG_BATCH: usize = 512;
+
 /// Expunges the log keeps (QRESYNC's `VANISHED (EARLIER)` from further back answers from
 /// the UID gaps instead); trimmed once it is a tenth longer.
 const EXPUNGE_LOG_KEPT: i64 = if cfg!(test) { 10 } else { 50_000 };
@@ -1280,7 +1287,7 @@ impl Tx<'_> {
         // Many rows: the hash index is dropped, to be built again by the next
         // [`Tx::insert`] that needs it (sorting once then costs a fraction of 10,000s of
         // inserts at random places in it, and not in the first SELECT).
-        if names.len() >= 512 && names.len() >= existing {
+        if names.len() >= BIG_BATCH && names.len() >= existing {
             self.tx.execute_batch("DROP INDEX IF EXISTS msg_bhash")?;
         }
         let mut full = None;
