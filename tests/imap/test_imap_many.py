@@ -76,7 +76,7 @@ def test_ten_thousand_idle_sessions_in_few_processes(imap):
         per_session = sum(pss_kib(p) for p in procs) / N
         print(f"{N} idle IDLE sessions: {len(procs)} imapd processes, {per_session:.0f} KiB PSS each")
         # Dovecot 2.3 on this machine: about 513 KiB each (scripts/bench-imap.sh).
-        assert per_session < 256, f"{per_session:.0f} KiB PSS per idle session"
+        assert per_session < 128, f"{per_session:.0f} KiB PSS per idle session"
         for s in bufs:
             bufs[s] = b""
         imap.send(body(1))

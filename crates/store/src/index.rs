@@ -385,7 +385,9 @@ impl Mailbox {
     }
 
     fn open_db(root: &Path, db_path: &Path) -> Result<Mailbox> {
+        configure_sqlite();
         let db = Connection::open(db_path)?;
+        no_lookaside(&db);
         db.busy_timeout(Duration::from_secs(10))?;
         // Pages read through a mapping, not a pread each: a SELECT reads them all.
         db.pragma_update(None, "mmap_size", 256i64 << 20)?;
@@ -1340,6 +1342,47 @@ impl Tx<'_> {
             ])?;
         self.uidnext = Some(uid + 1);
         Ok(uid as u32)
+    }
+}
+
+/// Process-wide SQLite set-up, before its first use in the process: no initial bulk
+/// page-cache allocation per connection (SQLite's default is 20 pages, ~88 KiB, filled in
+/// at once; an idle session's index needs a handful). Pages are allocated as read.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_PAGECACHE takes a buffer pointer (null: none) and two
+        // ints, as passed. Called once, from the thread opening the first index; if
+        // SQLite was already initialised in this process it refuses (SQLITE_MISUSE) and
+        // changes nothing.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_PAGECACHE,
+                std::ptr::null_mut::<libc::c_void>(),
+                0 as libc::c_int,
+                0 as libc::c_int,
+            );
+        }
+    });
+}
+
+/// Turns off `db`'s lookaside allocator (SQLite's default: 120 KiB per connection, its
+/// free list written through at once): every selected mailbox of every session holds a
+/// connection, so an idle IDLE session would be mostly that buffer; SQLite's small
+/// allocations go to malloc instead (no difference measured on a 10,000-message build).
+/// Called before the connection has run any statement, as SQLite requires.
+fn no_lookaside(db: &Connection) {
+    // SAFETY: the handle is this open connection's; SQLITE_DBCONFIG_LOOKASIDE takes a
+    // buffer pointer (null) and two ints (slot size, slot count; 0: none), as passed;
+    // nothing of the old lookaside is in use before the first statement.
+    unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            db.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_int,
+            0 as libc::c_int,
+        );
     }
 }
 
