@@ -167,6 +167,9 @@ pub struct Mailbox {
     /// which [`Mailbox::open`]'s first look fills them (one commit and its syncs, not
     /// one for the empty tables and another for the rows).
     create: bool,
+    /// The flock [`Mailbox::locked`] uses instead of taking it, while
+    /// [`Mailbox::build_new`] holds it for the whole build.
+    held: Option<File>,
 }
 
 /// UIDVALIDITY, UIDNEXT, highest MODSEQ.
@@ -358,9 +361,52 @@ impl Mailbox {
             }
             Err(e) => return Err(e),
         };
+        if mb.create && is_empty_file(&db_path) {
+            // No index at all yet: built aside and renamed into place.
+            mb.db.0 = None;
+            let fresh = Self::build_new(root, &db_path)?;
+            mb = Self::open_db(root, &db_path)?;
+            mb.fresh = fresh;
+        }
         let fresh = mb.sync()?;
         mb.fresh.extend(fresh);
         Ok(mb)
+    }
+
+    /// Builds a mailbox's first index in `oxipost-index.new` — no journal, no syncs while
+    /// it is filled — then makes it durable and visible at once: one fsync of the file,
+    /// the rename, one of the directory (a first look at a big Maildir otherwise pays a
+    /// journal and four syncs). A build cut short leaves only the `.new` file, which the
+    /// next build replaces; the flock is held throughout, and another process that got
+    /// it first has built the index already. Returns the UIDs of the files moved from
+    /// `new/`.
+    fn build_new(root: &Path, db_path: &Path) -> Result<Vec<u32>> {
+        let lock = lock_file(root)?;
+        if !is_empty_file(db_path) {
+            return Ok(Vec::new());
+        }
+        let tmp = root.join(format!("{INDEX_NAME}.new"));
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        configure_sqlite();
+        let db = Connection::open(&tmp)?;
+        no_lookaside(&db);
+        db.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF")?;
+        let mut mb = Self::handle(root, &tmp, db)?;
+        mb.create = true;
+        mb.held = Some(lock);
+        // Makes the tables and indexes new/ and cur/ (keeping the list for the SELECT:
+        // the file keeps its inode through the rename, the key of the kept list).
+        let fresh = mb.sync()?;
+        let lock = mb.held.take();
+        mb.db.0 = None;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, db_path)?;
+        File::open(root)?.sync_all()?;
+        drop(lock);
+        Ok(fresh)
     }
 
     /// The connection kept for `root` by a mailbox closed in this process, when its index
@@ -381,6 +427,7 @@ impl Mailbox {
             counters: None,
             db_id,
             create: false,
+            held: None,
         })
     }
 
@@ -489,6 +536,7 @@ impl Mailbox {
             counters: None,
             db_id: (md.dev(), md.ino()),
             create: false,
+            held: None,
         })
     }
 
@@ -523,12 +571,10 @@ impl Mailbox {
     /// Runs `f` with the index locked (flock) inside one transaction.
     fn locked<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         self.counters = None;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.root.join(LOCK_NAME))?;
-        lock.lock()?;
+        let lock = match self.held {
+            Some(_) => None,
+            None => Some(lock_file(&self.root)?),
+        };
         let root = self.root.clone();
         let create = self.create;
         let tx = self.db.transaction()?;
@@ -1428,6 +1474,23 @@ fn header_end(data: &[u8]) -> Option<usize> {
     }
 }
 
+/// The index's flock, taken (blocking).
+fn lock_file(root: &Path) -> Result<File> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(LOCK_NAME))?;
+    lock.lock()?;
+    Ok(lock)
+}
+
+/// Whether the index file is missing or empty: no index yet (SQLite writes nothing to a
+/// new file before its first transaction).
+fn is_empty_file(path: &Path) -> bool {
+    fs::metadata(path).map_or(true, |m| m.len() == 0)
+}
+
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1708,6 +1771,37 @@ mod tests {
         deliver(&root, "1001.M1P1.h", b"y\n");
         assert_eq!(a.refresh()?, vec![701]);
         assert!(has_index()?);
+        Ok(())
+    }
+
+    #[test]
+    fn first_index_built_aside_and_renamed() -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let root = t.path().join("Maildir");
+        fs::create_dir_all(root.join("cur"))?;
+        fs::write(root.join("cur/100.M1P1.h:2,S"), b"a\n")?;
+        // What a build cut short leaves, and an empty index file (SQLite's before any
+        // transaction): both replaced.
+        fs::write(root.join(format!("{INDEX_NAME}.new")), b"garbage")?;
+        fs::write(root.join(INDEX_NAME), b"")?;
+        let mut a = Mailbox::open(&root)?;
+        assert_eq!(a.snapshot()?.messages.len(), 1);
+        assert!(!root.join(format!("{INDEX_NAME}.new")).exists());
+        assert!(!root.join(format!("{INDEX_NAME}-journal")).exists());
+        // Another process's view of it: a complete index.
+        SNAPSHOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        drop(a);
+        CONNECTIONS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let mut b = Mailbox::open(&root)?;
+        let s = b.snapshot()?;
+        assert_eq!(s.messages[0].uid, 1);
+        assert!(s.messages[0].flags.contains(Flags::SEEN));
         Ok(())
     }
 
