@@ -373,13 +373,15 @@ impl Mailbox {
         Ok(mb)
     }
 
-    /// Builds a mailbox's first index in `oxipost-index.new` — no journal, no syncs while
-    /// it is filled — then makes it durable and visible at once: one fsync of the file,
-    /// the rename, one of the directory (a first look at a big Maildir otherwise pays a
-    /// journal and four syncs). A build cut short leaves only the `.new` file, which the
-    /// next build replaces; the flock is held throughout, and another process that got
-    /// it first has built the index already. Returns the UIDs of the files moved from
-    /// `new/`.
+    /// Builds a mailbox's first index in `oxipost-index.new` — no journal, no fsync —
+    /// and renames it into place, so it appears whole or not at all. A build cut short
+    /// leaves only the `.new` file, which the next build replaces; the flock is held
+    /// throughout, and another process that got it first has built the index already.
+    /// Not fsync'd, as Dovecot writes its indexes (an fsync here waits for the
+    /// filesystem's journal, which after a burst of deliveries holds all their files):
+    /// the mail is in the Maildir, and an index lost to a power cut — missing, empty or
+    /// unreadable — is built again under a new UIDVALIDITY, as RFC 3501 asks. Returns
+    /// the UIDs of the files moved from `new/`.
     fn build_new(root: &Path, db_path: &Path) -> Result<Vec<u32>> {
         let lock = lock_file(root)?;
         if !is_empty_file(db_path) {
@@ -402,9 +404,7 @@ impl Mailbox {
         let fresh = mb.sync()?;
         let lock = mb.held.take();
         mb.db.0 = None;
-        File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, db_path)?;
-        File::open(root)?.sync_all()?;
         drop(lock);
         Ok(fresh)
     }
