@@ -361,8 +361,10 @@ impl Mailbox {
             }
             Err(e) => return Err(e),
         };
-        if mb.create && is_empty_file(&db_path) {
-            // No index at all yet: built aside and renamed into place.
+        if mb.create {
+            // No index yet (or an incomplete one): built aside and renamed into place when
+            // the file is still empty under the lock, then opened again — this connection
+            // may hold the empty file another process has just replaced.
             mb.db.0 = None;
             let fresh = Self::build_new(root, &db_path)?;
             mb = Self::open_db(root, &db_path)?;
