@@ -394,9 +394,7 @@ impl Mailbox {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
-        configure_sqlite();
-        let db = Connection::open(&tmp)?;
-        no_lookaside(&db);
+        let db = connect(&tmp)?;
         db.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF")?;
         let mut mb = Self::handle(root, &tmp, db)?;
         mb.create = true;
@@ -434,9 +432,7 @@ impl Mailbox {
     }
 
     fn open_db(root: &Path, db_path: &Path) -> Result<Mailbox> {
-        configure_sqlite();
-        let db = Connection::open(db_path)?;
-        no_lookaside(&db);
+        let db = connect(db_path)?;
         db.busy_timeout(Duration::from_secs(10))?;
         // Pages read through a mapping, not a pread each: a SELECT reads them all.
         db.pragma_update(None, "mmap_size", 256i64 << 20)?;
@@ -1340,17 +1336,10 @@ impl Tx<'_> {
         if names.len() >= BIG_BATCH && names.len() >= existing {
             self.tx.execute_batch("DROP INDEX IF EXISTS msg_bhash")?;
         }
-        let mut full = None;
         let mut n = 0i64;
         for chunk in names.chunks(ROWS) {
-            let st = if chunk.len() == ROWS {
-                if full.is_none() {
-                    full = Some(self.tx.prepare(&sql(ROWS))?);
-                }
-                full.as_mut().expect("prepared above")
-            } else {
-                &mut self.tx.prepare(&sql(chunk.len()))?
-            };
+            // Cached: the full size, and one row (each delivery, APPEND, COPY).
+            let mut st = self.tx.prepare_cached(&sql(chunk.len()))?;
             let mut k = 1;
             for name in chunk {
                 st.raw_bind_parameter(k, first_uid + n)?;
@@ -1372,25 +1361,16 @@ impl Tx<'_> {
 
     /// Indexes `cur/<name>`, whose base name the index does not have, under the next UID.
     fn insert_unknown(&mut self, name: &str) -> Result<u32> {
-        let uid = match self.uidnext {
-            Some(u) => u,
-            None => self.meta("uidnext")?,
-        };
-        let m = self.bump()?;
-        self.tx
-            .prepare_cached("INSERT INTO msg VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)")?
-            .execute(params![
-                uid,
-                base_hash(base_name(name)),
-                name,
-                info_flags(name).letters(),
-                m,
-                UNKNOWN,
-                UNKNOWN
-            ])?;
-        self.uidnext = Some(uid + 1);
-        Ok(uid as u32)
+        Ok(self.insert_many(&[name], usize::MAX)?.0 as u32)
     }
+}
+
+/// A lean connection to an index file (see [`configure_sqlite`], [`no_lookaside`]).
+fn connect(path: &Path) -> Result<Connection> {
+    configure_sqlite();
+    let db = Connection::open(path)?;
+    no_lookaside(&db);
+    Ok(db)
 }
 
 /// Process-wide SQLite set-up, before its first use in the process: no initial bulk
@@ -1678,6 +1658,19 @@ mod tests {
         Ok(())
     }
 
+    /// Drops what this process keeps of `root` (as another process would start), and
+    /// only that: the tests run side by side.
+    fn forget(root: &Path) {
+        SNAPSHOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(p, _, _)| p != root);
+        CONNECTIONS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(p, _, _)| p != root);
+    }
+
     fn kept(root: &Path) -> usize {
         CONNECTIONS
             .lock()
@@ -1749,10 +1742,7 @@ mod tests {
         assert!(built.messages[9].flags.contains(Flags::SEEN));
         assert_eq!(built.uidnext, 701);
         // What the index holds, read back by another process (no kept list).
-        SNAPSHOTS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        forget(&root);
         let read = a.snapshot()?;
         assert_eq!(read.messages, built.messages);
         assert_eq!(
@@ -1791,15 +1781,8 @@ mod tests {
         assert!(!root.join(format!("{INDEX_NAME}.new")).exists());
         assert!(!root.join(format!("{INDEX_NAME}-journal")).exists());
         // Another process's view of it: a complete index.
-        SNAPSHOTS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
         drop(a);
-        CONNECTIONS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        forget(&root);
         let mut b = Mailbox::open(&root)?;
         let s = b.snapshot()?;
         assert_eq!(s.messages[0].uid, 1);
